@@ -1,0 +1,204 @@
+//! Which kernels this CPU can run: feature detection (once, cached), the kernel list, names,
+//! and Auto's choice. Every ISA check in the crate lives in this file.
+use crate::error::{Error, Result};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// A kernel family, from fastest to slowest on the CPUs that have it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KernelId {
+    /// x86_64 AVX-512F, `std::arch` intrinsics.
+    Avx512,
+    /// x86_64 AVX2 + FMA, `std::arch` intrinsics.
+    Avx2,
+    /// aarch64 NEON (Advanced SIMD), `std::arch::aarch64` intrinsics.
+    Neon,
+    /// The `wide` crate, whose width is fixed at compile time; runs on every target.
+    Portable,
+    /// Packed gather plus `matrixmultiply::sgemm`, then a scalar epilogue.
+    MatrixMultiply,
+    /// Plain loops straight from the definition; the slowest, for checking.
+    Reference,
+}
+
+impl KernelId {
+    /// Every kernel this crate has, in Auto's order of preference.
+    pub const ALL: [KernelId; 6] = [
+        KernelId::Avx512,
+        KernelId::Avx2,
+        KernelId::Neon,
+        KernelId::Portable,
+        KernelId::MatrixMultiply,
+        KernelId::Reference,
+    ];
+
+    /// The kernel's name, as `POINTWISE_KERNEL` and [`KernelId::from_name`] spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelId::Avx512 => "avx512",
+            KernelId::Avx2 => "avx2",
+            KernelId::Neon => "neon",
+            KernelId::Portable => "portable",
+            KernelId::MatrixMultiply => "matrixmultiply",
+            KernelId::Reference => "reference",
+        }
+    }
+
+    /// Parses a kernel name (case-insensitive).
+    ///
+    /// # Errors
+    /// [`Error::UnknownKernel`] for a name no kernel has.
+    pub fn from_name(name: &str) -> Result<KernelId> {
+        let lower = name.trim().to_ascii_lowercase();
+        KernelId::ALL
+            .into_iter()
+            .find(|k| k.name() == lower)
+            .ok_or(Error::UnknownKernel(name.to_string()))
+    }
+
+    /// Whether this CPU (and this build's target) can run the kernel.
+    pub fn is_available(self) -> bool {
+        let f = cpu_features();
+        match self {
+            KernelId::Avx512 => f.avx512,
+            KernelId::Avx2 => f.avx2_fma,
+            KernelId::Neon => f.neon,
+            KernelId::Portable | KernelId::MatrixMultiply | KernelId::Reference => true,
+        }
+    }
+
+    /// Whether the kernel is one of the register-tiled SIMD microkernels.
+    pub fn is_microkernel(self) -> bool {
+        matches!(
+            self,
+            KernelId::Avx512 | KernelId::Avx2 | KernelId::Neon | KernelId::Portable
+        )
+    }
+
+    /// How many forward calls this kernel has executed in this process (all plans, all
+    /// threads). Tests use it to prove that a forced kernel is the one that ran.
+    pub fn invocations(self) -> u64 {
+        INVOCATIONS[self as usize].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn record_invocation(self) {
+        INVOCATIONS[self as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+static INVOCATIONS: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+
+impl fmt::Display for KernelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The SIMD features of the running CPU that matter to pointwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuFeatures {
+    /// AVX-512F (x86_64).
+    pub avx512: bool,
+    /// AVX2 and FMA together (x86_64).
+    pub avx2_fma: bool,
+    /// Advanced SIMD (aarch64).
+    pub neon: bool,
+}
+
+/// The running CPU's features, detected on the first call and cached.
+pub fn cpu_features() -> CpuFeatures {
+    static FEATURES: OnceLock<CpuFeatures> = OnceLock::new();
+    *FEATURES.get_or_init(detect)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> CpuFeatures {
+    let avx2_fma = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    CpuFeatures {
+        // The AVX-512 kernel also uses AVX2/FMA-era instructions for its 256-bit helpers.
+        avx512: avx2_fma && is_x86_feature_detected!("avx512f"),
+        avx2_fma,
+        neon: false,
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+fn detect() -> CpuFeatures {
+    CpuFeatures {
+        avx512: false,
+        avx2_fma: false,
+        neon: std::arch::is_aarch64_feature_detected!("neon"),
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn detect() -> CpuFeatures {
+    CpuFeatures::default()
+}
+
+/// The kernels this CPU can run, fastest first (the reference kernel is last).
+pub fn available_kernels() -> Vec<KernelId> {
+    KernelId::ALL.into_iter().filter(|k| k.is_available()).collect()
+}
+
+/// The kernel [`KernelChoice::Auto`] picks on this CPU: the first available SIMD tier.
+pub fn auto_kernel() -> KernelId {
+    KernelId::ALL
+        .into_iter()
+        .find(|k| k.is_microkernel() && k.is_available())
+        .unwrap_or(KernelId::Portable)
+}
+
+/// The target features this crate was compiled with (from `build.rs`), comma-separated.
+pub fn compiled_target_features() -> &'static str {
+    env!("POINTWISE_COMPILED_FEATURES")
+}
+
+/// The SIMD width in bits of the portable (`wide`) tier in this build: 256 when compiled with
+/// AVX, 128 with SSE2 or NEON, 32 when `wide` falls back to scalar lanes.
+pub fn portable_width_bits() -> usize {
+    // The build script writes a decimal constant; an unparsable value cannot occur.
+    env!("POINTWISE_PORTABLE_WIDTH_BITS").parse().unwrap_or(32)
+}
+
+/// How a plan picks its kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum KernelChoice {
+    /// The fastest kernel available on this CPU ([`auto_kernel`]).
+    #[default]
+    Auto,
+    /// This kernel, or [`Error::KernelUnavailable`] when the CPU lacks it.
+    Force(KernelId),
+}
+
+impl KernelChoice {
+    /// The environment variable tests and benchmarks use to force a kernel.
+    pub const ENV_VAR: &'static str = "POINTWISE_KERNEL";
+
+    /// `Force(k)` when `POINTWISE_KERNEL` names kernel `k`, `Auto` when it is unset, empty
+    /// or `auto`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownKernel`] for a name no kernel has.
+    pub fn from_env() -> Result<KernelChoice> {
+        match std::env::var(Self::ENV_VAR) {
+            Ok(v) if !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("auto") => {
+                Ok(KernelChoice::Force(KernelId::from_name(&v)?))
+            }
+            _ => Ok(KernelChoice::Auto),
+        }
+    }
+
+    /// The kernel this choice resolves to on this CPU.
+    ///
+    /// # Errors
+    /// [`Error::KernelUnavailable`] for a forced kernel the CPU lacks.
+    pub fn resolve(self) -> Result<KernelId> {
+        match self {
+            KernelChoice::Auto => Ok(auto_kernel()),
+            KernelChoice::Force(k) if k.is_available() => Ok(k),
+            KernelChoice::Force(k) => Err(Error::KernelUnavailable(k)),
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! The driver: splits one forward call into independent units of work, runs them on the
+//! calling thread or on rayon, and inside a unit runs the cache-blocked loop nest around the
+//! microkernel (pack a block of pixels once, then sweep every weight panel over it).
+//!
+//! A *gemm* is one (group, image) product, or one group over all images when the batch is
+//! folded into the pixel axis. A *unit* is one block of a gemm's pixels times one range of its
+//! weight panels. Units never share an output element and the reduction is never split, so
+//! the result is bit-identical for every thread count.
+use crate::conv::{Geometry, Layout};
+use crate::epilogue::{Activation, BiasAxis, TileEpilogue};
+use crate::kernels::simd::{gemm_tile, SimdF32};
+use crate::packing::{pack_pixel_panels, pixel_offsets, PanelBuf, WeightPanels};
+use std::ops::Range;
+
+/// Which operand supplies the tile's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Orientation {
+    /// Rows are output channels, vector lanes are pixels (NCHW's natural tile).
+    WeightRows,
+    /// Rows are pixels, vector lanes are output channels (NHWC's natural tile).
+    PixelRows,
+}
+
+/// Bytes of packed pixels a unit gathers at once: half of a 1 MiB L2, so that the block and
+/// the weight panel being swept over it stay in L2 together.
+pub(crate) const PACKED_PIXEL_BYTES: usize = 512 * 1024;
+/// Largest register tile any tier uses (`MR * NR`), sizing the stack tile for edges.
+pub(crate) const MAX_TILE: usize = 16 * 64;
+/// Below this many flops a call stays on the calling thread.
+pub(crate) const PARALLEL_MIN_FLOPS: usize = 1 << 22;
+
+/// A raw output pointer that units share; each unit writes a disjoint set of elements.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub *mut f32);
+// SAFETY: units write disjoint elements (see the module comment), so sharing the pointer
+// across threads creates no data race.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Everything a unit needs, borrowed from the plan and the call's arguments.
+pub(crate) struct Job<'a> {
+    pub geom: Geometry,
+    pub orient: Orientation,
+    /// Whether full tiles can be stored straight into the output (their vector lanes are
+    /// contiguous there); otherwise every tile goes through a stack tile and is scattered.
+    pub direct: bool,
+    /// Whether a gemm spans all images (pixel axis of length `n * p`).
+    pub folded: bool,
+    pub x: &'a [f32],
+    pub y: OutPtr,
+    pub residual: Option<&'a [f32]>,
+    pub bias: Option<&'a [f32]>,
+    /// Packed weights (microkernels), with lanes matching the orientation.
+    pub panels: Option<&'a WeightPanels>,
+    /// Raw `[K, C/G]` weights (matrixmultiply).
+    pub weights: &'a [f32],
+    pub act: Activation,
+    /// Pixels per packed block (a multiple of the pixel lanes).
+    pub pixel_block: usize,
+    /// Output channels per weight range of a unit.
+    pub channels_per_split: usize,
+    pub blocks_per_gemm: usize,
+    pub splits: usize,
+    pub units: usize,
+}
+
+/// One unit's coordinates.
+pub(crate) struct Unit {
+    pub group: usize,
+    /// Folded pixel range.
+    pub pixels: Range<usize>,
+    /// Output-channel range within the group.
+    pub channels: Range<usize>,
+}
+
+impl Job<'_> {
+    pub fn gemm_pixels(&self) -> usize {
+        if self.folded {
+            self.geom.n * self.geom.p
+        } else {
+            self.geom.p
+        }
+    }
+
+    pub fn unit(&self, u: usize) -> Unit {
+        let split = u % self.splits;
+        let rest = u / self.splits;
+        let block = rest % self.blocks_per_gemm;
+        let gemm = rest / self.blocks_per_gemm;
+        let group = gemm % self.geom.groups;
+        let img = if self.folded { 0 } else { gemm / self.geom.groups };
+        let start = img * self.geom.p;
+        let len = self.gemm_pixels();
+        let j0 = start + block * self.pixel_block;
+        let j1 = (j0 + self.pixel_block).min(start + len);
+        let k0 = split * self.channels_per_split;
+        let k1 = (k0 + self.channels_per_split).min(self.geom.kg);
+        Unit {
+            group,
+            pixels: j0..j1,
+            channels: k0..k1,
+        }
+    }
+
+    /// Output offset of (folded pixel, global output channel).
+    #[inline(always)]
+    fn out_offset(&self, pixel: usize, channel: usize) -> usize {
+        self.geom.output_pixel_offset(pixel) + channel * self.geom.output_channel_stride()
+    }
+}
+
+/// Per-task scratch: grown on first use, reused by later calls.
+#[derive(Default)]
+pub(crate) struct TaskScratch {
+    pub packed: Option<PanelBuf>,
+    pub offsets: Vec<isize>,
+    pub out: Vec<f32>,
+}
+
+impl TaskScratch {
+    pub fn buffers(&mut self, packed_len: usize, pixels: usize) -> (&mut [f32], &mut [isize], &mut Vec<f32>) {
+        let grow = self.packed.as_ref().is_none_or(|p| p.len() < packed_len);
+        if grow {
+            self.packed = Some(PanelBuf::from_iter(64, std::iter::repeat_n(0.0f32, packed_len)));
+        }
+        if self.offsets.len() < pixels {
+            self.offsets.resize(pixels, 0);
+        }
+        let packed = self.packed.as_mut().map(|p| &mut p[..packed_len]).unwrap_or_default();
+        (packed, &mut self.offsets[..pixels], &mut self.out)
+    }
+}
+
+/// The microkernel loop nest for one orientation, `MR x (NV * V::LANES)` tiles.
+///
+/// # Safety
+/// The CPU must support `V`'s tier; `job` must describe buffers of the lengths its geometry
+/// implies (the plan checked them), with `job.panels` packed with lanes matching this tile.
+#[inline(always)]
+pub(crate) unsafe fn run_units<V: SimdF32, const MR: usize, const NV: usize>(
+    job: &Job,
+    units: Range<usize>,
+    scratch: &mut TaskScratch,
+) {
+    let nr = NV * V::LANES;
+    let weight_rows = job.orient == Orientation::WeightRows;
+    let (wl, pl) = if weight_rows { (MR, nr) } else { (nr, MR) };
+    let Some(panels) = job.panels else { return };
+    debug_assert_eq!(panels.lanes, wl);
+    let g = &job.geom;
+    let cg = g.cg;
+    let ics = g.input_channel_stride();
+    for u in units {
+        let unit = job.unit(u);
+        let npix = unit.pixels.len();
+        let (packed, offsets, _) = scratch.buffers(npix.div_ceil(pl) * pl * cg, npix);
+        pixel_offsets(g, unit.pixels.start, offsets);
+        pack_pixel_panels(job.x, offsets, unit.group * cg, cg, ics, pl, packed);
+        let first_panel = unit.channels.start / wl;
+        let last_panel = unit.channels.end.div_ceil(wl);
+        for wp in first_panel..last_panel {
+            let k0 = wp * wl;
+            let kn = wl.min(g.kg - k0);
+            let wptr = panels.panel_ptr(unit.group, wp);
+            let chan0 = unit.group * g.kg + k0;
+            for (pp, ppanel) in packed.chunks_exact(cg * pl).enumerate() {
+                let j0 = unit.pixels.start + pp * pl;
+                let jn = pl.min(unit.pixels.end - j0);
+                let (a, b, m, n) = if weight_rows {
+                    (wptr, ppanel.as_ptr(), kn, jn)
+                } else {
+                    (ppanel.as_ptr(), wptr, jn, kn)
+                };
+                // SAFETY: a and b are full panels of cg rows; the tile targets are checked
+                // below or are stack arrays of MAX_TILE >= MR * NR elements.
+                unsafe {
+                    if job.direct && m == MR && n == nr {
+                        store_direct::<V, MR, NV>(job, a, b, j0, chan0, weight_rows);
+                    } else {
+                        store_scattered::<V, MR, NV>(job, a, b, j0, chan0, m, n, weight_rows);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A full tile whose vector lanes are contiguous in the output: computed straight into it.
+#[inline(always)]
+unsafe fn store_direct<V: SimdF32, const MR: usize, const NV: usize>(
+    job: &Job,
+    a: *const f32,
+    b: *const f32,
+    j0: usize,
+    chan0: usize,
+    weight_rows: bool,
+) {
+    let g = &job.geom;
+    let origin = job.out_offset(j0, chan0);
+    // Row stride: between output channels (NCHW, weight rows) or between pixels (NHWC).
+    let ldc = if weight_rows { g.output_channel_stride() } else { g.k };
+    let ep = TileEpilogue {
+        bias: job.bias.map_or(std::ptr::null(), |b| b[chan0..].as_ptr()),
+        bias_axis: if weight_rows { BiasAxis::Rows } else { BiasAxis::Cols },
+        residual: job.residual.map_or(std::ptr::null(), |r| r[origin..].as_ptr()),
+        ldr: ldc,
+        act: job.act,
+    };
+    // SAFETY: `direct` is only set when a full tile's rows are `ldc` apart and its lanes
+    // contiguous inside the output (and the residual, which has the output's shape).
+    unsafe { gemm_tile::<V, MR, NV>(job.geom.cg, a, b, job.y.0.add(origin), ldc, &ep) }
+}
+
+/// An edge tile, or any tile whose lanes are not contiguous in the output: computed into a
+/// stack tile (with bias and residual copied in), then the valid `m x n` part is scattered.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_scattered<V: SimdF32, const MR: usize, const NV: usize>(
+    job: &Job,
+    a: *const f32,
+    b: *const f32,
+    j0: usize,
+    chan0: usize,
+    m: usize,
+    n: usize,
+    weight_rows: bool,
+) {
+    let nr = NV * V::LANES;
+    let mut tile = [0.0f32; MAX_TILE];
+    let mut res = [0.0f32; MAX_TILE];
+    let mut bias = [0.0f32; 64];
+    let addr = |r: usize, l: usize| {
+        if weight_rows {
+            job.out_offset(j0 + l, chan0 + r)
+        } else {
+            job.out_offset(j0 + r, chan0 + l)
+        }
+    };
+    if let Some(rsrc) = job.residual {
+        for r in 0..m {
+            for l in 0..n {
+                res[r * nr + l] = rsrc[addr(r, l)];
+            }
+        }
+    }
+    if let Some(bsrc) = job.bias {
+        let count = if weight_rows { m } else { n };
+        bias[..count].copy_from_slice(&bsrc[chan0..chan0 + count]);
+    }
+    let ep = TileEpilogue {
+        bias: if job.bias.is_some() {
+            bias.as_ptr()
+        } else {
+            std::ptr::null()
+        },
+        bias_axis: if weight_rows { BiasAxis::Rows } else { BiasAxis::Cols },
+        residual: if job.residual.is_some() {
+            res.as_ptr()
+        } else {
+            std::ptr::null()
+        },
+        ldr: nr,
+        act: job.act,
+    };
+    // SAFETY: the stack arrays hold MR * NR <= MAX_TILE values and 64 >= max(MR, NR) biases.
+    unsafe { gemm_tile::<V, MR, NV>(job.geom.cg, a, b, tile.as_mut_ptr(), nr, &ep) };
+    for r in 0..m {
+        for l in 0..n {
+            // SAFETY: addr(r, l) is an element of this unit's part of the output.
+            unsafe { *job.y.0.add(addr(r, l)) = tile[r * nr + l] };
+        }
+    }
+}
+
+/// The matrixmultiply kernel for a range of units: gather the block into a `cg x npix`
+/// matrix, one `sgemm`, then the scalar epilogue.
+pub(crate) fn run_units_matrixmultiply(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
+    let g = &job.geom;
+    let cg = g.cg;
+    let ics = g.input_channel_stride();
+    for u in units {
+        let unit = job.unit(u);
+        let npix = unit.pixels.len();
+        let kn = unit.channels.len();
+        let chan0 = unit.group * g.kg + unit.channels.start;
+        if job.folded && g.layout == Layout::Nchw && scratch.out.len() < kn * npix {
+            scratch.out.resize(kn * npix, 0.0);
+        }
+        let (packed, offsets, out_scratch) = scratch.buffers(npix * cg, npix);
+        pixel_offsets(g, unit.pixels.start, offsets);
+        // One panel as wide as the block: a row-major cg x npix matrix.
+        pack_pixel_panels(job.x, offsets, unit.group * cg, cg, ics, npix, packed);
+        let w = &job.weights[chan0 * cg..(chan0 + kn) * cg];
+        let bias = job.bias.map(|b| &b[chan0..chan0 + kn]);
+        match (g.layout, job.folded) {
+            (Layout::Nchw, false) => {
+                let origin = job.out_offset(unit.pixels.start, chan0);
+                let ld = g.p;
+                // SAFETY: C = W[kn x cg] * Xp[cg x npix] lands in rows chan0.. (stride p) and
+                // pixels of one image, all inside the output; the residual has its shape.
+                unsafe {
+                    let c = job.y.0.add(origin);
+                    matrixmultiply::sgemm(
+                        kn,
+                        cg,
+                        npix,
+                        1.0,
+                        w.as_ptr(),
+                        cg as isize,
+                        1,
+                        packed.as_ptr(),
+                        npix as isize,
+                        1,
+                        0.0,
+                        c,
+                        ld as isize,
+                        1,
+                    );
+                    let ep = TileEpilogue {
+                        bias: bias.map_or(std::ptr::null(), |b| b.as_ptr()),
+                        bias_axis: BiasAxis::Rows,
+                        residual: job.residual.map_or(std::ptr::null(), |r| r[origin..].as_ptr()),
+                        ldr: ld,
+                        act: job.act,
+                    };
+                    ep.apply_scalar(c, ld, kn, npix);
+                }
+            }
+            (Layout::Nhwc, _) => {
+                let origin = job.out_offset(unit.pixels.start, chan0);
+                let ld = g.k;
+                // SAFETY: C = Xp^T[npix x cg] * W^T[cg x kn] lands in pixels j0.. (stride k)
+                // and channels chan0..chan0+kn, inside the output.
+                unsafe {
+                    let c = job.y.0.add(origin);
+                    matrixmultiply::sgemm(
+                        npix,
+                        cg,
+                        kn,
+                        1.0,
+                        packed.as_ptr(),
+                        1,
+                        npix as isize,
+                        w.as_ptr(),
+                        1,
+                        cg as isize,
+                        0.0,
+                        c,
+                        ld as isize,
+                        1,
+                    );
+                    let ep = TileEpilogue {
+                        bias: bias.map_or(std::ptr::null(), |b| b.as_ptr()),
+                        bias_axis: BiasAxis::Cols,
+                        residual: job.residual.map_or(std::ptr::null(), |r| r[origin..].as_ptr()),
+                        ldr: ld,
+                        act: job.act,
+                    };
+                    ep.apply_scalar(c, ld, npix, kn);
+                }
+            }
+            (Layout::Nchw, true) => {
+                // Pixels span images: compute into scratch, then scatter with the epilogue.
+                let out = &mut out_scratch[..kn * npix];
+                // SAFETY: `out` is kn x npix, row-major.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        kn,
+                        cg,
+                        npix,
+                        1.0,
+                        w.as_ptr(),
+                        cg as isize,
+                        1,
+                        packed.as_ptr(),
+                        npix as isize,
+                        1,
+                        0.0,
+                        out.as_mut_ptr(),
+                        npix as isize,
+                        1,
+                    );
+                }
+                for r in 0..kn {
+                    for l in 0..npix {
+                        let at = job.out_offset(unit.pixels.start + l, chan0 + r);
+                        let mut z = out[r * npix + l];
+                        if let Some(b) = bias {
+                            z += b[r];
+                        }
+                        if let Some(res) = job.residual {
+                            z += res[at];
+                        }
+                        // SAFETY: `at` is an element of this unit's part of the output.
+                        unsafe { *job.y.0.add(at) = job.act.apply(z) };
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! aarch64 tiers.
+pub(crate) mod neon;

@@ -1,0 +1,153 @@
+//! The vector operations a microkernel needs, as one trait each SIMD tier implements, and the
+//! parts written once on top of it: the register-tile body, the vectorized exponential and
+//! the fused epilogue. Everything here is `#[inline(always)]`, so it compiles into the
+//! `#[target_feature]` entry point of the tier that instantiates it.
+use crate::epilogue::{Activation, BiasAxis, TileEpilogue, GELU_CUBIC, GELU_SQRT_2_OVER_PI, ONE_SIXTH};
+
+/// One SIMD register of f32 lanes.
+///
+/// # Safety
+/// Implementations use intrinsics of their tier; callers must only run them on a CPU that has
+/// the tier's features (the dispatch layer guarantees it), and pointers must be valid for
+/// `LANES` elements.
+pub(crate) unsafe trait SimdF32: Copy {
+    const LANES: usize;
+    unsafe fn zero() -> Self;
+    unsafe fn splat(x: f32) -> Self;
+    unsafe fn load(p: *const f32) -> Self;
+    unsafe fn store(self, p: *mut f32);
+    /// `a * b + c`, fused where the tier has FMA.
+    unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self;
+    unsafe fn add(self, o: Self) -> Self;
+    unsafe fn sub(self, o: Self) -> Self;
+    unsafe fn mul(self, o: Self) -> Self;
+    unsafe fn div(self, o: Self) -> Self;
+    /// Lane-wise `if self < t { then } else { self }` (NaN stays NaN).
+    unsafe fn select_lt(self, t: Self, then: Self) -> Self;
+    /// Lane-wise `if self > t { then } else { self }` (NaN stays NaN).
+    unsafe fn select_gt(self, t: Self, then: Self) -> Self;
+    /// Round to nearest integer, ties to even.
+    unsafe fn round(self) -> Self;
+    /// `2^n` for integral lanes `n` in `[-126, 127]`.
+    unsafe fn pow2i(self) -> Self;
+}
+
+/// `exp(x)` with a relative error of about 2 ulp for results in the normal range; inputs are
+/// clamped to `[-87, 88]` so the result is finite and normal. NaN propagates.
+#[inline(always)]
+pub(crate) unsafe fn exp<V: SimdF32>(x: V) -> V {
+    // SAFETY (whole body): plain lane arithmetic on the caller's tier.
+    unsafe {
+        let hi = V::splat(88.0);
+        let lo = V::splat(-87.0);
+        let x = x.select_gt(hi, hi).select_lt(lo, lo);
+        let n = x.mul(V::splat(std::f32::consts::LOG2_E)).round();
+        // Cody-Waite reduction: r = x - n ln2 in two steps, |r| <= ln2 / 2.
+        let r = V::mul_add(n, V::splat(-0.693_359_4), x);
+        let r = V::mul_add(n, V::splat(2.121_944_4e-4), r);
+        // Minimax polynomial for (e^r - 1 - r) / r^2 (the Cephes expf coefficients).
+        let mut p = V::splat(1.987_569_1e-4);
+        p = V::mul_add(p, r, V::splat(1.398_2e-3));
+        p = V::mul_add(p, r, V::splat(8.333_452e-3));
+        p = V::mul_add(p, r, V::splat(4.166_579_6e-2));
+        p = V::mul_add(p, r, V::splat(1.666_666_5e-1));
+        p = V::mul_add(p, r, V::splat(5.000_000_1e-1));
+        let r2 = r.mul(r);
+        let e = V::mul_add(p, r2, r).add(V::splat(1.0));
+        e.mul(n.pow2i())
+    }
+}
+
+/// The activation on one register, with the formulas of [`Activation`].
+#[inline(always)]
+pub(crate) unsafe fn activate<V: SimdF32>(z: V, act: Activation) -> V {
+    // SAFETY (whole body): plain lane arithmetic on the caller's tier.
+    unsafe {
+        let zero = V::zero();
+        match act {
+            Activation::Identity => z,
+            Activation::Relu => z.select_lt(zero, zero),
+            Activation::Relu6 => {
+                let six = V::splat(6.0);
+                z.select_lt(zero, zero).select_gt(six, six)
+            }
+            Activation::Clamp { min, max } => {
+                let (lo, hi) = (V::splat(min), V::splat(max));
+                z.select_lt(lo, lo).select_gt(hi, hi)
+            }
+            Activation::LeakyRelu { alpha } => z.select_lt(zero, z.mul(V::splat(alpha))),
+            Activation::HardSwish => {
+                let six = V::splat(6.0);
+                let r = z.add(V::splat(3.0)).select_lt(zero, zero).select_gt(six, six);
+                z.mul(r).mul(V::splat(ONE_SIXTH))
+            }
+            Activation::Silu => z.div(V::splat(1.0).add(exp(zero.sub(z)))),
+            Activation::Gelu => {
+                let cube = V::splat(GELU_CUBIC).mul(z).mul(z).mul(z);
+                let t = V::splat(GELU_SQRT_2_OVER_PI).mul(z.add(cube));
+                z.div(V::splat(1.0).add(exp(V::splat(-2.0).mul(t))))
+            }
+        }
+    }
+}
+
+/// A full `MR x (NV * LANES)` register tile: `C = act(A * B + bias + R)`.
+///
+/// `a` is an MR-lane panel (`kc` rows of `MR` values), `b` an NR-lane panel (`kc` rows of
+/// `NR = NV * LANES` values); the whole reduction runs in registers and the epilogue is
+/// applied before the one store of each register.
+///
+/// # Safety
+/// `a` and `b` must hold `kc * MR` and `kc * NR` values; `c` must be writable for `MR` rows
+/// of `NR` values at row stride `ldc`; the epilogue's bias (MR or NR values along its axis)
+/// and residual (`MR` rows of `NR` at stride `ldr`) must be readable when non-null.
+#[inline(always)]
+pub(crate) unsafe fn gemm_tile<V: SimdF32, const MR: usize, const NV: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    ep: &TileEpilogue,
+) {
+    let nr = NV * V::LANES;
+    // SAFETY: every access below stays inside the extents the caller guarantees.
+    unsafe {
+        let mut acc = [[V::zero(); NV]; MR];
+        let (mut a, mut b) = (a, b);
+        for _ in 0..kc {
+            let mut bv = [V::zero(); NV];
+            for (j, v) in bv.iter_mut().enumerate() {
+                *v = V::load(b.add(j * V::LANES));
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let ar = V::splat(*a.add(r));
+                for j in 0..NV {
+                    row[j] = V::mul_add(ar, bv[j], row[j]);
+                }
+            }
+            a = a.add(MR);
+            b = b.add(nr);
+        }
+        for (r, row) in acc.iter().enumerate() {
+            let row_bias = if !ep.bias.is_null() && ep.bias_axis == BiasAxis::Rows {
+                V::splat(*ep.bias.add(r))
+            } else {
+                V::zero()
+            };
+            for (j, &v) in row.iter().enumerate() {
+                let mut z = v;
+                if !ep.bias.is_null() {
+                    z = match ep.bias_axis {
+                        BiasAxis::Rows => z.add(row_bias),
+                        BiasAxis::Cols => z.add(V::load(ep.bias.add(j * V::LANES))),
+                    };
+                }
+                if !ep.residual.is_null() {
+                    z = z.add(V::load(ep.residual.add(r * ep.ldr + j * V::LANES)));
+                }
+                activate(z, ep.act).store(c.add(r * ldc + j * V::LANES));
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! AVX-512F tier: `__m512` (16 lanes), 32 zmm registers.
+//!
+//! Tile sizes. This machine's cores issue two 512-bit FMAs per cycle with a 4-cycle latency,
+//! so at least 4 x 2 = 8 independent accumulators are needed to keep both pipes busy; more
+//! accumulators also amortize the loads of each reduction step. Per step a tile loads
+//! `NR / 16` vectors of B and broadcasts `MR` values of A:
+//! - weight rows (NCHW): 8 x 32 = 16 accumulators + 2 B vectors + 1 broadcast = 19 registers;
+//!   MR = 8 divides every channel count of ResNet and MobileNet, so no row tile is wasted,
+//!   and 32 pixels divide 56x56 exactly;
+//! - pixel rows (NHWC): 12 x 32 = 24 accumulators + 2 + 1 = 27 registers; 32 output
+//!   channels per tile divide 64, 128, 256, ...
+//!
+//! Both leave registers free, so nothing spills, and need at most 14 loads per 24 FMAs,
+//! within the two load ports' budget.
+// The trait methods below are one-intrinsic wrappers whose safety condition is the trait's
+// (the tier's CPU features, valid pointers), so their bodies are not wrapped one by one.
+#![allow(unsafe_op_in_unsafe_fn)]
+
+use crate::dispatch::KernelId;
+use crate::driver::{run_units, Job, Orientation, TaskScratch};
+use crate::kernels::simd::SimdF32;
+use crate::kernels::x86_64::FlushDenormals;
+use crate::kernels::{Tier, TileShape};
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+#[derive(Clone, Copy)]
+pub(crate) struct Zmm(__m512);
+
+// SAFETY: only reached from `run`, which requires AVX-512F; the pointer contracts are the
+// trait's.
+unsafe impl SimdF32 for Zmm {
+    const LANES: usize = 16;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Zmm(_mm512_setzero_ps())
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        Zmm(_mm512_set1_ps(x))
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller guarantees 16 readable values.
+        Zmm(unsafe { _mm512_loadu_ps(p) })
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller guarantees 16 writable values.
+        unsafe { _mm512_storeu_ps(p, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self {
+        Zmm(_mm512_fmadd_ps(a.0, b.0, c.0))
+    }
+    #[inline(always)]
+    unsafe fn add(self, o: Self) -> Self {
+        Zmm(_mm512_add_ps(self.0, o.0))
+    }
+    #[inline(always)]
+    unsafe fn sub(self, o: Self) -> Self {
+        Zmm(_mm512_sub_ps(self.0, o.0))
+    }
+    #[inline(always)]
+    unsafe fn mul(self, o: Self) -> Self {
+        Zmm(_mm512_mul_ps(self.0, o.0))
+    }
+    #[inline(always)]
+    unsafe fn div(self, o: Self) -> Self {
+        Zmm(_mm512_div_ps(self.0, o.0))
+    }
+    #[inline(always)]
+    unsafe fn select_lt(self, t: Self, then: Self) -> Self {
+        let m = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, t.0);
+        Zmm(_mm512_mask_blend_ps(m, self.0, then.0))
+    }
+    #[inline(always)]
+    unsafe fn select_gt(self, t: Self, then: Self) -> Self {
+        let m = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(self.0, t.0);
+        Zmm(_mm512_mask_blend_ps(m, self.0, then.0))
+    }
+    #[inline(always)]
+    unsafe fn round(self) -> Self {
+        Zmm(_mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(self.0))
+    }
+    #[inline(always)]
+    unsafe fn pow2i(self) -> Self {
+        let n = _mm512_add_epi32(_mm512_cvtps_epi32(self.0), _mm512_set1_epi32(127));
+        Zmm(_mm512_castsi512_ps(_mm512_slli_epi32::<23>(n)))
+    }
+}
+
+/// Entry point: the whole loop nest for a range of units, compiled for AVX-512F.
+///
+/// # Safety
+/// The CPU must have AVX-512F (dispatch checks it); the job's contract is `run_units`'s.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn run_avx512(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
+    let _flush = FlushDenormals::new();
+    // SAFETY: forwarded contract; the tile shapes match TIER below.
+    unsafe {
+        match job.orient {
+            Orientation::WeightRows => run_units::<Zmm, 8, 2>(job, units, scratch),
+            Orientation::PixelRows => run_units::<Zmm, 12, 2>(job, units, scratch),
+        }
+    }
+}
+
+unsafe fn run(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
+    // SAFETY: the plan only selects this tier when dispatch found AVX-512F.
+    unsafe { run_avx512(job, units, scratch) }
+}
+
+pub(crate) const TIER: Tier = Tier {
+    id: KernelId::Avx512,
+    weight_rows: TileShape { mr: 8, nr: 32 },
+    pixel_rows: TileShape { mr: 12, nr: 32 },
+    run,
+};

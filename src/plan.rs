@@ -1,0 +1,385 @@
+//! The plan: validate once, choose the kernel once, pack the weights once; then `forward`
+//! as many times as needed, writing into the caller's buffer.
+use crate::conv::{Conv1x1, Geometry, InputDims, Layout, OutputDims};
+use crate::dispatch::{KernelChoice, KernelId};
+use crate::driver::{
+    run_units_matrixmultiply, Job, Orientation, OutPtr, TaskScratch, PACKED_PIXEL_BYTES, PARALLEL_MIN_FLOPS,
+};
+use crate::error::{checked_product, Error, Result};
+use crate::kernels::{self, Tier};
+use crate::packing::{pack_weight_panels, WeightPanels};
+use std::sync::{Arc, OnceLock};
+
+/// How many threads a forward call may use. Work is split over images, pixel blocks and
+/// output-channel blocks, never over the reduction, so the result is bit-identical for every
+/// choice. Calls below about 4 MFLOP always stay on the calling thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Threads {
+    /// Run on the calling thread.
+    #[default]
+    Single,
+    /// A dedicated rayon pool of this many threads, built with the plan (0 and 1 mean the
+    /// calling thread only).
+    Count(usize),
+    /// rayon's current pool (the global one, or the one installed around the call).
+    Rayon,
+}
+
+/// Plan options, with `Default` = fastest kernel for this CPU, calling thread only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct PlanOptions {
+    /// Kernel selection.
+    pub kernel: KernelChoice,
+    /// Threading.
+    pub threads: Threads,
+}
+
+impl PlanOptions {
+    /// Default options, except that the kernel comes from `POINTWISE_KERNEL` when it is set
+    /// (see [`KernelChoice::from_env`]); tests and benchmarks use it to force a tier.
+    ///
+    /// # Errors
+    /// [`Error::UnknownKernel`] when the variable names no kernel.
+    pub fn from_env() -> Result<Self> {
+        Ok(PlanOptions {
+            kernel: KernelChoice::from_env()?,
+            ..Default::default()
+        })
+    }
+
+    /// These options with a kernel choice.
+    pub fn with_kernel(mut self, kernel: KernelChoice) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
+    /// These options with a thread choice.
+    pub fn with_threads(mut self, threads: Threads) -> Self {
+        self.threads = threads;
+        self
+    }
+}
+
+/// Reusable scratch for [`Plan::forward`]: packed pixel blocks, one set per thread. It grows
+/// on the first calls and is reused afterwards, so steady-state calls do not allocate. One
+/// workspace can serve several plans (not concurrently: `forward` takes it by `&mut`).
+#[derive(Default)]
+pub struct Workspace {
+    tasks: Vec<TaskScratch>,
+}
+
+impl Workspace {
+    /// An empty workspace.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn tasks(&mut self, count: usize) -> &mut [TaskScratch] {
+        if self.tasks.len() < count {
+            self.tasks.resize_with(count, TaskScratch::default);
+        }
+        &mut self.tasks[..count]
+    }
+}
+
+/// A pointwise convolution ready to run: validated parameters, chosen kernel, packed weights.
+///
+/// # Shapes
+/// See [`Conv1x1`]: weights `[K, C/G]`, bias `[K]`, input `[N, C, H, W]` or `[N, H, W, C]`,
+/// output and residual `[N, K, Ho, Wo]` or `[N, Ho, Wo, K]`.
+///
+/// # Example
+/// The seed example: a 3x3 image with 3 channels holding 1..=27 channel by channel, two
+/// output channels.
+/// ```
+/// use pointwise::{Conv1x1, InputDims, Plan, PlanOptions, Workspace};
+/// let x: Vec<f32> = (1..=27).map(|v| v as f32).collect();
+/// let w = [1.0, 2.0, 3.0, /* kernel 2: */ 0.5, 0.0, -1.0];
+/// let mut ws = Workspace::new();
+///
+/// let plan = Plan::new(&Conv1x1::new(3, 2), &w, None, PlanOptions::default()).unwrap();
+/// let mut y = vec![0.0; 2 * 3 * 3];
+/// plan.forward(&x, InputDims::new(1, 3, 3), None, &mut y, &mut ws).unwrap();
+/// assert_eq!(y[0], 1.0 * 1.0 + 2.0 * 10.0 + 3.0 * 19.0); // w1*1 + w2*10 + w3*19
+///
+/// let strided = Plan::new(&Conv1x1::new(3, 2).with_stride(2, 2), &w, None, PlanOptions::default()).unwrap();
+/// let mut y2 = vec![0.0; 2 * 2 * 2];
+/// strided.forward(&x, InputDims::new(1, 3, 3), None, &mut y2, &mut ws).unwrap();
+/// assert_eq!(y2[0], y[0]);            // output (0,0) reads input (0,0)
+/// assert_eq!(y2[1], y[2]);            // output (0,1) reads input (0,2)
+/// ```
+pub struct Plan {
+    conv: Conv1x1,
+    kernel: KernelId,
+    tier: Option<Tier>,
+    weights: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    /// Weight panels for each orientation; the layout's natural one is packed by `new`,
+    /// the other on the first call that needs it.
+    panels: [OnceLock<WeightPanels>; 2],
+    threads: Threads,
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("conv", &self.conv)
+            .field("kernel", &self.kernel)
+            .field("threads", &self.threads)
+            .field("has_bias", &self.bias.is_some())
+            .finish()
+    }
+}
+
+fn orientation_index(o: Orientation) -> usize {
+    match o {
+        Orientation::WeightRows => 0,
+        Orientation::PixelRows => 1,
+    }
+}
+
+impl Plan {
+    /// Validates `conv`, checks the weight and bias lengths, resolves the kernel and packs the
+    /// weights.
+    ///
+    /// # Shapes
+    /// `weights`: `[K, C/G]` row-major; `bias`: `[K]`.
+    ///
+    /// # Errors
+    /// Everything [`Conv1x1::validate`] reports; [`Error::LengthMismatch`] for `weights` or
+    /// `bias`; [`Error::KernelUnavailable`] for a forced kernel this CPU lacks;
+    /// [`Error::SizeOverflow`]; [`Error::ThreadPool`] when a dedicated pool cannot be built.
+    pub fn new(conv: &Conv1x1, weights: &[f32], bias: Option<&[f32]>, options: PlanOptions) -> Result<Plan> {
+        conv.validate()?;
+        let expected = conv.weights_len()?;
+        if weights.len() != expected {
+            return Err(Error::LengthMismatch {
+                what: "weights",
+                expected,
+                got: weights.len(),
+            });
+        }
+        if let Some(b) = bias {
+            if b.len() != conv.out_channels {
+                return Err(Error::LengthMismatch {
+                    what: "bias",
+                    expected: conv.out_channels,
+                    got: b.len(),
+                });
+            }
+        }
+        let kernel = options.kernel.resolve()?;
+        let tier = kernels::tier(kernel);
+        debug_assert!(tier.is_none_or(|t| t.id == kernel));
+        let pool = match options.threads {
+            Threads::Count(n) if n > 1 => Some(Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .map_err(|e| Error::ThreadPool(e.to_string()))?,
+            )),
+            _ => None,
+        };
+        let plan = Plan {
+            conv: *conv,
+            kernel,
+            tier,
+            weights: weights.to_vec(),
+            bias: bias.map(<[f32]>::to_vec),
+            panels: [OnceLock::new(), OnceLock::new()],
+            threads: options.threads,
+            pool,
+        };
+        if tier.is_some() {
+            let natural = match conv.layout {
+                Layout::Nchw => Orientation::WeightRows,
+                Layout::Nhwc => Orientation::PixelRows,
+            };
+            plan.weight_panels(natural)?;
+        }
+        Ok(plan)
+    }
+
+    /// The kernel this plan runs.
+    pub fn kernel(&self) -> KernelId {
+        self.kernel
+    }
+
+    /// The convolution this plan computes.
+    pub fn conv(&self) -> &Conv1x1 {
+        &self.conv
+    }
+
+    /// The output shape for an input shape.
+    ///
+    /// # Errors
+    /// [`Error::SizeOverflow`] when the padded extent overflows.
+    pub fn output_dims(&self, input: InputDims) -> Result<OutputDims> {
+        self.conv.output_dims(input)
+    }
+
+    fn weight_panels(&self, orient: Orientation) -> Result<&WeightPanels> {
+        let Some(tier) = self.tier else {
+            return Err(Error::KernelUnavailable(self.kernel));
+        };
+        let lanes = tier.weight_lanes(orient);
+        let (g, c, k) = (self.conv.groups, self.conv.in_channels, self.conv.out_channels);
+        let (cg, kg) = (c / g, k / g);
+        // Size check before packing: groups * ceil(kg / lanes) * lanes * cg values.
+        checked_product(&[g, kg.div_ceil(lanes), lanes, cg], "packed weights")?;
+        Ok(self.panels[orientation_index(orient)].get_or_init(|| pack_weight_panels(&self.weights, g, kg, cg, lanes)))
+    }
+
+    /// Computes `output = act(W * input + bias + residual)`.
+    ///
+    /// # Shapes
+    /// `input`: `[N, C, H, W]` (NCHW) or `[N, H, W, C]` (NHWC) for `dims = (N, H, W)`;
+    /// `residual` (optional) and `output`: the shape of [`Plan::output_dims`].
+    /// An empty input (`N`, `H` or `W` zero) writes nothing and returns `Ok(())`.
+    ///
+    /// On the SIMD kernels of x86_64, denormal intermediate values are flushed to zero.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] for `input`, `residual` or `output`; [`Error::SizeOverflow`]
+    /// when a size product overflows. On error `output` is untouched.
+    pub fn forward(
+        &self,
+        input: &[f32],
+        dims: InputDims,
+        residual: Option<&[f32]>,
+        output: &mut [f32],
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let Some(geom) = Geometry::new(&self.conv, dims, input.len(), residual.map(<[f32]>::len), output.len())? else {
+            return Ok(());
+        };
+        self.kernel.record_invocation();
+        if self.kernel == KernelId::Reference {
+            kernels::reference::forward(
+                &geom,
+                input,
+                &self.weights,
+                self.bias.as_deref(),
+                residual,
+                self.conv.activation,
+                output,
+            );
+            return Ok(());
+        }
+        let (orient, folded, direct) = self.choose_tiling(&geom);
+        let panels = match self.tier {
+            Some(_) => Some(self.weight_panels(orient)?),
+            None => None,
+        };
+        let (weight_lanes, pixel_lanes) = match self.tier {
+            Some(t) => {
+                let s = t.shape(orient);
+                match orient {
+                    Orientation::WeightRows => (s.mr, s.nr),
+                    Orientation::PixelRows => (s.nr, s.mr),
+                }
+            }
+            None => (1, 1),
+        };
+        let gemm_pixels = if folded { geom.n * geom.p } else { geom.p };
+        let by_cache = (PACKED_PIXEL_BYTES / (4 * geom.cg)).max(pixel_lanes);
+        let pixel_block = (by_cache / pixel_lanes * pixel_lanes).min(gemm_pixels.div_ceil(pixel_lanes) * pixel_lanes);
+        let blocks_per_gemm = gemm_pixels.div_ceil(pixel_block);
+        let gemms = geom.groups * if folded { 1 } else { geom.n };
+        let flops = 2 * geom.n * geom.p * geom.k * geom.cg;
+        let threads = match self.threads {
+            _ if flops < PARALLEL_MIN_FLOPS => 1,
+            Threads::Single => 1,
+            Threads::Count(n) => n.max(1),
+            Threads::Rayon => rayon::current_num_threads().max(1),
+        };
+        let weight_panels_total = geom.kg.div_ceil(weight_lanes);
+        let base_units = gemms * blocks_per_gemm;
+        let splits = if threads > 1 && base_units < 2 * threads {
+            (2 * threads).div_ceil(base_units).min(weight_panels_total)
+        } else {
+            1
+        };
+        let channels_per_split = weight_panels_total.div_ceil(splits) * weight_lanes;
+        let splits = geom.kg.div_ceil(channels_per_split);
+        let job = Job {
+            geom,
+            orient,
+            direct,
+            folded,
+            x: input,
+            y: OutPtr(output.as_mut_ptr()),
+            residual,
+            bias: self.bias.as_deref(),
+            panels,
+            weights: &self.weights,
+            act: self.conv.activation,
+            pixel_block,
+            channels_per_split,
+            blocks_per_gemm,
+            splits,
+            units: base_units * splits,
+        };
+        let tier = self.tier;
+        let run_range = |range: std::ops::Range<usize>, scratch: &mut TaskScratch| match tier {
+            // SAFETY: the plan holds a tier only for a kernel dispatch reported available,
+            // the job's slices were length-checked by Geometry::new, and the panels were
+            // packed for this orientation's lanes.
+            Some(t) => unsafe { (t.run)(&job, range, scratch) },
+            None => run_units_matrixmultiply(&job, range, scratch),
+        };
+        let tasks = threads.min(job.units);
+        let scratch = workspace.tasks(tasks);
+        if tasks <= 1 {
+            run_range(0..job.units, &mut scratch[0]);
+            return Ok(());
+        }
+        let units = job.units;
+        let mut fan_out = move || {
+            rayon::scope(|s| {
+                for (t, slot) in scratch.iter_mut().enumerate() {
+                    let range = (t * units / tasks)..((t + 1) * units / tasks);
+                    let run_range = &run_range;
+                    s.spawn(move |_| run_range(range, slot));
+                }
+            })
+        };
+        match &self.pool {
+            Some(pool) => pool.install(fan_out),
+            None => fan_out(),
+        }
+        Ok(())
+    }
+
+    /// Picks the tile orientation, batch folding and direct stores for a call's geometry.
+    fn choose_tiling(&self, g: &Geometry) -> (Orientation, bool, bool) {
+        // Fold the batch into the pixel axis when images are small: one gemm over all images
+        // instead of N tiny ones.
+        let folded = match g.layout {
+            Layout::Nhwc => true,
+            Layout::Nchw => g.n > 1 && g.p < 256,
+        };
+        let cols = if folded { g.n * g.p } else { g.p };
+        let Some(tier) = self.tier else {
+            return (Orientation::WeightRows, folded, g.layout == Layout::Nhwc || !folded);
+        };
+        if g.layout == Layout::Nhwc {
+            return (Orientation::PixelRows, true, true);
+        }
+        // NCHW: weight rows store straight into the output; pixel rows must scatter, which
+        // pays only when the pixel axis fills the weight-row tile much worse.
+        let util = |rows: usize, r: usize, lanes: usize, l: usize| {
+            (rows as f64 / (rows.div_ceil(r) * r) as f64) * (lanes as f64 / (lanes.div_ceil(l) * l) as f64)
+        };
+        let w = tier.weight_rows;
+        let p = tier.pixel_rows;
+        let util_w = util(g.kg, w.mr, cols, w.nr) * if folded { 0.9 } else { 1.0 };
+        let util_p = util(cols, p.mr, g.kg, p.nr) * 0.9;
+        if util_p > util_w * 1.05 {
+            (Orientation::PixelRows, folded, false)
+        } else {
+            (Orientation::WeightRows, folded, !folded)
+        }
+    }
+}

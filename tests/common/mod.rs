@@ -1,0 +1,245 @@
+//! Shared test support: an f64 reference written from the definition (independent of the
+//! crate's packing code), data generators, and the error bound.
+#![allow(dead_code)]
+use pointwise::{Activation, Conv1x1, InputDims, KernelId, Layout, Plan, PlanOptions, Workspace};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+pub const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+/// `gamma_n = n u / (1 - n u)`.
+pub fn gamma(n: usize) -> f64 {
+    let nu = n as f64 * U;
+    nu / (1.0 - nu)
+}
+
+/// The activation in f64, from its textbook formula.
+pub fn act64(act: Activation, z: f64) -> f64 {
+    match act {
+        Activation::Identity => z,
+        Activation::Relu => {
+            if z < 0.0 {
+                0.0
+            } else {
+                z
+            }
+        }
+        Activation::Relu6 => z.clamp(0.0, 6.0),
+        Activation::Clamp { min, max } => z.clamp(min as f64, max as f64),
+        Activation::LeakyRelu { alpha } => {
+            if z < 0.0 {
+                alpha as f64 * z
+            } else {
+                z
+            }
+        }
+        Activation::HardSwish => z * (z + 3.0).clamp(0.0, 6.0) / 6.0,
+        Activation::Silu => z / (1.0 + (-z).exp()),
+        Activation::Gelu => {
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * z * (1.0 + (c * (z + 0.044715 * z * z * z)).tanh())
+        }
+    }
+}
+
+/// Lipschitz constant of the activation (bounds how input error grows).
+pub fn lipschitz(act: Activation) -> f64 {
+    match act {
+        Activation::LeakyRelu { alpha } => (alpha.abs() as f64).max(1.0),
+        Activation::HardSwish => 1.5,
+        Activation::Silu | Activation::Gelu => 1.2,
+        _ => 1.0,
+    }
+}
+
+/// The activation's own f32 evaluation error at pre-activation `z` with result `y`.
+pub fn act_error(act: Activation, z: f64, y: f64) -> f64 {
+    let rounding = U * y.abs();
+    rounding
+        + match act {
+            Activation::HardSwish => 3.0 * U * y.abs() + U * z.abs(),
+            Activation::Silu | Activation::Gelu => (y.abs() + z.abs()) / (1u64 << 20) as f64,
+            _ => 0.0,
+        }
+}
+
+/// Whether the activation is exact on integer data (no rounding beyond the sums).
+pub fn exact_activation(act: Activation) -> bool {
+    matches!(
+        act,
+        Activation::Identity
+            | Activation::Relu
+            | Activation::Relu6
+            | Activation::Clamp { .. }
+            | Activation::LeakyRelu { .. }
+    )
+}
+
+pub const ACTIVATIONS: [Activation; 8] = [
+    Activation::Identity,
+    Activation::Relu,
+    Activation::Relu6,
+    Activation::Clamp { min: -2.5, max: 3.0 },
+    Activation::LeakyRelu { alpha: 0.25 },
+    Activation::HardSwish,
+    Activation::Silu,
+    Activation::Gelu,
+];
+
+/// One test problem with its data.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    pub conv: Conv1x1,
+    pub dims: InputDims,
+    pub x: Vec<f32>,
+    pub w: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+    pub residual: Option<Vec<f32>>,
+}
+
+/// Which data to draw.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Data {
+    /// Small integers: every f32 sum is exact.
+    Exact,
+    /// Uniform in [-1, 1].
+    Real,
+}
+
+impl Problem {
+    pub fn new(conv: Conv1x1, dims: InputDims, bias: bool, residual: bool, data: Data, seed: u64) -> Problem {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut draw = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| match data {
+                    Data::Exact => rng.random_range(-4i32..=4) as f32,
+                    Data::Real => rng.random_range(-1.0f32..=1.0),
+                })
+                .collect()
+        };
+        let x = draw(conv.input_len(dims).unwrap());
+        let w = draw(conv.weights_len().unwrap());
+        let out_len = conv.output_dims(dims).unwrap().len().unwrap();
+        let bias = bias.then(|| draw(conv.out_channels));
+        let residual = residual.then(|| draw(out_len));
+        Problem {
+            conv,
+            dims,
+            x,
+            w,
+            bias,
+            residual,
+        }
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.conv.output_dims(self.dims).unwrap().len().unwrap()
+    }
+
+    /// The f64 reference: returns `(y, z, magnitude)` per output element, where `z` is the
+    /// pre-activation and `magnitude = sum|w||x| + |b| + |r|`.
+    pub fn reference(&self) -> Vec<(f64, f64, f64)> {
+        let c = &self.conv;
+        let (n, h, w) = (self.dims.n, self.dims.h, self.dims.w);
+        let out = c.output_dims(self.dims).unwrap();
+        let (ho, wo) = (out.h, out.w);
+        let (top, _, left, _) = c.padding.borders();
+        let (sh, sw) = c.stride;
+        let cg = c.in_channels / c.groups;
+        let kg = c.out_channels / c.groups;
+        let mut res = vec![(0.0, 0.0, 0.0); self.output_len()];
+        for img in 0..n {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let iy = (oy * sh) as isize - top as isize;
+                    let ix = (ox * sw) as isize - left as isize;
+                    let inside = iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w;
+                    for k in 0..c.out_channels {
+                        let g = k / kg;
+                        let (mut acc, mut mag) = (0.0f64, 0.0f64);
+                        if inside {
+                            for cc in 0..cg {
+                                let ch = g * cg + cc;
+                                let xi = match c.layout {
+                                    Layout::Nchw => ((img * c.in_channels + ch) * h + iy as usize) * w + ix as usize,
+                                    Layout::Nhwc => ((img * h + iy as usize) * w + ix as usize) * c.in_channels + ch,
+                                };
+                                let prod = self.w[k * cg + cc] as f64 * self.x[xi] as f64;
+                                acc += prod;
+                                mag += prod.abs();
+                            }
+                        }
+                        let oi = match c.layout {
+                            Layout::Nchw => ((img * c.out_channels + k) * ho + oy) * wo + ox,
+                            Layout::Nhwc => ((img * ho + oy) * wo + ox) * c.out_channels + k,
+                        };
+                        if let Some(b) = &self.bias {
+                            acc += b[k] as f64;
+                            mag += (b[k] as f64).abs();
+                        }
+                        if let Some(r) = &self.residual {
+                            acc += r[oi] as f64;
+                            mag += (r[oi] as f64).abs();
+                        }
+                        res[oi] = (act64(c.activation, acc), acc, mag);
+                    }
+                }
+            }
+        }
+        res
+    }
+
+    /// Runs the problem on a kernel with options; output pre-filled with NaN.
+    pub fn run(&self, options: PlanOptions) -> Vec<f32> {
+        let plan = Plan::new(&self.conv, &self.w, self.bias.as_deref(), options).unwrap();
+        let mut y = vec![f32::NAN; self.output_len()];
+        let mut ws = Workspace::new();
+        plan.forward(&self.x, self.dims, self.residual.as_deref(), &mut y, &mut ws)
+            .unwrap();
+        y
+    }
+
+    /// Checks `y` against the reference: bit-exact where `data` is exact and the activation
+    /// adds no rounding, otherwise within the bound from the reduction length.
+    pub fn check(&self, y: &[f32], data: Data, kernel: KernelId) -> Result<(), String> {
+        let reference = self.reference();
+        let act = self.conv.activation;
+        let n_terms = self.conv.in_channels / self.conv.groups + 2;
+        for (i, (&got, &(want, z, mag))) in y.iter().zip(reference.iter()).enumerate() {
+            if data == Data::Exact && exact_activation(act) {
+                if got as f64 != want {
+                    return Err(format!(
+                        "{kernel}: element {i}: got {got}, want exactly {want} ({:?})",
+                        self.conv
+                    ));
+                }
+                continue;
+            }
+            // Pre-activation error: the f32 sum of n_terms products and addends, plus at most
+            // one flushed denormal per term on the SIMD tiers.
+            let z_err = 2.0 * gamma(n_terms) * mag + n_terms as f64 * f32::MIN_POSITIVE as f64;
+            let bound = lipschitz(act) * z_err + act_error(act, z, want) + f32::MIN_POSITIVE as f64;
+            let err = (got as f64 - want).abs();
+            if !(err <= bound) {
+                return Err(format!(
+                    "{kernel}: element {i}: got {got}, want {want}, error {err:e} > bound {bound:e} ({:?}, {:?})",
+                    self.conv, self.dims
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kernels to test: every available one, or the one `POINTWISE_KERNEL` forces.
+pub fn kernels_under_test() -> Vec<KernelId> {
+    match std::env::var("POINTWISE_KERNEL") {
+        Ok(name) if !name.is_empty() && name != "auto" => vec![KernelId::from_name(&name).unwrap()],
+        _ => pointwise::available_kernels(),
+    }
+}
+
+/// `POINTWISE_TEST_SCALE=reduced` (set when tests run under an emulator) thins the sweeps.
+pub fn reduced() -> bool {
+    std::env::var("POINTWISE_TEST_SCALE").is_ok_and(|v| v == "reduced")
+}

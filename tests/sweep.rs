@@ -1,0 +1,150 @@
+//! The forward sweep: every kernel against the f64 reference over shapes that hit every tile
+//! edge, every stride, padding, group count, layout, activation, bias and residual.
+mod common;
+use common::*;
+use pointwise::{Conv1x1, InputDims, KernelChoice, Layout, Padding, PlanOptions};
+
+const CHANNELS: [usize; 12] = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64];
+const SIZES: [usize; 6] = [1, 2, 3, 5, 8, 13];
+const STRIDES: [(usize, usize); 4] = [(1, 1), (2, 2), (3, 3), (1, 2)];
+const PADDINGS: [Padding; 3] = [
+    Padding::Valid,
+    Padding::Explicit {
+        top: 1,
+        bottom: 1,
+        left: 1,
+        right: 1,
+    },
+    Padding::Explicit {
+        top: 0,
+        bottom: 2,
+        left: 1,
+        right: 0,
+    },
+];
+
+/// Every (C, K, H, W) combination; the remaining parameters rotate with the case index so
+/// that each value of each parameter meets many shapes.
+fn cases() -> Vec<(Problem, Data)> {
+    let mut out = Vec::new();
+    let mut idx = 0usize;
+    let step = if reduced() { 7 } else { 1 };
+    for &c in &CHANNELS {
+        for &k in &CHANNELS {
+            for &h in &SIZES {
+                for &w in &SIZES {
+                    idx += 1;
+                    if idx % step != 0 {
+                        continue;
+                    }
+                    let groups: Vec<usize> = [1, 2, 4, c].into_iter().filter(|&g| c % g == 0 && k % g == 0).collect();
+                    let (sh, sw) = STRIDES[idx % 4];
+                    let conv = Conv1x1::new(c, k)
+                        .with_stride(sh, sw)
+                        .with_padding(PADDINGS[(idx / 4) % 3])
+                        .with_groups(groups[(idx / 12) % groups.len()])
+                        .with_layout(if idx % 2 == 0 { Layout::Nchw } else { Layout::Nhwc })
+                        .with_activation(ACTIVATIONS[(idx / 3) % 8]);
+                    let n = if (idx / 5) % 2 == 0 { 1 } else { 3 };
+                    let data = if (idx / 7) % 2 == 0 { Data::Exact } else { Data::Real };
+                    let p = Problem::new(
+                        conv,
+                        InputDims::new(n, h, w),
+                        idx % 3 != 0,
+                        (idx / 2) % 3 == 0,
+                        data,
+                        idx as u64,
+                    );
+                    out.push((p, data));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn sweep_kernel(kernel: pointwise::KernelId) {
+    let cases = cases();
+    assert!(cases.len() > 700 || reduced());
+    let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+    let before = kernel.invocations();
+    for (p, data) in &cases {
+        let y = p.run(options);
+        if let Err(e) = p.check(&y, *data, kernel) {
+            panic!("{e}");
+        }
+    }
+    assert!(
+        kernel.invocations() >= before + cases.len() as u64,
+        "forced kernel {kernel} did not run"
+    );
+}
+
+#[test]
+fn sweep_every_kernel() {
+    for kernel in kernels_under_test() {
+        sweep_kernel(kernel);
+    }
+}
+
+/// Each parameter value at full strength on one mid-size shape, both data modes, every kernel:
+/// the product the rotating sweep above thins out.
+#[test]
+fn every_activation_layout_and_epilogue() {
+    for kernel in kernels_under_test() {
+        let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        let mut seed = 1000;
+        for act in ACTIVATIONS {
+            for layout in [Layout::Nchw, Layout::Nhwc] {
+                for (bias, residual) in [(false, false), (true, false), (false, true), (true, true)] {
+                    for data in [Data::Exact, Data::Real] {
+                        seed += 1;
+                        let conv = Conv1x1::new(33, 17)
+                            .with_layout(layout)
+                            .with_activation(act)
+                            .with_padding(Padding::Explicit {
+                                top: 1,
+                                bottom: 0,
+                                left: 0,
+                                right: 2,
+                            });
+                        let p = Problem::new(conv, InputDims::new(2, 5, 13), bias, residual, data, seed);
+                        let y = p.run(options);
+                        p.check(&y, data, kernel).unwrap_or_else(|e| panic!("{e}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Large reductions and the ResNet-like shapes, where tiles are full and blocks repeat.
+#[test]
+fn large_reductions() {
+    let shapes: &[(usize, usize, usize, usize, usize)] = if reduced() {
+        &[(256, 64, 1, 9, 9), (1024, 40, 2, 3, 3)]
+    } else {
+        &[
+            (256, 64, 1, 14, 14),
+            (512, 128, 1, 7, 9),
+            (1024, 40, 2, 3, 3),
+            (2048, 24, 64, 1, 1),
+            (64, 256, 1, 28, 28),
+        ]
+    };
+    for kernel in kernels_under_test() {
+        let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        for (i, &(c, k, n, h, w)) in shapes.iter().enumerate() {
+            for layout in [Layout::Nchw, Layout::Nhwc] {
+                for data in [Data::Exact, Data::Real] {
+                    let conv = Conv1x1::new(c, k)
+                        .with_layout(layout)
+                        .with_activation(ACTIVATIONS[i % 8]);
+                    let p = Problem::new(conv, InputDims::new(n, h, w), true, i % 2 == 0, data, i as u64);
+                    let y = p.run(options);
+                    p.check(&y, data, kernel).unwrap_or_else(|e| panic!("{e}"));
+                }
+            }
+        }
+    }
+}

@@ -16,9 +16,7 @@ fn main() {
         } else {
             32
         }
-    } else if arch == "aarch64" && list.contains(&"neon") {
-        128
-    } else if arch == "wasm32" && list.contains(&"simd128") {
+    } else if (arch == "aarch64" && list.contains(&"neon")) || (arch == "wasm32" && list.contains(&"simd128")) {
         128
     } else {
         32

@@ -225,14 +225,14 @@ impl Conv1x1 {
         if self.groups == 0 {
             return Err(Error::ZeroSize { what: "groups" });
         }
-        if self.in_channels % self.groups != 0 {
+        if !self.in_channels.is_multiple_of(self.groups) {
             return Err(Error::GroupsDoNotDivide {
                 groups: self.groups,
                 what: "in_channels",
                 channels: self.in_channels,
             });
         }
-        if self.out_channels % self.groups != 0 {
+        if !self.out_channels.is_multiple_of(self.groups) {
             return Err(Error::GroupsDoNotDivide {
                 groups: self.groups,
                 what: "out_channels",

@@ -62,3 +62,7 @@ pub use epilogue::Activation;
 pub use error::{Error, Result};
 pub use plan::{Plan, PlanOptions, Threads, Workspace};
 pub use shuffle::channel_shuffle;
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -30,7 +30,7 @@ pub fn channel_shuffle(
     groups: usize,
     layout: Layout,
 ) -> Result<()> {
-    if groups == 0 || channels == 0 || channels % groups != 0 {
+    if groups == 0 || channels == 0 || !channels.is_multiple_of(groups) {
         return Err(Error::InvalidShuffle { groups, channels });
     }
     let len = checked_product(&[dims.n, channels, dims.h, dims.w], "shuffle length")?;

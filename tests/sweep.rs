@@ -34,7 +34,7 @@ fn cases() -> Vec<(Problem, Data)> {
             for &h in &SIZES {
                 for &w in &SIZES {
                     idx += 1;
-                    if idx % step != 0 {
+                    if !idx.is_multiple_of(step) {
                         continue;
                     }
                     let groups: Vec<usize> = [1, 2, 4, c].into_iter().filter(|&g| c % g == 0 && k % g == 0).collect();
@@ -43,15 +43,23 @@ fn cases() -> Vec<(Problem, Data)> {
                         .with_stride(sh, sw)
                         .with_padding(PADDINGS[(idx / 4) % 3])
                         .with_groups(groups[(idx / 12) % groups.len()])
-                        .with_layout(if idx % 2 == 0 { Layout::Nchw } else { Layout::Nhwc })
+                        .with_layout(if idx.is_multiple_of(2) {
+                            Layout::Nchw
+                        } else {
+                            Layout::Nhwc
+                        })
                         .with_activation(ACTIVATIONS[(idx / 3) % 8]);
-                    let n = if (idx / 5) % 2 == 0 { 1 } else { 3 };
-                    let data = if (idx / 7) % 2 == 0 { Data::Exact } else { Data::Real };
+                    let n = if (idx / 5).is_multiple_of(2) { 1 } else { 3 };
+                    let data = if (idx / 7).is_multiple_of(2) {
+                        Data::Exact
+                    } else {
+                        Data::Real
+                    };
                     let p = Problem::new(
                         conv,
                         InputDims::new(n, h, w),
-                        idx % 3 != 0,
-                        (idx / 2) % 3 == 0,
+                        !idx.is_multiple_of(3),
+                        (idx / 2).is_multiple_of(3),
                         data,
                         idx as u64,
                     );

@@ -51,7 +51,7 @@ pub(crate) unsafe fn exp<V: SimdF32>(x: V) -> V {
         p = V::mul_add(p, r, V::splat(8.333_452e-3));
         p = V::mul_add(p, r, V::splat(4.166_579_6e-2));
         p = V::mul_add(p, r, V::splat(1.666_666_5e-1));
-        p = V::mul_add(p, r, V::splat(5.000_000_1e-1));
+        p = V::mul_add(p, r, V::splat(0.5));
         let r2 = r.mul(r);
         let e = V::mul_add(p, r2, r).add(V::splat(1.0));
         e.mul(n.pow2i())

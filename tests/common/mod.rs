@@ -220,7 +220,7 @@ impl Problem {
             let z_err = 2.0 * gamma(n_terms) * mag + n_terms as f64 * f32::MIN_POSITIVE as f64;
             let bound = lipschitz(act) * z_err + act_error(act, z, want) + f32::MIN_POSITIVE as f64;
             let err = (got as f64 - want).abs();
-            if !(err <= bound) {
+            if err.is_nan() || err > bound {
                 return Err(format!(
                     "{kernel}: element {i}: got {got}, want {want}, error {err:e} > bound {bound:e} ({:?}, {:?})",
                     self.conv, self.dims

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on every dispatch tier this machine can reach, and checks in
+# each run which kernel Auto chose:
+#   1. natively (AVX-512 on an AVX-512 machine),
+#   2. under qemu-x86_64 -cpu Haswell (AVX2+FMA, no AVX-512): Auto must pick avx2,
+#   3. under qemu-x86_64 -cpu Nehalem (no AVX): Auto must pick portable,
+#   4. cross-built for aarch64 and run under qemu-aarch64: Auto must pick neon.
+# Emulated runs use a reduced sweep (POINTWISE_TEST_SCALE=reduced).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+flags=$(grep -m1 '^flags' /proc/cpuinfo || true)
+native=portable
+if grep -qw avx512f <<<"$flags"; then native=avx512
+elif grep -qw avx2 <<<"$flags" && grep -qw fma <<<"$flags"; then native=avx2; fi
+
+echo "== native ($native) =="
+POINTWISE_EXPECT_AUTO=$native cargo test --release
+
+echo "== qemu Haswell (avx2) =="
+CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="qemu-x86_64 -cpu Haswell" \
+  POINTWISE_EXPECT_AUTO=avx2 POINTWISE_TEST_SCALE=reduced cargo test --release --tests 2>&1 \
+  | grep -v "TCG doesn't support requested feature"
+
+echo "== qemu Nehalem (portable) =="
+CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="qemu-x86_64 -cpu Nehalem" \
+  POINTWISE_EXPECT_AUTO=portable POINTWISE_TEST_SCALE=reduced cargo test --release --tests
+
+echo "== qemu aarch64 (neon) =="
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
+  POINTWISE_EXPECT_AUTO=neon POINTWISE_TEST_SCALE=reduced \
+  cargo test --release --tests --target aarch64-unknown-linux-gnu
+echo "all tiers passed"

@@ -1,0 +1,282 @@
+//! Semantics beyond the sweep: NaN reach, SAME == VALID for 1x1, batch folding, threads,
+//! groups, layouts, channel shuffle, the seed example, and which kernel Auto picks.
+mod common;
+use common::*;
+use pointwise::*;
+
+#[test]
+fn seed_example() {
+    let x: Vec<f32> = (1..=27).map(|v| v as f32).collect();
+    let w = [0.5f32, -1.0, 2.0, 1.0, 1.0, 1.0];
+    for kernel in kernels_under_test() {
+        let opts = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        let mut ws = Workspace::new();
+        let plan = Plan::new(&Conv1x1::new(3, 2), &w, None, opts).unwrap();
+        let mut y = vec![0.0; 18];
+        plan.forward(&x, InputDims::new(1, 3, 3), None, &mut y, &mut ws)
+            .unwrap();
+        for p in 0..9 {
+            let xs = [x[p], x[9 + p], x[18 + p]];
+            assert_eq!(y[p], 0.5 * xs[0] - xs[1] + 2.0 * xs[2], "{kernel}");
+            assert_eq!(y[9 + p], xs[0] + xs[1] + xs[2], "{kernel}");
+        }
+        assert_eq!(y[0], 0.5 * 1.0 - 10.0 + 2.0 * 19.0);
+        let plan2 = Plan::new(&Conv1x1::new(3, 2).with_stride(2, 2), &w, None, opts).unwrap();
+        assert_eq!(
+            plan2.output_dims(InputDims::new(1, 3, 3)).unwrap(),
+            OutputDims { n: 1, k: 2, h: 2, w: 2 }
+        );
+        let mut y2 = vec![0.0; 8];
+        plan2
+            .forward(&x, InputDims::new(1, 3, 3), None, &mut y2, &mut ws)
+            .unwrap();
+        assert_eq!(y2, [y[0], y[2], y[6], y[8], y[9], y[11], y[15], y[17]], "{kernel}");
+    }
+}
+
+#[test]
+fn same_padding_is_valid_for_1x1() {
+    for (h, s) in [(5, 2), (6, 2), (7, 3), (1, 4), (224, 2), (13, 1)] {
+        for pad in [Padding::SameUpper, Padding::SameLower, Padding::Valid] {
+            let conv = Conv1x1::new(1, 1).with_stride(s, s).with_padding(pad);
+            assert_eq!(conv.output_hw(h, h).unwrap(), (h.div_ceil(s), h.div_ceil(s)));
+        }
+        let explicit = Conv1x1::new(1, 1).with_stride(s, 1).with_padding(Padding::Explicit {
+            top: 1,
+            bottom: 2,
+            left: 0,
+            right: 0,
+        });
+        assert_eq!(explicit.output_hw(h, h).unwrap(), ((h + 3 - 1) / s + 1, h));
+    }
+    // SAME gives the same numbers as VALID.
+    for kernel in kernels_under_test() {
+        let opts = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        let base = Conv1x1::new(5, 7).with_stride(2, 3);
+        let a = Problem::new(base, InputDims::new(2, 9, 10), true, false, Data::Real, 4);
+        let mut b = a.clone();
+        b.conv = base.with_padding(Padding::SameLower);
+        assert_eq!(a.run(opts), b.run(opts));
+    }
+}
+
+#[test]
+fn nan_reaches_exactly_the_outputs_that_read_it() {
+    for kernel in kernels_under_test() {
+        let opts = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            for (groups, act) in [(1, Activation::Relu), (2, Activation::Gelu), (3, Activation::Identity)] {
+                let conv = Conv1x1::new(6, 12)
+                    .with_groups(groups)
+                    .with_layout(layout)
+                    .with_stride(2, 1)
+                    .with_padding(Padding::Explicit {
+                        top: 1,
+                        bottom: 0,
+                        left: 2,
+                        right: 1,
+                    })
+                    .with_activation(act);
+                let dims = InputDims::new(2, 7, 6);
+                let mut p = Problem::new(conv, dims, true, true, Data::Real, 9);
+                // Poison image 1, channel 3, input pixel (3, 4).
+                let (img, ch, iy, ix) = (1, 3, 3, 4);
+                let xi = match layout {
+                    Layout::Nchw => ((img * 6 + ch) * 7 + iy) * 6 + ix,
+                    Layout::Nhwc => ((img * 7 + iy) * 6 + ix) * 6 + ch,
+                };
+                p.x[xi] = f32::NAN;
+                let y = p.run(opts);
+                let out = conv.output_dims(dims).unwrap();
+                let kg = 12 / groups;
+                let g = ch / (6 / groups);
+                for i in 0..2 {
+                    for k in 0..12 {
+                        for oy in 0..out.h {
+                            for ox in 0..out.w {
+                                let oi = match layout {
+                                    Layout::Nchw => ((i * 12 + k) * out.h + oy) * out.w + ox,
+                                    Layout::Nhwc => ((i * out.h + oy) * out.w + ox) * 12 + k,
+                                };
+                                let reads = i == img && oy * 2 == iy + 1 && ox == ix + 2 && k / kg == g;
+                                assert_eq!(
+                                    y[oi].is_nan(),
+                                    reads,
+                                    "{kernel} {layout:?} g{groups} ({i},{k},{oy},{ox})"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn padded_outputs_are_act_of_bias_plus_residual() {
+    for kernel in kernels_under_test() {
+        let opts = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        let conv = Conv1x1::new(3, 4)
+            .with_padding(Padding::uniform(2))
+            .with_activation(Activation::Relu6);
+        let dims = InputDims::new(1, 2, 2);
+        let p = Problem::new(conv, dims, true, true, Data::Exact, 3);
+        let y = p.run(opts);
+        // Output (0, 0) reads the padding.
+        for k in 0..4 {
+            let oi = k * 36;
+            let z = p.bias.as_ref().unwrap()[k] + p.residual.as_ref().unwrap()[oi];
+            assert_eq!(y[oi], z.clamp(0.0, 6.0), "{kernel}");
+        }
+    }
+}
+
+#[test]
+fn threads_give_identical_results() {
+    for kernel in kernels_under_test() {
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            let conv = Conv1x1::new(96, 80)
+                .with_layout(layout)
+                .with_stride(1, 2)
+                .with_activation(Activation::Silu);
+            let p = Problem::new(conv, InputDims::new(3, 30, 34), true, true, Data::Real, 77);
+            let base = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+            let single = p.run(base);
+            p.check(&single, Data::Real, kernel).unwrap();
+            for t in [Threads::Count(2), Threads::Count(3), Threads::Count(7), Threads::Rayon] {
+                assert_eq!(p.run(base.with_threads(t)), single, "{kernel} {t:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn batch_equals_images_one_by_one() {
+    for kernel in kernels_under_test() {
+        let opts = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        for (h, w) in [(1, 1), (3, 5), (20, 20)] {
+            for layout in [Layout::Nchw, Layout::Nhwc] {
+                let conv = Conv1x1::new(40, 24)
+                    .with_layout(layout)
+                    .with_activation(Activation::HardSwish);
+                let n = 5;
+                let p = Problem::new(conv, InputDims::new(n, h, w), true, true, Data::Real, 5);
+                let all = p.run(opts);
+                let (xi, yi) = (40 * h * w, 24 * h * w);
+                for i in 0..n {
+                    let mut q = p.clone();
+                    q.dims = InputDims::new(1, h, w);
+                    q.x = p.x[i * xi..(i + 1) * xi].to_vec();
+                    q.residual = Some(p.residual.as_ref().unwrap()[i * yi..(i + 1) * yi].to_vec());
+                    assert_eq!(q.run(opts), all[i * yi..(i + 1) * yi], "{kernel} {h}x{w} image {i}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn nhwc_equals_nchw_transposed() {
+    for kernel in kernels_under_test() {
+        let opts = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        let (n, c, k, h, w) = (2, 12, 20, 5, 7);
+        let nchw = Problem::new(
+            Conv1x1::new(c, k).with_stride(2, 1),
+            InputDims::new(n, h, w),
+            true,
+            false,
+            Data::Exact,
+            8,
+        );
+        let mut nhwc = nchw.clone();
+        nhwc.conv.layout = Layout::Nhwc;
+        for img in 0..n {
+            for ch in 0..c {
+                for pix in 0..h * w {
+                    nhwc.x[(img * h * w + pix) * c + ch] = nchw.x[(img * c + ch) * h * w + pix];
+                }
+            }
+        }
+        let (a, b) = (nchw.run(opts), nhwc.run(opts));
+        let out = nchw.conv.output_dims(nchw.dims).unwrap();
+        let po = out.h * out.w;
+        for img in 0..n {
+            for kk in 0..k {
+                for pix in 0..po {
+                    assert_eq!(a[(img * k + kk) * po + pix], b[(img * po + pix) * k + kk], "{kernel}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn channel_shuffle_round_trip() {
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        let dims = InputDims::new(2, 3, 4);
+        let c = 12;
+        let x: Vec<f32> = (0..2 * c * 12).map(|v| v as f32).collect();
+        for g in [1, 2, 3, 4, 6, 12] {
+            let mut y = vec![0.0; x.len()];
+            let mut z = vec![0.0; x.len()];
+            channel_shuffle(&x, &mut y, dims, c, g, layout).unwrap();
+            channel_shuffle(&y, &mut z, dims, c, c / g, layout).unwrap();
+            assert_eq!(z, x);
+            if g != 1 && g != c {
+                assert_ne!(y, x);
+            }
+        }
+    }
+}
+
+#[test]
+fn auto_picks_the_expected_kernel() {
+    // CI sets POINTWISE_EXPECT_AUTO for each emulated CPU; natively, check the order.
+    let auto = auto_kernel();
+    if let Ok(expected) = std::env::var("POINTWISE_EXPECT_AUTO") {
+        assert_eq!(auto.name(), expected, "features: {:?}", cpu_features());
+    }
+    let f = cpu_features();
+    let want = if f.avx512 {
+        KernelId::Avx512
+    } else if f.avx2_fma {
+        KernelId::Avx2
+    } else if f.neon {
+        KernelId::Neon
+    } else {
+        KernelId::Portable
+    };
+    assert_eq!(auto, want);
+    let plan = Plan::new(&Conv1x1::new(2, 2), &[1.0; 4], None, PlanOptions::default()).unwrap();
+    assert_eq!(plan.kernel(), want);
+    let before = want.invocations();
+    plan.forward(
+        &[1.0; 8],
+        InputDims::new(1, 2, 2),
+        None,
+        &mut [0.0; 8],
+        &mut Workspace::new(),
+    )
+    .unwrap();
+    assert!(want.invocations() > before);
+}
+
+#[test]
+fn forced_kernel_from_environment_is_the_one_that_runs() {
+    let opts = PlanOptions::from_env().unwrap();
+    let plan = Plan::new(&Conv1x1::new(4, 4), &[1.0; 16], None, opts).unwrap();
+    if let KernelChoice::Force(k) = opts.kernel {
+        assert_eq!(plan.kernel(), k);
+    }
+    let before = plan.kernel().invocations();
+    plan.forward(
+        &[1.0; 36],
+        InputDims::new(1, 3, 3),
+        None,
+        &mut [0.0; 36],
+        &mut Workspace::new(),
+    )
+    .unwrap();
+    assert!(plan.kernel().invocations() > before, "the forced kernel did not run");
+}

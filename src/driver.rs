@@ -40,6 +40,8 @@ unsafe impl Sync for OutPtr {}
 /// Everything a unit needs, borrowed from the plan and the call's arguments.
 pub(crate) struct Job<'a> {
     pub geom: Geometry,
+    /// Index of the tier's tile (`Tier::tiles`) the plan chose for this call.
+    pub tile: usize,
     pub orient: Orientation,
     /// Whether full tiles can be stored straight into the output (their vector lanes are
     /// contiguous there); otherwise every tile goes through a stack tile and is scattered.
@@ -225,10 +227,6 @@ unsafe fn store_scattered<V: SimdF32, const MR: usize, const NV: usize>(
     n: usize,
     weight_rows: bool,
 ) {
-    let nr = NV * V::LANES;
-    let mut tile = [0.0f32; MAX_TILE];
-    let mut res = [0.0f32; MAX_TILE];
-    let mut bias = [0.0f32; 64];
     let addr = |r: usize, l: usize| {
         if weight_rows {
             job.out_offset(j0 + l, chan0 + r)
@@ -236,38 +234,168 @@ unsafe fn store_scattered<V: SimdF32, const MR: usize, const NV: usize>(
             job.out_offset(j0 + r, chan0 + l)
         }
     };
-    if let Some(rsrc) = job.residual {
-        for r in 0..m {
-            for l in 0..n {
-                res[r * nr + l] = rsrc[addr(r, l)];
+    let edge = EdgeTile {
+        kc: job.geom.cg,
+        m,
+        n,
+        bias: job.bias.map(|b| &b[chan0..]),
+        bias_axis: if weight_rows { BiasAxis::Rows } else { BiasAxis::Cols },
+        residual: job.residual.map(<[f32]>::as_ptr),
+        act: job.act,
+    };
+    // SAFETY: addr(r, l) for r < m, l < n are elements of this unit's part of the output (and
+    // of the residual, which has the output's shape); a and b are full panels.
+    unsafe { edge.run::<V, MR, NV>(a, b, addr, job.y.0) }
+}
+
+/// A tile computed through the stack: bias and residual are copied into full-size stack
+/// arrays, the register tile writes a stack tile, and the `m x n` valid part is copied out to
+/// `out + addr(r, l)`. This is how partial tiles avoid touching memory past the caller's
+/// buffers.
+pub(crate) struct EdgeTile<'a> {
+    pub kc: usize,
+    pub m: usize,
+    pub n: usize,
+    /// Bias starting at the tile's first row (or column), at least `m` (or `n`) values.
+    pub bias: Option<&'a [f32]>,
+    pub bias_axis: BiasAxis,
+    /// Residual base; element (r, l) is at `addr(r, l)`.
+    pub residual: Option<*const f32>,
+    pub act: Activation,
+}
+
+impl EdgeTile<'_> {
+    /// # Safety
+    /// `a`/`b` hold `kc` rows of `MR`/`NR` values; for `r < m`, `l < n`, `addr(r, l)` is a
+    /// valid element of `out` and of the residual; `m <= MR`, `n <= NR`.
+    #[inline(always)]
+    pub(crate) unsafe fn run<V: SimdF32, const MR: usize, const NV: usize>(
+        &self,
+        a: *const f32,
+        b: *const f32,
+        addr: impl Fn(usize, usize) -> usize,
+        out: *mut f32,
+    ) {
+        let nr = NV * V::LANES;
+        debug_assert!(self.m <= MR && self.n <= nr && MR * nr <= MAX_TILE && MR.max(nr) <= 64);
+        let mut tile = [0.0f32; MAX_TILE];
+        let mut res = [0.0f32; MAX_TILE];
+        let mut bias = [0.0f32; 64];
+        if let Some(rsrc) = self.residual {
+            for r in 0..self.m {
+                for l in 0..self.n {
+                    // SAFETY: the caller guarantees addr(r, l) is inside the residual.
+                    res[r * nr + l] = unsafe { *rsrc.add(addr(r, l)) };
+                }
+            }
+        }
+        if let Some(bsrc) = self.bias {
+            let count = if self.bias_axis == BiasAxis::Rows {
+                self.m
+            } else {
+                self.n
+            };
+            bias[..count].copy_from_slice(&bsrc[..count]);
+        }
+        let ep = TileEpilogue {
+            bias: if self.bias.is_some() {
+                bias.as_ptr()
+            } else {
+                std::ptr::null()
+            },
+            bias_axis: self.bias_axis,
+            residual: if self.residual.is_some() {
+                res.as_ptr()
+            } else {
+                std::ptr::null()
+            },
+            ldr: nr,
+            act: self.act,
+        };
+        // SAFETY: the stack arrays hold MR * NR <= MAX_TILE values and 64 >= max(MR, NR)
+        // biases; a and b are full panels by the caller's guarantee.
+        unsafe { gemm_tile::<V, MR, NV>(self.kc, a, b, tile.as_mut_ptr(), nr, &ep) };
+        for r in 0..self.m {
+            for l in 0..self.n {
+                // SAFETY: the caller guarantees addr(r, l) is inside `out`.
+                unsafe { *out.add(addr(r, l)) = tile[r * nr + l] };
             }
         }
     }
-    if let Some(bsrc) = job.bias {
-        let count = if weight_rows { m } else { n };
-        bias[..count].copy_from_slice(&bsrc[chan0..chan0 + count]);
+}
+
+/// One microkernel call on caller-provided panels, as the microkernel tests drive it: a full
+/// tile is computed straight into `c`, a partial one through [`EdgeTile`].
+pub(crate) struct TileCall<'a> {
+    pub kc: usize,
+    pub a: &'a [f32],
+    pub b: &'a [f32],
+    pub m: usize,
+    pub n: usize,
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub bias: Option<&'a [f32]>,
+    pub bias_axis: BiasAxis,
+    pub residual: Option<(&'a [f32], usize)>,
+    pub act: Activation,
+}
+
+/// Runs a [`TileCall`] with an `MR x (NV * LANES)` tile.
+///
+/// # Safety
+/// The CPU must support `V`'s tier; the call's slices must have been checked against the tile
+/// shape (`crate::testing::run_tile` does), and `c` must be valid for `m` rows of `n` values
+/// at stride `ldc` (`MR` rows of `NR` when the tile is full).
+#[inline(always)]
+pub(crate) unsafe fn run_tile_call<V: SimdF32, const MR: usize, const NV: usize>(call: &TileCall) {
+    let nr = NV * V::LANES;
+    if call.m == MR && call.n == nr {
+        let ep = TileEpilogue {
+            bias: call.bias.map_or(std::ptr::null(), <[f32]>::as_ptr),
+            bias_axis: call.bias_axis,
+            residual: call.residual.map_or(std::ptr::null(), |(r, _)| r.as_ptr()),
+            ldr: call.residual.map_or(0, |(_, ld)| ld),
+            act: call.act,
+        };
+        // SAFETY: full tile inside the checked extents.
+        unsafe { gemm_tile::<V, MR, NV>(call.kc, call.a.as_ptr(), call.b.as_ptr(), call.c, call.ldc, &ep) };
+        return;
     }
-    let ep = TileEpilogue {
-        bias: if job.bias.is_some() {
-            bias.as_ptr()
-        } else {
-            std::ptr::null()
-        },
-        bias_axis: if weight_rows { BiasAxis::Rows } else { BiasAxis::Cols },
-        residual: if job.residual.is_some() {
-            res.as_ptr()
-        } else {
-            std::ptr::null()
-        },
-        ldr: nr,
-        act: job.act,
+    let ldr = call.residual.map_or(0, |(_, ld)| ld);
+    let ldc = call.ldc;
+    let edge = EdgeTile {
+        kc: call.kc,
+        m: call.m,
+        n: call.n,
+        bias: call.bias,
+        bias_axis: call.bias_axis,
+        residual: call.residual.map(|(r, _)| r.as_ptr()),
+        act: call.act,
     };
-    // SAFETY: the stack arrays hold MR * NR <= MAX_TILE values and 64 >= max(MR, NR) biases.
-    unsafe { gemm_tile::<V, MR, NV>(job.geom.cg, a, b, tile.as_mut_ptr(), nr, &ep) };
-    for r in 0..m {
-        for l in 0..n {
-            // SAFETY: addr(r, l) is an element of this unit's part of the output.
-            unsafe { *job.y.0.add(addr(r, l)) = tile[r * nr + l] };
+    // Residual and output have their own row strides: read the residual through its own
+    // addressing by copying it in with `ldr`, then write with `ldc`.
+    if ldr == ldc || call.residual.is_none() {
+        // SAFETY: the caller checked m rows of n values at these strides.
+        unsafe { edge.run::<V, MR, NV>(call.a.as_ptr(), call.b.as_ptr(), |r, l| r * ldc + l, call.c) };
+    } else {
+        let mut packed_res = [0.0f32; MAX_TILE];
+        if let Some((r, _)) = call.residual {
+            for i in 0..call.m {
+                packed_res[i * nr..i * nr + call.n].copy_from_slice(&r[i * ldr..i * ldr + call.n]);
+            }
+        }
+        let mut tile = [0.0f32; MAX_TILE];
+        let edge = EdgeTile {
+            residual: Some(packed_res.as_ptr()),
+            ..edge
+        };
+        // SAFETY: the stack arrays hold MR * NR values at stride nr.
+        unsafe { edge.run::<V, MR, NV>(call.a.as_ptr(), call.b.as_ptr(), |r, l| r * nr + l, tile.as_mut_ptr()) };
+        for i in 0..call.m {
+            for l in 0..call.n {
+                // SAFETY: the caller checked m rows of n values at stride ldc.
+                unsafe { *call.c.add(i * ldc + l) = tile[i * nr + l] };
+            }
         }
     }
 }

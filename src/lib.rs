@@ -52,6 +52,8 @@ mod kernels;
 mod packing;
 mod plan;
 mod shuffle;
+#[doc(hidden)]
+pub mod testing;
 
 pub use conv::{Conv1x1, InputDims, Layout, OutputDims, Padding};
 pub use dispatch::{

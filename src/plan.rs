@@ -6,7 +6,7 @@ use crate::driver::{
     run_units_matrixmultiply, Job, Orientation, OutPtr, TaskScratch, PACKED_PIXEL_BYTES, PARALLEL_MIN_FLOPS,
 };
 use crate::error::{checked_product, Error, Result};
-use crate::kernels::{self, Tier};
+use crate::kernels::{self, Tier, Tile};
 use crate::packing::{pack_weight_panels, WeightPanels};
 use std::sync::{Arc, OnceLock};
 
@@ -114,11 +114,13 @@ pub struct Plan {
     tier: Option<Tier>,
     weights: Vec<f32>,
     bias: Option<Vec<f32>>,
-    /// Weight panels for each orientation; the layout's natural one is packed by `new`,
-    /// the other on the first call that needs it.
-    panels: [OnceLock<WeightPanels>; 2],
+    /// Weight panels for each of the tier's tiles (by index): the one the layout's typical
+    /// shapes use is packed by `new`, the others on the first call that needs them.
+    panels: Vec<OnceLock<WeightPanels>>,
     threads: Threads,
     pool: Option<Arc<rayon::ThreadPool>>,
+    /// Test hook: a fixed (tile index, fold batch) instead of the cost model's choice.
+    forced_tiling: Option<(usize, bool)>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -129,13 +131,6 @@ impl std::fmt::Debug for Plan {
             .field("threads", &self.threads)
             .field("has_bias", &self.bias.is_some())
             .finish()
-    }
-}
-
-fn orientation_index(o: Orientation) -> usize {
-    match o {
-        Orientation::WeightRows => 0,
-        Orientation::PixelRows => 1,
     }
 }
 
@@ -187,18 +182,41 @@ impl Plan {
             tier,
             weights: weights.to_vec(),
             bias: bias.map(<[f32]>::to_vec),
-            panels: [OnceLock::new(), OnceLock::new()],
+            panels: (0..tier.map_or(0, |t| t.tiles.len()))
+                .map(|_| OnceLock::new())
+                .collect(),
             threads: options.threads,
             pool,
+            forced_tiling: None,
         };
-        if tier.is_some() {
+        if let Some(t) = tier {
+            // Pack for the first tile of the layout's natural orientation now.
             let natural = match conv.layout {
                 Layout::Nchw => Orientation::WeightRows,
                 Layout::Nhwc => Orientation::PixelRows,
             };
-            plan.weight_panels(natural)?;
+            if let Some(index) = t.tiles.iter().position(|tile| tile.orient == natural) {
+                plan.weight_panels(index)?;
+            }
         }
         Ok(plan)
+    }
+
+    /// Test hook: makes every later `forward` use the tier's tile `tile` (an index into
+    /// `pointwise::testing::tiles(kernel)`) and fold the batch into the pixel axis or not,
+    /// instead of the cost model's choice, so that tests reach every tile on every shape.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTile`] when the kernel has no such tile.
+    #[doc(hidden)]
+    pub fn force_tiling(&mut self, tile: usize, fold_batch: bool) -> Result<()> {
+        match self.tier {
+            Some(t) if tile < t.tiles.len() => {
+                self.forced_tiling = Some((tile, fold_batch || self.conv.layout == Layout::Nhwc));
+                Ok(())
+            }
+            _ => Err(Error::InvalidTile("this kernel has no such tile")),
+        }
     }
 
     /// The kernel this plan runs.
@@ -219,16 +237,19 @@ impl Plan {
         self.conv.output_dims(input)
     }
 
-    fn weight_panels(&self, orient: Orientation) -> Result<&WeightPanels> {
-        let Some(tier) = self.tier else {
+    fn weight_panels(&self, tile: usize) -> Result<&WeightPanels> {
+        let (Some(tier), Some(slot)) = (self.tier, self.panels.get(tile)) else {
             return Err(Error::KernelUnavailable(self.kernel));
         };
-        let lanes = tier.weight_lanes(orient);
+        let lanes = tier.tiles[tile].weight_lanes();
+        if let Some(same) = self.panels.iter().filter_map(OnceLock::get).find(|p| p.lanes == lanes) {
+            return Ok(same);
+        }
         let (g, c, k) = (self.conv.groups, self.conv.in_channels, self.conv.out_channels);
         let (cg, kg) = (c / g, k / g);
         // Size check before packing: groups * ceil(kg / lanes) * lanes * cg values.
         checked_product(&[g, kg.div_ceil(lanes), lanes, cg], "packed weights")?;
-        Ok(self.panels[orientation_index(orient)].get_or_init(|| pack_weight_panels(&self.weights, g, kg, cg, lanes)))
+        Ok(slot.get_or_init(|| pack_weight_panels(&self.weights, g, kg, cg, lanes)))
     }
 
     /// Computes `output = act(W * input + bias + residual)`.
@@ -267,21 +288,14 @@ impl Plan {
             );
             return Ok(());
         }
-        let (orient, folded, direct) = self.choose_tiling(&geom);
-        let panels = match self.tier {
-            Some(_) => Some(self.weight_panels(orient)?),
-            None => None,
+        let choice = self.choose_tiling(&geom);
+        let (tile_index, folded, direct) = (choice.tile, choice.folded, choice.direct);
+        let (tile, panels) = match self.tier {
+            Some(t) => (Some(t.tiles[tile_index]), Some(self.weight_panels(tile_index)?)),
+            None => (None, None),
         };
-        let (weight_lanes, pixel_lanes) = match self.tier {
-            Some(t) => {
-                let s = t.shape(orient);
-                match orient {
-                    Orientation::WeightRows => (s.mr, s.nr),
-                    Orientation::PixelRows => (s.nr, s.mr),
-                }
-            }
-            None => (1, 1),
-        };
+        let orient = tile.map_or(Orientation::WeightRows, |t| t.orient);
+        let (weight_lanes, pixel_lanes) = tile.map_or((1, 1), |t| (t.weight_lanes(), t.pixel_lanes()));
         let gemm_pixels = if folded { geom.n * geom.p } else { geom.p };
         let by_cache = (PACKED_PIXEL_BYTES / (4 * geom.cg)).max(pixel_lanes);
         let pixel_block = (by_cache / pixel_lanes * pixel_lanes).min(gemm_pixels.div_ceil(pixel_lanes) * pixel_lanes);
@@ -305,6 +319,7 @@ impl Plan {
         let splits = geom.kg.div_ceil(channels_per_split);
         let job = Job {
             geom,
+            tile: tile_index,
             orient,
             direct,
             folded,
@@ -352,34 +367,90 @@ impl Plan {
         Ok(())
     }
 
-    /// Picks the tile orientation, batch folding and direct stores for a call's geometry.
-    fn choose_tiling(&self, g: &Geometry) -> (Orientation, bool, bool) {
-        // Fold the batch into the pixel axis when images are small: one gemm over all images
-        // instead of N tiny ones.
-        let folded = match g.layout {
-            Layout::Nhwc => true,
-            Layout::Nchw => g.n > 1 && g.p < 256,
-        };
-        let cols = if folded { g.n * g.p } else { g.p };
+    /// Picks the register tile, batch folding and direct stores for a call's geometry by
+    /// estimating each candidate's time: vector FMAs over all tiles (padding lanes included)
+    /// plus the per-tile store cost, which is higher for tiles that must be scattered.
+    fn choose_tiling(&self, g: &Geometry) -> TilingChoice {
         let Some(tier) = self.tier else {
-            return (Orientation::WeightRows, folded, g.layout == Layout::Nhwc || !folded);
+            // matrixmultiply: fold small NCHW images; NHWC pixels are uniformly strided.
+            let folded = g.layout == Layout::Nhwc || (g.n > 1 && g.p < 256);
+            return TilingChoice {
+                tile: 0,
+                folded,
+                direct: true,
+            };
         };
-        if g.layout == Layout::Nhwc {
-            return (Orientation::PixelRows, true, true);
-        }
-        // NCHW: weight rows store straight into the output; pixel rows must scatter, which
-        // pays only when the pixel axis fills the weight-row tile much worse.
-        let util = |rows: usize, r: usize, lanes: usize, l: usize| {
-            (rows as f64 / (rows.div_ceil(r) * r) as f64) * (lanes as f64 / (lanes.div_ceil(l) * l) as f64)
+        let direct_for = |tile: &Tile, folded: bool| match (g.layout, tile.orient) {
+            (Layout::Nchw, Orientation::WeightRows) => !folded,
+            (Layout::Nhwc, Orientation::PixelRows) => true,
+            _ => false,
         };
-        let w = tier.weight_rows;
-        let p = tier.pixel_rows;
-        let util_w = util(g.kg, w.mr, cols, w.nr) * if folded { 0.9 } else { 1.0 };
-        let util_p = util(cols, p.mr, g.kg, p.nr) * 0.9;
-        if util_p > util_w * 1.05 {
-            (Orientation::PixelRows, folded, false)
-        } else {
-            (Orientation::WeightRows, folded, !folded)
+        if let Some((tile, folded)) = self.forced_tiling {
+            return TilingChoice {
+                tile,
+                folded,
+                direct: direct_for(&tier.tiles[tile], folded),
+            };
         }
+        let mut best: Option<(f64, TilingChoice)> = None;
+        let fold_options: &[bool] = match g.layout {
+            Layout::Nhwc => &[true],
+            Layout::Nchw if g.n > 1 => &[false, true],
+            Layout::Nchw => &[false],
+        };
+        for (index, tile) in tier.tiles.iter().enumerate() {
+            for &folded in fold_options {
+                let direct = direct_for(tile, folded);
+                let cost = tile_cost(g, tile, folded, direct);
+                if best.as_ref().is_none_or(|(c, _)| cost < *c) {
+                    best = Some((
+                        cost,
+                        TilingChoice {
+                            tile: index,
+                            folded,
+                            direct,
+                        },
+                    ));
+                }
+            }
+        }
+        best.map_or(
+            TilingChoice {
+                tile: 0,
+                folded: false,
+                direct: false,
+            },
+            |(_, c)| c,
+        )
     }
+}
+
+/// The tile, folding and store mode one call uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TilingChoice {
+    tile: usize,
+    folded: bool,
+    direct: bool,
+}
+
+/// Estimated cycles (up to a constant) to run geometry `g` with `tile`: the vector FMAs of
+/// every tile, padding lanes included, plus stores: one vector store per register for a direct
+/// tile, about two scalar moves per element (residual gather and scatter) otherwise.
+fn tile_cost(g: &Geometry, tile: &Tile, folded: bool, direct: bool) -> f64 {
+    let pixels = if folded { g.n * g.p } else { g.p };
+    let gemms = if folded { 1 } else { g.n } * g.groups;
+    let (rows, cols) = match tile.orient {
+        Orientation::WeightRows => (g.kg, pixels),
+        Orientation::PixelRows => (pixels, g.kg),
+    };
+    let tiles = (rows.div_ceil(tile.mr) * cols.div_ceil(tile.nr) * gemms) as f64;
+    // Vector registers per tile: mr * nr / lanes; the lane width cancels between candidates
+    // of one tier, so count register-rows.
+    let per_tile_fma = (g.cg * tile.mr * tile.nr) as f64;
+    let per_tile_store = if direct {
+        (tile.mr * tile.nr) as f64 / 8.0
+    } else {
+        2.0 * (tile.mr * tile.nr) as f64
+    };
+    tiles * (per_tile_fma / 16.0 + per_tile_store)
 }

@@ -156,3 +156,37 @@ fn large_reductions() {
         }
     }
 }
+
+/// The sweep again with each tile of each SIMD kernel forced, folded and not, so every tile
+/// meets every edge whatever the cost model would pick.
+#[test]
+fn sweep_every_tile() {
+    let cases = cases();
+    let step = if reduced() { 3 } else { 2 };
+    for kernel in kernels_under_test().into_iter().filter(|k| k.is_microkernel()) {
+        let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        for tile in 0..pointwise::testing::tiles(kernel).len() {
+            for fold in [false, true] {
+                for (i, (p, data)) in cases.iter().enumerate() {
+                    if (i + tile) % step != 0 {
+                        continue;
+                    }
+                    let mut plan = pointwise::Plan::new(&p.conv, &p.w, p.bias.as_deref(), options).unwrap();
+                    plan.force_tiling(tile, fold).unwrap();
+                    let mut y = vec![f32::NAN; p.output_len()];
+                    plan.forward(
+                        &p.x,
+                        p.dims,
+                        p.residual.as_deref(),
+                        &mut y,
+                        &mut pointwise::Workspace::new(),
+                    )
+                    .unwrap();
+                    if let Err(e) = p.check(&y, *data, kernel) {
+                        panic!("tile {tile} fold {fold}: {e}");
+                    }
+                }
+            }
+        }
+    }
+}

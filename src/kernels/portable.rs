@@ -6,9 +6,9 @@
 //! registers, leaving room for the B row and the broadcast without spills; the tier aims at
 //! correctness everywhere, not at peak.
 use super::simd::SimdF32;
-use super::{Tier, TileShape};
+use super::{tile_table, Tier};
 use crate::dispatch::KernelId;
-use crate::driver::{run_units, Job, Orientation, TaskScratch};
+use crate::driver::{Job, TaskScratch, TileCall};
 use std::ops::Range;
 use wide::f32x8;
 
@@ -82,17 +82,26 @@ unsafe impl SimdF32 for Wide {
 /// As `driver::run_units`; `wide` needs no CPU feature beyond the build's.
 unsafe fn run(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
     // SAFETY: forwarded contract.
-    unsafe {
-        match job.orient {
-            Orientation::WeightRows => run_units::<Wide, 6, 1>(job, units, scratch),
-            Orientation::PixelRows => run_units::<Wide, 6, 1>(job, units, scratch),
-        }
-    }
+    unsafe { run_tile(job, units, scratch) }
+}
+
+tile_table!(Wide;
+    0 => (WeightRows, 6 x 1),
+    1 => (PixelRows, 6 x 1),
+);
+
+/// Entry point for one microkernel call (tests).
+///
+/// # Safety
+/// As `driver::run_tile_call`; the CPU must have this tier's features (dispatch checks it).
+unsafe fn tile_call(index: usize, call: &TileCall) {
+    // SAFETY: forwarded contract.
+    unsafe { run_one_tile(index, call) }
 }
 
 pub(crate) const TIER: Tier = Tier {
     id: KernelId::Portable,
-    weight_rows: TileShape { mr: 6, nr: 8 },
-    pixel_rows: TileShape { mr: 6, nr: 8 },
+    tiles: TILES,
     run,
+    tile_call,
 };

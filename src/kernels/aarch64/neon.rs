@@ -8,9 +8,9 @@
 #![allow(unsafe_op_in_unsafe_fn)]
 
 use crate::dispatch::KernelId;
-use crate::driver::{run_units, Job, Orientation, TaskScratch};
+use crate::driver::{Job, TaskScratch, TileCall};
 use crate::kernels::simd::SimdF32;
-use crate::kernels::{Tier, TileShape};
+use crate::kernels::{tile_table, Tier};
 use std::arch::aarch64::*;
 use std::ops::Range;
 
@@ -83,13 +83,8 @@ unsafe impl SimdF32 for Q {
 /// The CPU must have NEON (dispatch checks it); the job's contract is `run_units`'s.
 #[target_feature(enable = "neon")]
 unsafe fn run_neon(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
-    // SAFETY: forwarded contract; the tile shapes match TIER below.
-    unsafe {
-        match job.orient {
-            Orientation::WeightRows => run_units::<Q, 8, 3>(job, units, scratch),
-            Orientation::PixelRows => run_units::<Q, 8, 3>(job, units, scratch),
-        }
-    }
+    // SAFETY: forwarded contract.
+    unsafe { run_tile(job, units, scratch) }
 }
 
 unsafe fn run(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
@@ -97,9 +92,24 @@ unsafe fn run(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
     unsafe { run_neon(job, units, scratch) }
 }
 
+tile_table!(Q;
+    0 => (WeightRows, 8 x 3),
+    1 => (PixelRows, 8 x 3),
+);
+
+/// Entry point for one microkernel call (tests).
+///
+/// # Safety
+/// As `driver::run_tile_call`; the CPU must have this tier's features (dispatch checks it).
+#[target_feature(enable = "neon")]
+unsafe fn tile_call(index: usize, call: &TileCall) {
+    // SAFETY: forwarded contract.
+    unsafe { run_one_tile(index, call) }
+}
+
 pub(crate) const TIER: Tier = Tier {
     id: KernelId::Neon,
-    weight_rows: TileShape { mr: 8, nr: 12 },
-    pixel_rows: TileShape { mr: 8, nr: 12 },
+    tiles: TILES,
     run,
+    tile_call,
 };

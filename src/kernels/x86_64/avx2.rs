@@ -9,10 +9,10 @@
 #![allow(unsafe_op_in_unsafe_fn)]
 
 use crate::dispatch::KernelId;
-use crate::driver::{run_units, Job, Orientation, TaskScratch};
+use crate::driver::{Job, TaskScratch, TileCall};
 use crate::kernels::simd::SimdF32;
 use crate::kernels::x86_64::FlushDenormals;
-use crate::kernels::{Tier, TileShape};
+use crate::kernels::{tile_table, Tier};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -91,13 +91,8 @@ unsafe impl SimdF32 for Ymm {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_avx2(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
     let _flush = FlushDenormals::new();
-    // SAFETY: forwarded contract; the tile shapes match TIER below.
-    unsafe {
-        match job.orient {
-            Orientation::WeightRows => run_units::<Ymm, 6, 2>(job, units, scratch),
-            Orientation::PixelRows => run_units::<Ymm, 6, 2>(job, units, scratch),
-        }
-    }
+    // SAFETY: forwarded contract.
+    unsafe { run_tile(job, units, scratch) }
 }
 
 unsafe fn run(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
@@ -105,9 +100,25 @@ unsafe fn run(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
     unsafe { run_avx2(job, units, scratch) }
 }
 
+tile_table!(Ymm;
+    0 => (WeightRows, 6 x 2),
+    1 => (PixelRows, 6 x 2),
+);
+
+/// Entry point for one microkernel call (tests).
+///
+/// # Safety
+/// As `driver::run_tile_call`; the CPU must have this tier's features (dispatch checks it).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_call(index: usize, call: &TileCall) {
+    let _flush = FlushDenormals::new();
+    // SAFETY: forwarded contract.
+    unsafe { run_one_tile(index, call) }
+}
+
 pub(crate) const TIER: Tier = Tier {
     id: KernelId::Avx2,
-    weight_rows: TileShape { mr: 6, nr: 16 },
-    pixel_rows: TileShape { mr: 6, nr: 16 },
+    tiles: TILES,
     run,
+    tile_call,
 };

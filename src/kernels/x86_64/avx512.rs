@@ -17,10 +17,10 @@
 #![allow(unsafe_op_in_unsafe_fn)]
 
 use crate::dispatch::KernelId;
-use crate::driver::{run_units, Job, Orientation, TaskScratch};
+use crate::driver::{Job, TaskScratch, TileCall};
 use crate::kernels::simd::SimdF32;
 use crate::kernels::x86_64::FlushDenormals;
-use crate::kernels::{Tier, TileShape};
+use crate::kernels::{tile_table, Tier};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -97,13 +97,8 @@ unsafe impl SimdF32 for Zmm {
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn run_avx512(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
     let _flush = FlushDenormals::new();
-    // SAFETY: forwarded contract; the tile shapes match TIER below.
-    unsafe {
-        match job.orient {
-            Orientation::WeightRows => run_units::<Zmm, 8, 2>(job, units, scratch),
-            Orientation::PixelRows => run_units::<Zmm, 12, 2>(job, units, scratch),
-        }
-    }
+    // SAFETY: forwarded contract.
+    unsafe { run_tile(job, units, scratch) }
 }
 
 unsafe fn run(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
@@ -111,9 +106,26 @@ unsafe fn run(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
     unsafe { run_avx512(job, units, scratch) }
 }
 
+tile_table!(Zmm;
+    0 => (WeightRows, 8 x 2),
+    1 => (PixelRows, 12 x 2),
+    2 => (PixelRows, 7 x 4),
+);
+
+/// Entry point for one microkernel call (tests).
+///
+/// # Safety
+/// As `driver::run_tile_call`; the CPU must have this tier's features (dispatch checks it).
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn tile_call(index: usize, call: &TileCall) {
+    let _flush = FlushDenormals::new();
+    // SAFETY: forwarded contract.
+    unsafe { run_one_tile(index, call) }
+}
+
 pub(crate) const TIER: Tier = Tier {
     id: KernelId::Avx512,
-    weight_rows: TileShape { mr: 8, nr: 32 },
-    pixel_rows: TileShape { mr: 12, nr: 32 },
+    tiles: TILES,
     run,
+    tile_call,
 };

@@ -1,0 +1,115 @@
+//! Hooks for the crate's own tests, benchmarks and tools: the tile list of each SIMD kernel
+//! and a checked entry point for one microkernel call. Not part of the stable API.
+use crate::dispatch::KernelId;
+use crate::driver::{Orientation, TileCall};
+use crate::epilogue::{Activation, BiasAxis};
+use crate::error::{Error, Result};
+use crate::kernels;
+
+/// One register tile of a SIMD kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TileInfo {
+    /// Rows are output channels (NCHW's natural tile) rather than pixels.
+    pub weight_rows: bool,
+    /// Rows of the tile.
+    pub mr: usize,
+    /// Vector lanes (columns) of the tile.
+    pub nr: usize,
+}
+
+/// The register tiles `kernel` is compiled for (empty for non-SIMD kernels).
+pub fn tiles(kernel: KernelId) -> Vec<TileInfo> {
+    kernels::tier(kernel).map_or(Vec::new(), |t| {
+        t.tiles
+            .iter()
+            .map(|tile| TileInfo {
+                weight_rows: tile.orient == Orientation::WeightRows,
+                mr: tile.mr,
+                nr: tile.nr,
+            })
+            .collect()
+    })
+}
+
+/// Runs one microkernel call of `kernel`'s tile `tile`: `C[m x n] = act(A * B + bias + R)`
+/// where `a` is an MR-lane panel (`kc` rows of `mr` values), `b` an NR-lane panel (`kc` rows
+/// of `nr`), `c` has row stride `ldc`, the bias runs along rows (`bias_per_row`) or columns,
+/// and the residual has its own row stride. Only the `m x n` part of `c` is written.
+///
+/// # Errors
+/// [`Error::KernelUnavailable`], [`Error::InvalidTile`] for a tile index or an extent outside
+/// the tile, [`Error::LengthMismatch`] for a slice too short for its extent.
+#[allow(clippy::too_many_arguments)]
+pub fn run_tile(
+    kernel: KernelId,
+    tile: usize,
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    c: &mut [f32],
+    ldc: usize,
+    bias: Option<&[f32]>,
+    bias_per_row: bool,
+    residual: Option<(&[f32], usize)>,
+    act: Activation,
+) -> Result<()> {
+    act.validate()?;
+    let tier = match kernels::tier(kernel) {
+        Some(t) if kernel.is_available() => t,
+        _ => return Err(Error::KernelUnavailable(kernel)),
+    };
+    let shape = *tier.tiles.get(tile).ok_or(Error::InvalidTile("no such tile"))?;
+    if m == 0 || n == 0 || m > shape.mr || n > shape.nr {
+        return Err(Error::InvalidTile("m or n outside the tile"));
+    }
+    let need = |what: &'static str, len: usize, expected: Option<usize>| match expected {
+        Some(e) if len >= e => Ok(()),
+        Some(e) => Err(Error::LengthMismatch {
+            what,
+            expected: e,
+            got: len,
+        }),
+        None => Err(Error::SizeOverflow { what }),
+    };
+    need("a", a.len(), kc.checked_mul(shape.mr))?;
+    need("b", b.len(), kc.checked_mul(shape.nr))?;
+    // A full tile stores (and reads residual and bias) over the whole tile.
+    let (rows, cols) = if m == shape.mr && n == shape.nr {
+        (shape.mr, shape.nr)
+    } else {
+        (m, n)
+    };
+    let extent = |ld: usize| {
+        if ld < cols {
+            None
+        } else {
+            (rows - 1).checked_mul(ld).and_then(|v| v.checked_add(cols))
+        }
+    };
+    need("output", c.len(), extent(ldc))?;
+    if let Some(b) = bias {
+        need("bias", b.len(), Some(if bias_per_row { rows } else { cols }))?;
+    }
+    if let Some((r, ldr)) = residual {
+        need("residual", r.len(), extent(ldr))?;
+    }
+    let call = TileCall {
+        kc,
+        a,
+        b,
+        m,
+        n,
+        c: c.as_mut_ptr(),
+        ldc,
+        bias,
+        bias_axis: if bias_per_row { BiasAxis::Rows } else { BiasAxis::Cols },
+        residual,
+        act,
+    };
+    // SAFETY: the kernel is available on this CPU and every extent was checked above.
+    unsafe { (tier.tile_call)(tile, &call) };
+    kernel.record_invocation();
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! The built-in layer suite, and running one layer on one kernel: median GFLOP/s over
+//! repeated runs, checked against an f64 reference on sampled outputs.
+use pointwise::{Conv1x1, InputDims, KernelChoice, KernelId, Layout, Padding, Plan, PlanOptions, Threads, Workspace};
+use std::time::Instant;
+
+/// One layer: `n` images of `c x h x w` to `k` channels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layer {
+    pub name: String,
+    pub n: usize,
+    pub c: usize,
+    pub k: usize,
+    pub h: usize,
+    pub w: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub groups: usize,
+    /// Whether the layer is limited by memory traffic rather than FMAs (reported against the
+    /// bandwidth bound).
+    pub memory_bound: bool,
+}
+
+impl Layer {
+    pub fn new(name: &str, n: usize, c: usize, k: usize, hw: usize, stride: usize) -> Layer {
+        Layer {
+            name: name.into(),
+            n,
+            c,
+            k,
+            h: hw,
+            w: hw,
+            stride,
+            pad: 0,
+            groups: 1,
+            memory_bound: false,
+        }
+    }
+
+    pub fn conv(&self, layout: Layout) -> Conv1x1 {
+        Conv1x1::new(self.c, self.k)
+            .with_stride(self.stride, self.stride)
+            .with_padding(Padding::uniform(self.pad))
+            .with_groups(self.groups)
+            .with_layout(layout)
+    }
+
+    pub fn dims(&self) -> InputDims {
+        InputDims::new(self.n, self.h, self.w)
+    }
+
+    /// `2 * K * C/G * Ho * Wo * N`.
+    pub fn flops(&self) -> f64 {
+        let out = self
+            .conv(Layout::Nchw)
+            .output_dims(self.dims())
+            .expect("suite layers are valid");
+        2.0 * (self.k * (self.c / self.groups) * out.h * out.w * self.n) as f64
+    }
+
+    /// Bytes a forward call must move at least once: input, weights, output (written).
+    pub fn bytes(&self) -> f64 {
+        let out = self
+            .conv(Layout::Nchw)
+            .output_dims(self.dims())
+            .expect("suite layers are valid");
+        4.0 * (self.n * self.c * self.h * self.w + self.k * self.c / self.groups + self.n * self.k * out.h * out.w)
+            as f64
+    }
+}
+
+/// The default suite: ResNet-50's 1x1 layers, MobileNetV2 pointwise layers, a ShuffleNet
+/// grouped layer, a Linear layer as 1x1, a tiny-channel layer and the seed example.
+pub fn default_suite() -> Vec<Layer> {
+    let mut v = vec![
+        Layer::new("resnet 64->256 56x56", 1, 64, 256, 56, 1),
+        Layer::new("resnet 256->64 56x56", 1, 256, 64, 56, 1),
+        Layer::new("resnet 512->128 28x28", 1, 512, 128, 28, 1),
+        Layer::new("resnet 1024->256 14x14", 1, 1024, 256, 14, 1),
+        Layer::new("resnet 2048->512 7x7", 1, 2048, 512, 7, 1),
+        Layer::new("resnet 256->512 56x56 s2", 1, 256, 512, 56, 2),
+        Layer::new("resnet 1024->2048 14x14 s2", 1, 1024, 2048, 14, 2),
+        Layer::new("mobilenet 32->16 112x112", 1, 32, 16, 112, 1),
+        Layer::new("mobilenet 24->144 56x56", 1, 24, 144, 56, 1),
+        Layer::new("mobilenet 96->576 14x14", 1, 96, 576, 14, 1),
+        Layer::new("mobilenet 960->320 7x7", 1, 960, 320, 7, 1),
+        Layer {
+            groups: 3,
+            ..Layer::new("shufflenet 240->240 28x28 g3", 1, 240, 240, 28, 1)
+        },
+        Layer {
+            memory_bound: true,
+            ..Layer::new("linear 2048->1000 N=1", 1, 2048, 1000, 1, 1)
+        },
+        Layer::new("linear 2048->1000 N=64", 64, 2048, 1000, 1, 1),
+        Layer {
+            memory_bound: true,
+            ..Layer::new("tiny 3->64 224x224", 1, 3, 64, 224, 1)
+        },
+        Layer::new("seed 3->2 3x3", 1, 3, 2, 3, 1),
+        Layer::new("seed 3->2 3x3 s2", 1, 3, 2, 3, 2),
+    ];
+    for l in &mut v {
+        l.name = l.name.replace(' ', "_");
+    }
+    v
+}
+
+/// One measurement.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub gflops: f64,
+    pub max_rel_err: f64,
+    pub ok: bool,
+}
+
+/// Deterministic data in [-1, 1].
+fn data(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Runs `layer` on `kernel`: times it for about `seconds` (median of runs, each run long
+/// enough to time reliably) and checks sampled outputs against an f64 reference.
+pub fn measure(layer: &Layer, layout: Layout, kernel: KernelId, threads: Threads, seconds: f64) -> Measurement {
+    let conv = layer.conv(layout);
+    let dims = layer.dims();
+    let x = data(conv.input_len(dims).expect("valid"), 1);
+    let w = data(conv.weights_len().expect("valid"), 2);
+    let bias = data(layer.k, 3);
+    let options = PlanOptions::default()
+        .with_kernel(KernelChoice::Force(kernel))
+        .with_threads(threads);
+    let plan = Plan::new(&conv, &w, Some(&bias), options).expect("kernel is available");
+    let out = plan.output_dims(dims).expect("valid");
+    let mut y = vec![f32::NAN; out.len().expect("valid")];
+    let mut ws = Workspace::new();
+    plan.forward(&x, dims, None, &mut y, &mut ws).expect("valid");
+    let (max_rel_err, ok) = verify(layer, layout, &x, &w, &bias, &y);
+
+    // Time: batches of at least ~2 ms, median over the budget (at least 5 batches).
+    let t0 = Instant::now();
+    plan.forward(&x, dims, None, &mut y, &mut ws).expect("valid");
+    let once = t0.elapsed().as_secs_f64().max(1e-7);
+    let per_batch = ((2e-3 / once).ceil() as usize).max(1);
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < 5 || (start.elapsed().as_secs_f64() < seconds && samples.len() < 1000) {
+        let t = Instant::now();
+        for _ in 0..per_batch {
+            plan.forward(&x, dims, None, &mut y, &mut ws).expect("valid");
+        }
+        samples.push(t.elapsed().as_secs_f64() / per_batch as f64);
+    }
+    samples.sort_by(f64::total_cmp);
+    let median = samples[samples.len() / 2];
+    Measurement {
+        gflops: layer.flops() / median / 1e9,
+        max_rel_err,
+        ok,
+    }
+}
+
+/// Compares up to ~4096 sampled outputs with an f64 reference. The error of each is divided
+/// by `sum |w x| + |b|`, and must stay within `2 gamma_(C/G + 1)`.
+fn verify(layer: &Layer, layout: Layout, x: &[f32], w: &[f32], bias: &[f32], y: &[f32]) -> (f64, bool) {
+    let conv = layer.conv(layout);
+    let out = conv.output_dims(layer.dims()).expect("valid");
+    let (cg, kg) = (layer.c / layer.groups, layer.k / layer.groups);
+    let step = (y.len() / 4096).max(1) | 1;
+    let u = 1.0 / (1u64 << 24) as f64;
+    let n_terms = (cg + 1) as f64;
+    let bound = 2.0 * n_terms * u / (1.0 - n_terms * u);
+    let mut worst = 0.0f64;
+    let mut ok = y.iter().all(|v| v.is_finite());
+    for oi in (0..y.len()).step_by(step) {
+        let (img, k, oy, ox) = match layout {
+            Layout::Nchw => {
+                let p = oi % (out.h * out.w);
+                (
+                    oi / (layer.k * out.h * out.w),
+                    (oi / (out.h * out.w)) % layer.k,
+                    p / out.w,
+                    p % out.w,
+                )
+            }
+            Layout::Nhwc => {
+                let p = (oi / layer.k) % (out.h * out.w);
+                (oi / (layer.k * out.h * out.w), oi % layer.k, p / out.w, p % out.w)
+            }
+        };
+        let iy = (oy * layer.stride) as isize - layer.pad as isize;
+        let ix = (ox * layer.stride) as isize - layer.pad as isize;
+        let mut z = bias[k] as f64;
+        let mut mag = z.abs();
+        if iy >= 0 && ix >= 0 && (iy as usize) < layer.h && (ix as usize) < layer.w {
+            let (iy, ix) = (iy as usize, ix as usize);
+            let g = k / kg;
+            for cc in 0..cg {
+                let ch = g * cg + cc;
+                let xi = match layout {
+                    Layout::Nchw => ((img * layer.c + ch) * layer.h + iy) * layer.w + ix,
+                    Layout::Nhwc => ((img * layer.h + iy) * layer.w + ix) * layer.c + ch,
+                };
+                let prod = w[k * cg + cc] as f64 * x[xi] as f64;
+                z += prod;
+                mag += prod.abs();
+            }
+        }
+        let rel = (y[oi] as f64 - z).abs() / mag.max(f64::MIN_POSITIVE);
+        worst = worst.max(rel);
+        if rel > bound + 1e-30 {
+            ok = false;
+        }
+    }
+    (worst, ok)
+}

@@ -8,8 +8,8 @@
 //! the result is bit-identical for every thread count.
 use crate::conv::{Geometry, Layout};
 use crate::epilogue::{Activation, BiasAxis, TileEpilogue};
-use crate::kernels::simd::{gemm_tile, SimdF32};
-use crate::packing::{pack_pixel_panels, pixel_offsets, PanelBuf, WeightPanels};
+use crate::kernels::simd::{gemm_tile, RowOperand, SimdF32};
+use crate::packing::{pack_pixel_panels, pixel_offsets, uniform_spacing, PanelBuf, WeightPanels};
 use std::ops::Range;
 
 /// Which operand supplies the tile's rows.
@@ -152,12 +152,21 @@ pub(crate) unsafe fn run_units<V: SimdF32, const MR: usize, const NV: usize>(
     let g = &job.geom;
     let cg = g.cg;
     let ics = g.input_channel_stride();
+    // NHWC pixel rows read evenly spaced pixels straight from the input instead of packing
+    // them: their channels are contiguous, so a broadcast per row and step needs no copy.
+    let read_in_place = !weight_rows && ics == 1;
     for u in units {
         let unit = job.unit(u);
         let npix = unit.pixels.len();
         let (packed, offsets, _) = scratch.buffers(npix.div_ceil(pl) * pl * cg, npix);
         pixel_offsets(g, unit.pixels.start, offsets);
-        pack_pixel_panels(job.x, offsets, unit.group * cg, cg, ics, pl, packed);
+        let c0 = unit.group * cg;
+        for (panel, offs) in offsets.chunks(pl).enumerate() {
+            if !(read_in_place && uniform_spacing(offs, pl).is_some()) {
+                let dst = &mut packed[panel * cg * pl..(panel + 1) * cg * pl];
+                pack_pixel_panels(job.x, offs, c0, cg, ics, pl, dst);
+            }
+        }
         let first_panel = unit.channels.start / wl;
         let last_panel = unit.channels.end.div_ceil(wl);
         for wp in first_panel..last_panel {
@@ -169,12 +178,25 @@ pub(crate) unsafe fn run_units<V: SimdF32, const MR: usize, const NV: usize>(
                 let j0 = unit.pixels.start + pp * pl;
                 let jn = pl.min(unit.pixels.end - j0);
                 let (a, b, m, n) = if weight_rows {
-                    (wptr, ppanel.as_ptr(), kn, jn)
+                    (RowOperand::packed(wptr), ppanel.as_ptr(), kn, jn)
                 } else {
-                    (ppanel.as_ptr(), wptr, jn, kn)
+                    let offs = &offsets[pp * pl..pp * pl + jn];
+                    let a = match uniform_spacing(offs, pl) {
+                        // offs[0] + c0 is an input element (ics is 1 here); rows
+                        // offs[0] + r * d, r < MR, are the panel's pixels.
+                        Some(d) if read_in_place => RowOperand {
+                            ptr: job.x[offs[0] as usize + c0..].as_ptr(),
+                            rs: d,
+                            ks: 1,
+                            packed: false,
+                        },
+                        _ => RowOperand::packed(ppanel.as_ptr()),
+                    };
+                    (a, wptr, jn, kn)
                 };
-                // SAFETY: a and b are full panels of cg rows; the tile targets are checked
-                // below or are stack arrays of MAX_TILE >= MR * NR elements.
+                // SAFETY: a and b address full panels of cg steps (packed, or MR evenly spaced
+                // input pixels of cg channels each); the tile targets are checked below or
+                // are stack arrays of MAX_TILE >= MR * NR elements.
                 unsafe {
                     if job.direct && m == MR && n == nr {
                         store_direct::<V, MR, NV>(job, a, b, j0, chan0, weight_rows);
@@ -191,7 +213,7 @@ pub(crate) unsafe fn run_units<V: SimdF32, const MR: usize, const NV: usize>(
 #[inline(always)]
 unsafe fn store_direct<V: SimdF32, const MR: usize, const NV: usize>(
     job: &Job,
-    a: *const f32,
+    a: RowOperand,
     b: *const f32,
     j0: usize,
     chan0: usize,
@@ -219,7 +241,7 @@ unsafe fn store_direct<V: SimdF32, const MR: usize, const NV: usize>(
 #[allow(clippy::too_many_arguments)]
 unsafe fn store_scattered<V: SimdF32, const MR: usize, const NV: usize>(
     job: &Job,
-    a: *const f32,
+    a: RowOperand,
     b: *const f32,
     j0: usize,
     chan0: usize,
@@ -271,7 +293,7 @@ impl EdgeTile<'_> {
     #[inline(always)]
     pub(crate) unsafe fn run<V: SimdF32, const MR: usize, const NV: usize>(
         &self,
-        a: *const f32,
+        a: RowOperand,
         b: *const f32,
         addr: impl Fn(usize, usize) -> usize,
         out: *mut f32,
@@ -358,7 +380,16 @@ pub(crate) unsafe fn run_tile_call<V: SimdF32, const MR: usize, const NV: usize>
             act: call.act,
         };
         // SAFETY: full tile inside the checked extents.
-        unsafe { gemm_tile::<V, MR, NV>(call.kc, call.a.as_ptr(), call.b.as_ptr(), call.c, call.ldc, &ep) };
+        unsafe {
+            gemm_tile::<V, MR, NV>(
+                call.kc,
+                RowOperand::packed(call.a.as_ptr()),
+                call.b.as_ptr(),
+                call.c,
+                call.ldc,
+                &ep,
+            )
+        };
         return;
     }
     let ldr = call.residual.map_or(0, |(_, ld)| ld);
@@ -376,7 +407,14 @@ pub(crate) unsafe fn run_tile_call<V: SimdF32, const MR: usize, const NV: usize>
     // addressing by copying it in with `ldr`, then write with `ldc`.
     if ldr == ldc || call.residual.is_none() {
         // SAFETY: the caller checked m rows of n values at these strides.
-        unsafe { edge.run::<V, MR, NV>(call.a.as_ptr(), call.b.as_ptr(), |r, l| r * ldc + l, call.c) };
+        unsafe {
+            edge.run::<V, MR, NV>(
+                RowOperand::packed(call.a.as_ptr()),
+                call.b.as_ptr(),
+                |r, l| r * ldc + l,
+                call.c,
+            )
+        };
     } else {
         let mut packed_res = [0.0f32; MAX_TILE];
         if let Some((r, _)) = call.residual {
@@ -390,7 +428,14 @@ pub(crate) unsafe fn run_tile_call<V: SimdF32, const MR: usize, const NV: usize>
             ..edge
         };
         // SAFETY: the stack arrays hold MR * NR values at stride nr.
-        unsafe { edge.run::<V, MR, NV>(call.a.as_ptr(), call.b.as_ptr(), |r, l| r * nr + l, tile.as_mut_ptr()) };
+        unsafe {
+            edge.run::<V, MR, NV>(
+                RowOperand::packed(call.a.as_ptr()),
+                call.b.as_ptr(),
+                |r, l| r * nr + l,
+                tile.as_mut_ptr(),
+            )
+        };
         for i in 0..call.m {
             for l in 0..call.n {
                 // SAFETY: the caller checked m rows of n values at stride ldc.

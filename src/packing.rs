@@ -74,6 +74,23 @@ pub(crate) fn pixel_offsets(geom: &Geometry, j0: usize, offsets: &mut [isize]) {
     }
 }
 
+/// The common spacing `d` of a full panel of `lanes` pixels at `offs[0] + r * d`, none of
+/// them padded; `None` otherwise. Such a panel can be read in place instead of packed.
+#[inline(always)]
+pub(crate) fn uniform_spacing(offs: &[isize], lanes: usize) -> Option<usize> {
+    if offs.len() != lanes || offs[0] == PADDED {
+        return None;
+    }
+    let d = if lanes > 1 { offs[1] - offs[0] } else { 0 };
+    if d < 0 {
+        return None;
+    }
+    offs.iter()
+        .enumerate()
+        .all(|(r, &o)| o != PADDED && o == offs[0] + r as isize * d)
+        .then_some(d as usize)
+}
+
 /// Gathers the input pixels listed in `offsets` into `lanes`-wide panels of `cg` rows:
 /// element `(panel, c, lane)` is `x[offsets[panel*lanes + lane] + (c0 + c) * ics]`, zero for
 /// padded pixels and for lanes past `offsets.len()`. `ics` is the input's channel stride

@@ -434,8 +434,9 @@ struct TilingChoice {
 }
 
 /// Estimated cycles (up to a constant) to run geometry `g` with `tile`: the vector FMAs of
-/// every tile, padding lanes included, plus stores: one vector store per register for a direct
-/// tile, about two scalar moves per element (residual gather and scatter) otherwise.
+/// every tile, padding lanes included, a fixed cost per tile (loop set-up, epilogue dispatch),
+/// and the stores: one per register for a direct tile, about two scalar moves per element
+/// (residual gather and scatter) otherwise.
 fn tile_cost(g: &Geometry, tile: &Tile, folded: bool, direct: bool) -> f64 {
     let pixels = if folded { g.n * g.p } else { g.p };
     let gemms = if folded { 1 } else { g.n } * g.groups;
@@ -444,13 +445,21 @@ fn tile_cost(g: &Geometry, tile: &Tile, folded: bool, direct: bool) -> f64 {
         Orientation::PixelRows => (pixels, g.kg),
     };
     let tiles = (rows.div_ceil(tile.mr) * cols.div_ceil(tile.nr) * gemms) as f64;
-    // Vector registers per tile: mr * nr / lanes; the lane width cancels between candidates
-    // of one tier, so count register-rows.
-    let per_tile_fma = (g.cg * tile.mr * tile.nr) as f64;
+    let registers = (tile.mr * tile.vectors) as f64;
+    let per_tile_fma = g.cg as f64 * registers;
     let per_tile_store = if direct {
-        (tile.mr * tile.nr) as f64 / 8.0
+        registers
     } else {
         2.0 * (tile.mr * tile.nr) as f64
     };
-    tiles * (per_tile_fma / 16.0 + per_tile_store)
+    // Packing pixels: NHWC pixel rows are read in place; NCHW rows are copied with vector
+    // moves (~1/8 cycle per value); anything else is a scalar transposition (~1 per value),
+    // once per unit.
+    let pack_per_value = match (g.layout, tile.orient) {
+        (Layout::Nhwc, Orientation::PixelRows) => 0.0,
+        (Layout::Nchw, Orientation::WeightRows) if g.sw == 1 => 0.125,
+        _ => 1.0,
+    };
+    let packing = pack_per_value * (pixels * gemms) as f64 * g.cg as f64;
+    tiles * (per_tile_fma + 40.0 + per_tile_store) + packing
 }

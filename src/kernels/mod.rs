@@ -26,6 +26,8 @@ pub(crate) struct Tile {
     pub orient: Orientation,
     pub mr: usize,
     pub nr: usize,
+    /// Vector registers per row (`nr / lanes`).
+    pub vectors: usize,
 }
 
 impl Tile {
@@ -69,6 +71,7 @@ macro_rules! tile_table {
                 orient: $crate::driver::Orientation::$orient,
                 mr: $mr,
                 nr: $nv * <$v as $crate::kernels::simd::SimdF32>::LANES,
+                vectors: $nv,
             }
         ),+];
 

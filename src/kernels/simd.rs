@@ -91,25 +91,71 @@ pub(crate) unsafe fn activate<V: SimdF32>(z: V, act: Activation) -> V {
     }
 }
 
+/// Where the MR-lane operand of a tile lives: a packed panel (`kc` rows of `MR` values), or
+/// straight in the caller's input, lane `r` of reduction step `k` at `ptr + r * rs + k * ks`
+/// (an NHWC pixel block read without packing).
+#[derive(Clone, Copy)]
+pub(crate) struct RowOperand {
+    pub ptr: *const f32,
+    pub rs: usize,
+    pub ks: usize,
+    pub packed: bool,
+}
+
+impl RowOperand {
+    /// A packed panel.
+    pub fn packed(ptr: *const f32) -> Self {
+        RowOperand {
+            ptr,
+            rs: 1,
+            ks: 0,
+            packed: true,
+        }
+    }
+}
+
 /// A full `MR x (NV * LANES)` register tile: `C = act(A * B + bias + R)`.
 ///
-/// `a` is an MR-lane panel (`kc` rows of `MR` values), `b` an NR-lane panel (`kc` rows of
+/// `a` is the MR-lane operand (see [`RowOperand`]), `b` an NR-lane panel (`kc` rows of
 /// `NR = NV * LANES` values); the whole reduction runs in registers and the epilogue is
 /// applied before the one store of each register.
 ///
 /// # Safety
-/// `a` and `b` must hold `kc * MR` and `kc * NR` values; `c` must be writable for `MR` rows
-/// of `NR` values at row stride `ldc`; the epilogue's bias (MR or NR values along its axis)
-/// and residual (`MR` rows of `NR` at stride `ldr`) must be readable when non-null.
+/// `a` must address `kc` steps of `MR` lanes and `b` hold `kc * NR` values; `c` must be
+/// writable for `MR` rows of `NR` values at row stride `ldc`; the epilogue's bias (MR or NR
+/// values along its axis) and residual (`MR` rows of `NR` at stride `ldr`) must be readable
+/// when non-null.
 #[inline(always)]
 pub(crate) unsafe fn gemm_tile<V: SimdF32, const MR: usize, const NV: usize>(
     kc: usize,
-    a: *const f32,
+    a: RowOperand,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
     ep: &TileEpilogue,
 ) {
+    // SAFETY: forwarded contract; the packed flag selects a constant-stride instantiation.
+    unsafe {
+        if a.packed {
+            gemm_tile_strided::<V, MR, NV, true>(kc, a, b, c, ldc, ep)
+        } else {
+            gemm_tile_strided::<V, MR, NV, false>(kc, a, b, c, ldc, ep)
+        }
+    }
+}
+
+/// [`gemm_tile`] with the A strides fixed at compile time when `PACKED`.
+#[inline(always)]
+unsafe fn gemm_tile_strided<V: SimdF32, const MR: usize, const NV: usize, const PACKED: bool>(
+    kc: usize,
+    a: RowOperand,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    ep: &TileEpilogue,
+) {
+    let (rs, ks) = if PACKED { (1, MR) } else { (a.rs, a.ks) };
+    let a = a.ptr;
     let nr = NV * V::LANES;
     // SAFETY: every access below stays inside the extents the caller guarantees.
     unsafe {
@@ -121,12 +167,12 @@ pub(crate) unsafe fn gemm_tile<V: SimdF32, const MR: usize, const NV: usize>(
                 *v = V::load(b.add(j * V::LANES));
             }
             for (r, row) in acc.iter_mut().enumerate() {
-                let ar = V::splat(*a.add(r));
+                let ar = V::splat(*a.add(r * rs));
                 for j in 0..NV {
                     row[j] = V::mul_add(ar, bv[j], row[j]);
                 }
             }
-            a = a.add(MR);
+            a = a.add(ks);
             b = b.add(nr);
         }
         for (r, row) in acc.iter().enumerate() {

@@ -8,7 +8,7 @@
 //! the result is bit-identical for every thread count.
 use crate::conv::{Geometry, Layout};
 use crate::epilogue::{Activation, BiasAxis, TileEpilogue};
-use crate::kernels::simd::{gemm_tile, RowOperand, SimdF32};
+use crate::kernels::simd::{gemm_tile, ColOperand, RowOperand, SimdF32};
 use crate::packing::{pack_pixel_panels, pixel_offsets, uniform_spacing, PanelBuf, WeightPanels};
 use std::ops::Range;
 
@@ -152,9 +152,15 @@ pub(crate) unsafe fn run_units<V: SimdF32, const MR: usize, const NV: usize>(
     let g = &job.geom;
     let cg = g.cg;
     let ics = g.input_channel_stride();
-    // NHWC pixel rows read evenly spaced pixels straight from the input instead of packing
-    // them: their channels are contiguous, so a broadcast per row and step needs no copy.
-    let read_in_place = !weight_rows && ics == 1;
+    // Pixels are read straight from the input instead of packed where the layout already
+    // gives the tile what it needs: NHWC pixel rows (evenly spaced pixels, contiguous
+    // channels: one broadcast per row and step), and NCHW weight rows (NR consecutive pixels
+    // of a channel plane: one vector load per step).
+    let read_in_place = if weight_rows { ics != 1 } else { ics == 1 };
+    let in_place_spacing = |offs: &[isize]| match uniform_spacing(offs, pl) {
+        Some(d) if read_in_place && (!weight_rows || d == 1) => Some(d),
+        _ => None,
+    };
     for u in units {
         let unit = job.unit(u);
         let npix = unit.pixels.len();
@@ -162,7 +168,7 @@ pub(crate) unsafe fn run_units<V: SimdF32, const MR: usize, const NV: usize>(
         pixel_offsets(g, unit.pixels.start, offsets);
         let c0 = unit.group * cg;
         for (panel, offs) in offsets.chunks(pl).enumerate() {
-            if !(read_in_place && uniform_spacing(offs, pl).is_some()) {
+            if in_place_spacing(offs).is_none() {
                 let dst = &mut packed[panel * cg * pl..(panel + 1) * cg * pl];
                 pack_pixel_panels(job.x, offs, c0, cg, ics, pl, dst);
             }
@@ -177,22 +183,31 @@ pub(crate) unsafe fn run_units<V: SimdF32, const MR: usize, const NV: usize>(
             for (pp, ppanel) in packed.chunks_exact(cg * pl).enumerate() {
                 let j0 = unit.pixels.start + pp * pl;
                 let jn = pl.min(unit.pixels.end - j0);
+                let offs = &offsets[pp * pl..pp * pl + jn];
+                // In place, offs[0] + c0 * ics is an input element; lanes offs[0] + r * d,
+                // r < pl, are the panel's pixels, each with cg channels ics apart.
+                let in_place = in_place_spacing(offs).map(|d| (job.x[offs[0] as usize + c0 * ics..].as_ptr(), d));
                 let (a, b, m, n) = if weight_rows {
-                    (RowOperand::packed(wptr), ppanel.as_ptr(), kn, jn)
-                } else {
-                    let offs = &offsets[pp * pl..pp * pl + jn];
-                    let a = match uniform_spacing(offs, pl) {
-                        // offs[0] + c0 is an input element (ics is 1 here); rows
-                        // offs[0] + r * d, r < MR, are the panel's pixels.
-                        Some(d) if read_in_place => RowOperand {
-                            ptr: job.x[offs[0] as usize + c0..].as_ptr(),
-                            rs: d,
-                            ks: 1,
+                    let b = match in_place {
+                        Some((ptr, _)) => ColOperand {
+                            ptr,
+                            ks: ics,
                             packed: false,
                         },
-                        _ => RowOperand::packed(ppanel.as_ptr()),
+                        None => ColOperand::packed(ppanel.as_ptr()),
                     };
-                    (a, wptr, jn, kn)
+                    (RowOperand::packed(wptr), b, kn, jn)
+                } else {
+                    let a = match in_place {
+                        Some((ptr, d)) => RowOperand {
+                            ptr,
+                            rs: d,
+                            ks: ics,
+                            packed: false,
+                        },
+                        None => RowOperand::packed(ppanel.as_ptr()),
+                    };
+                    (a, ColOperand::packed(wptr), jn, kn)
                 };
                 // SAFETY: a and b address full panels of cg steps (packed, or MR evenly spaced
                 // input pixels of cg channels each); the tile targets are checked below or
@@ -214,7 +229,7 @@ pub(crate) unsafe fn run_units<V: SimdF32, const MR: usize, const NV: usize>(
 unsafe fn store_direct<V: SimdF32, const MR: usize, const NV: usize>(
     job: &Job,
     a: RowOperand,
-    b: *const f32,
+    b: ColOperand,
     j0: usize,
     chan0: usize,
     weight_rows: bool,
@@ -242,7 +257,7 @@ unsafe fn store_direct<V: SimdF32, const MR: usize, const NV: usize>(
 unsafe fn store_scattered<V: SimdF32, const MR: usize, const NV: usize>(
     job: &Job,
     a: RowOperand,
-    b: *const f32,
+    b: ColOperand,
     j0: usize,
     chan0: usize,
     m: usize,
@@ -294,7 +309,7 @@ impl EdgeTile<'_> {
     pub(crate) unsafe fn run<V: SimdF32, const MR: usize, const NV: usize>(
         &self,
         a: RowOperand,
-        b: *const f32,
+        b: ColOperand,
         addr: impl Fn(usize, usize) -> usize,
         out: *mut f32,
     ) {
@@ -384,7 +399,7 @@ pub(crate) unsafe fn run_tile_call<V: SimdF32, const MR: usize, const NV: usize>
             gemm_tile::<V, MR, NV>(
                 call.kc,
                 RowOperand::packed(call.a.as_ptr()),
-                call.b.as_ptr(),
+                ColOperand::packed(call.b.as_ptr()),
                 call.c,
                 call.ldc,
                 &ep,
@@ -410,7 +425,7 @@ pub(crate) unsafe fn run_tile_call<V: SimdF32, const MR: usize, const NV: usize>
         unsafe {
             edge.run::<V, MR, NV>(
                 RowOperand::packed(call.a.as_ptr()),
-                call.b.as_ptr(),
+                ColOperand::packed(call.b.as_ptr()),
                 |r, l| r * ldc + l,
                 call.c,
             )
@@ -431,7 +446,7 @@ pub(crate) unsafe fn run_tile_call<V: SimdF32, const MR: usize, const NV: usize>
         unsafe {
             edge.run::<V, MR, NV>(
                 RowOperand::packed(call.a.as_ptr()),
-                call.b.as_ptr(),
+                ColOperand::packed(call.b.as_ptr()),
                 |r, l| r * nr + l,
                 tile.as_mut_ptr(),
             )

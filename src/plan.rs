@@ -452,12 +452,13 @@ fn tile_cost(g: &Geometry, tile: &Tile, folded: bool, direct: bool) -> f64 {
     } else {
         2.0 * (tile.mr * tile.nr) as f64
     };
-    // Packing pixels: NHWC pixel rows are read in place; NCHW rows are copied with vector
-    // moves (~1/8 cycle per value); anything else is a scalar transposition (~1 per value),
-    // once per unit.
+    // Packing pixels: NHWC pixel rows, and NCHW weight rows at unit width stride, are read in
+    // place; strided NCHW rows are gathered a row at a time (~1/4 cycle per value); anything
+    // else is a scalar transposition (~1 per value), once per unit.
     let pack_per_value = match (g.layout, tile.orient) {
         (Layout::Nhwc, Orientation::PixelRows) => 0.0,
-        (Layout::Nchw, Orientation::WeightRows) if g.sw == 1 => 0.125,
+        (Layout::Nchw, Orientation::WeightRows) if g.sw == 1 => 0.0,
+        (Layout::Nchw, Orientation::WeightRows) => 0.25,
         _ => 1.0,
     };
     let packing = pack_per_value * (pixels * gemms) as f64 * g.cg as f64;

@@ -114,14 +114,34 @@ impl RowOperand {
     }
 }
 
+/// Where the NR-lane operand of a tile lives: a packed panel (`kc` rows of `NR` values), or
+/// the caller's input, step `k` at `ptr + k * ks` (NR contiguous NCHW pixels read in place).
+#[derive(Clone, Copy)]
+pub(crate) struct ColOperand {
+    pub ptr: *const f32,
+    pub ks: usize,
+    pub packed: bool,
+}
+
+impl ColOperand {
+    /// A packed panel.
+    pub fn packed(ptr: *const f32) -> Self {
+        ColOperand {
+            ptr,
+            ks: 0,
+            packed: true,
+        }
+    }
+}
+
 /// A full `MR x (NV * LANES)` register tile: `C = act(A * B + bias + R)`.
 ///
-/// `a` is the MR-lane operand (see [`RowOperand`]), `b` an NR-lane panel (`kc` rows of
-/// `NR = NV * LANES` values); the whole reduction runs in registers and the epilogue is
+/// `a` is the MR-lane operand (see [`RowOperand`]), `b` the NR-lane one (`kc` steps of
+/// `NR = NV * LANES` values, see [`ColOperand`]); the whole reduction runs in registers and the epilogue is
 /// applied before the one store of each register.
 ///
 /// # Safety
-/// `a` must address `kc` steps of `MR` lanes and `b` hold `kc * NR` values; `c` must be
+/// `a` must address `kc` steps of `MR` lanes and `b` `kc` steps of `NR` values; `c` must be
 /// writable for `MR` rows of `NR` values at row stride `ldc`; the epilogue's bias (MR or NR
 /// values along its axis) and residual (`MR` rows of `NR` at stride `ldr`) must be readable
 /// when non-null.
@@ -129,34 +149,36 @@ impl RowOperand {
 pub(crate) unsafe fn gemm_tile<V: SimdF32, const MR: usize, const NV: usize>(
     kc: usize,
     a: RowOperand,
-    b: *const f32,
+    b: ColOperand,
     c: *mut f32,
     ldc: usize,
     ep: &TileEpilogue,
 ) {
-    // SAFETY: forwarded contract; the packed flag selects a constant-stride instantiation.
+    // SAFETY: forwarded contract; the packed flags select constant-stride instantiations.
     unsafe {
-        if a.packed {
-            gemm_tile_strided::<V, MR, NV, true>(kc, a, b, c, ldc, ep)
-        } else {
-            gemm_tile_strided::<V, MR, NV, false>(kc, a, b, c, ldc, ep)
+        match (a.packed, b.packed) {
+            (true, true) => gemm_tile_strided::<V, MR, NV, true, true>(kc, a, b, c, ldc, ep),
+            (false, true) => gemm_tile_strided::<V, MR, NV, false, true>(kc, a, b, c, ldc, ep),
+            (true, false) => gemm_tile_strided::<V, MR, NV, true, false>(kc, a, b, c, ldc, ep),
+            (false, false) => gemm_tile_strided::<V, MR, NV, false, false>(kc, a, b, c, ldc, ep),
         }
     }
 }
 
-/// [`gemm_tile`] with the A strides fixed at compile time when `PACKED`.
+/// [`gemm_tile`] with the strides fixed at compile time for packed operands.
 #[inline(always)]
-unsafe fn gemm_tile_strided<V: SimdF32, const MR: usize, const NV: usize, const PACKED: bool>(
+unsafe fn gemm_tile_strided<V: SimdF32, const MR: usize, const NV: usize, const PA: bool, const PB: bool>(
     kc: usize,
     a: RowOperand,
-    b: *const f32,
+    b: ColOperand,
     c: *mut f32,
     ldc: usize,
     ep: &TileEpilogue,
 ) {
-    let (rs, ks) = if PACKED { (1, MR) } else { (a.rs, a.ks) };
+    let (rs, ks) = if PA { (1, MR) } else { (a.rs, a.ks) };
+    let b_ks = if PB { NV * V::LANES } else { b.ks };
     let a = a.ptr;
-    let nr = NV * V::LANES;
+    let b = b.ptr;
     // SAFETY: every access below stays inside the extents the caller guarantees.
     unsafe {
         let mut acc = [[V::zero(); NV]; MR];
@@ -173,7 +195,7 @@ unsafe fn gemm_tile_strided<V: SimdF32, const MR: usize, const NV: usize, const 
                 }
             }
             a = a.add(ks);
-            b = b.add(nr);
+            b = b.add(b_ks);
         }
         for (r, row) in acc.iter().enumerate() {
             let row_bias = if !ep.bias.is_null() && ep.bias_axis == BiasAxis::Rows {

@@ -401,7 +401,13 @@ impl Geometry {
     pub fn input_pixel_offset(&self, j: usize) -> Option<usize> {
         let img = j / self.p;
         let q = j % self.p;
-        let (oy, ox) = (q / self.wo, q % self.wo);
+        self.input_offset(img, q / self.wo, q % self.wo)
+    }
+
+    /// Offset in the input of channel 0 of the pixel feeding output `(oy, ox)` of image
+    /// `img`, or `None` when it is padding.
+    #[inline]
+    pub fn input_offset(&self, img: usize, oy: usize, ox: usize) -> Option<usize> {
         let iy = (oy * self.sh).checked_sub(self.pad_top)?;
         let ix = (ox * self.sw).checked_sub(self.pad_left)?;
         if iy >= self.h || ix >= self.w {
@@ -418,8 +424,17 @@ impl Geometry {
     #[inline]
     pub fn output_pixel_offset(&self, j: usize) -> usize {
         match self.layout {
-            Layout::Nchw => (j / self.p) * self.k * self.p + j % self.p,
+            Layout::Nchw => self.output_offset(j / self.p, j % self.p),
             Layout::Nhwc => j * self.k,
+        }
+    }
+
+    /// Offset in the output of channel 0 of pixel `q` (`oy * Wo + ox`) of image `img`.
+    #[inline]
+    pub fn output_offset(&self, img: usize, q: usize) -> usize {
+        match self.layout {
+            Layout::Nchw => img * self.k * self.p + q,
+            Layout::Nhwc => (img * self.p + q) * self.k,
         }
     }
 

@@ -10,6 +10,10 @@ use crate::kernels::{self, Tier, Tile};
 use crate::packing::{pack_weight_panels, WeightPanels};
 use std::sync::{Arc, OnceLock};
 
+/// Problems of at most this many multiply-adds run the direct loop on every kernel: packing
+/// and tiling cost more than such a problem's arithmetic (the seed's 3x3 example has 54).
+const TINY_MACS: usize = 2048;
+
 /// How many threads a forward call may use. Work is split over images, pixel blocks and
 /// output-channel blocks, never over the reduction, so the result is bit-identical for every
 /// choice. Calls below about 4 MFLOP always stay on the calling thread.
@@ -276,7 +280,8 @@ impl Plan {
             return Ok(());
         };
         self.kernel.record_invocation();
-        if self.kernel == KernelId::Reference {
+        let macs = geom.n * geom.p * geom.k * geom.cg;
+        if self.kernel == KernelId::Reference || (macs <= TINY_MACS && self.forced_tiling.is_none()) {
             kernels::reference::forward(
                 &geom,
                 input,

@@ -1,6 +1,7 @@
 //! The reference kernel: plain loops straight from the definition, no packing, no SIMD,
 //! single-threaded. It is in the kernel list so any kernel can be checked against it at run
-//! time (the compare tool does); tests use their own f64 reference.
+//! time (the compare tool does; tests use their own f64 reference), and every kernel uses the
+//! same loop for tiny problems, where packing and tiling would cost more than the arithmetic.
 use crate::conv::Geometry;
 use crate::epilogue::Activation;
 
@@ -14,30 +15,51 @@ pub(crate) fn forward(
     act: Activation,
     y: &mut [f32],
 ) {
+    // One instantiation per activation, so the per-element work is a direct call.
+    match act {
+        Activation::Identity => forward_with(geom, x, weights, bias, residual, y, |z| z),
+        Activation::Relu => forward_with(geom, x, weights, bias, residual, y, |z| Activation::Relu.apply(z)),
+        other => forward_with(geom, x, weights, bias, residual, y, |z| other.apply(z)),
+    }
+}
+
+#[inline(always)]
+fn forward_with(
+    geom: &Geometry,
+    x: &[f32],
+    weights: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    act: impl Fn(f32) -> f32,
+) {
     let ics = geom.input_channel_stride();
     let ocs = geom.output_channel_stride();
-    for j in 0..geom.n * geom.p {
-        let src = geom.input_pixel_offset(j);
-        let dst = geom.output_pixel_offset(j);
-        for g in 0..geom.groups {
-            for kk in 0..geom.kg {
-                let k = g * geom.kg + kk;
-                let mut acc = 0.0f32;
-                if let Some(src) = src {
-                    let w = &weights[k * geom.cg..(k + 1) * geom.cg];
-                    for (c, &wv) in w.iter().enumerate() {
-                        acc += wv * x[src + (g * geom.cg + c) * ics];
+    let ho = geom.p / geom.wo;
+    for img in 0..geom.n {
+        for oy in 0..ho {
+            for ox in 0..geom.wo {
+                let src = geom.input_offset(img, oy, ox);
+                let dst = geom.output_offset(img, oy * geom.wo + ox);
+                for (k, w) in weights.chunks_exact(geom.cg).enumerate() {
+                    let g = if geom.groups == 1 { 0 } else { k / geom.kg };
+                    let mut acc = 0.0f32;
+                    if let Some(src) = src {
+                        let xs = x[src + g * geom.cg * ics..].iter().step_by(ics);
+                        for (&wv, &xv) in w.iter().zip(xs) {
+                            acc += wv * xv;
+                        }
                     }
+                    let at = dst + k * ocs;
+                    let mut z = acc;
+                    if let Some(b) = bias {
+                        z += b[k];
+                    }
+                    if let Some(r) = residual {
+                        z += r[at];
+                    }
+                    y[at] = act(z);
                 }
-                let at = dst + k * ocs;
-                let mut z = acc;
-                if let Some(b) = bias {
-                    z += b[k];
-                }
-                if let Some(r) = residual {
-                    z += r[at];
-                }
-                y[at] = act.apply(z);
             }
         }
     }

@@ -10,8 +10,8 @@ use crate::kernels::{self, Tier, Tile};
 use crate::packing::{pack_weight_panels, WeightPanels};
 use std::sync::{Arc, OnceLock};
 
-/// Problems of at most this many multiply-adds run the direct loop on every kernel: packing
-/// and tiling cost more than such a problem's arithmetic (the seed's 3x3 example has 54).
+/// Images of at most this many multiply-adds run the direct loop on every kernel: packing and
+/// tiling cost more than such an image's arithmetic (the seed's 3x3 example has 54).
 const TINY_MACS: usize = 2048;
 
 /// How many threads a forward call may use. Work is split over images, pixel blocks and
@@ -280,8 +280,9 @@ impl Plan {
             return Ok(());
         };
         self.kernel.record_invocation();
-        let macs = geom.n * geom.p * geom.k * geom.cg;
-        if self.kernel == KernelId::Reference || (macs <= TINY_MACS && self.forced_tiling.is_none()) {
+        // Per image, so a batch computes each image exactly as a call on that image alone.
+        let macs_per_image = geom.p * geom.k * geom.cg;
+        if self.kernel == KernelId::Reference || (macs_per_image <= TINY_MACS && self.forced_tiling.is_none()) {
             kernels::reference::forward(
                 &geom,
                 input,

@@ -1,1 +1,70 @@
-fn main() {}
+//! Criterion benches: one group per layer of the compare tool's suite, one `BenchmarkId` per
+//! kernel available on this CPU, flops as throughput, so criterion's report compares the
+//! kernels of each CPU feature level side by side.
+//!
+//! - `POINTWISE_KERNEL=avx2 cargo bench` narrows the run to one kernel;
+//! - `POINTWISE_LAYOUT=nhwc` benchmarks the NHWC layout (default NCHW);
+//! - `POINTWISE_THREADS=2` uses a dedicated pool of that many threads (default 1).
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use pointwise::{available_kernels, KernelChoice, KernelId, Layout, Plan, PlanOptions, Threads, Workspace};
+use std::time::Duration;
+
+#[path = "../examples/compare/suite.rs"]
+#[allow(dead_code)]
+mod suite;
+
+fn kernels() -> Vec<KernelId> {
+    match KernelChoice::from_env().expect("POINTWISE_KERNEL names a kernel") {
+        KernelChoice::Force(k) => vec![k],
+        KernelChoice::Auto => available_kernels()
+            .into_iter()
+            .filter(|k| *k != KernelId::Reference)
+            .collect(),
+    }
+}
+
+fn layers(c: &mut Criterion) {
+    let layout = match std::env::var("POINTWISE_LAYOUT").as_deref() {
+        Ok("nhwc") => Layout::Nhwc,
+        _ => Layout::Nchw,
+    };
+    let threads = match std::env::var("POINTWISE_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        Some(n) if n > 1 => Threads::Count(n),
+        _ => Threads::Single,
+    };
+    for layer in suite::default_suite() {
+        let mut group = c.benchmark_group(&layer.name);
+        group.throughput(Throughput::Elements(layer.flops() as u64));
+        group
+            .sample_size(20)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2));
+        let conv = layer.conv(layout);
+        let dims = layer.dims();
+        let x: Vec<f32> = (0..conv.input_len(dims).unwrap())
+            .map(|i| ((i % 13) as f32 - 6.0) / 7.0)
+            .collect();
+        let w: Vec<f32> = (0..conv.weights_len().unwrap())
+            .map(|i| ((i % 11) as f32 - 5.0) / 9.0)
+            .collect();
+        let bias = vec![0.25f32; layer.k];
+        for kernel in kernels() {
+            let options = PlanOptions::default()
+                .with_kernel(KernelChoice::Force(kernel))
+                .with_threads(threads);
+            let plan = Plan::new(&conv, &w, Some(&bias), options).unwrap();
+            let mut y = vec![0.0f32; plan.output_dims(dims).unwrap().len().unwrap()];
+            let mut ws = Workspace::new();
+            group.bench_function(BenchmarkId::from_parameter(kernel.name()), |b| {
+                b.iter(|| plan.forward(&x, dims, None, &mut y, &mut ws).unwrap())
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, layers);
+criterion_main!(benches);

@@ -304,7 +304,10 @@ impl Plan {
         let (weight_lanes, pixel_lanes) = tile.map_or((1, 1), |t| (t.weight_lanes(), t.pixel_lanes()));
         let gemm_pixels = if folded { geom.n * geom.p } else { geom.p };
         let by_cache = (PACKED_PIXEL_BYTES / (4 * geom.cg)).max(pixel_lanes);
-        let pixel_block = (by_cache / pixel_lanes * pixel_lanes).min(gemm_pixels.div_ceil(pixel_lanes) * pixel_lanes);
+        let max_block = (by_cache / pixel_lanes * pixel_lanes).min(gemm_pixels.div_ceil(pixel_lanes) * pixel_lanes);
+        // Equal blocks (whole tiles each), so that threads given one block each finish together.
+        let blocks = gemm_pixels.div_ceil(max_block);
+        let pixel_block = gemm_pixels.div_ceil(blocks).div_ceil(pixel_lanes) * pixel_lanes;
         let blocks_per_gemm = gemm_pixels.div_ceil(pixel_block);
         let gemms = geom.groups * if folded { 1 } else { geom.n };
         let flops = 2 * geom.n * geom.p * geom.k * geom.cg;

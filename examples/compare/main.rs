@@ -20,7 +20,8 @@ USAGE: cargo run --release --example compare -- [OPTIONS]
 OPTIONS:
   --threads N|all     threads per forward call (default 1; `all` = every core)
   --layers A,B,...    only suite layers whose name contains one of these substrings
-  --kernels A,B,...   only these kernels (avx512, avx2, neon, portable, matrixmultiply)
+  --kernels A,B,...   only these kernels (avx512, avx2, neon, portable, matrixmultiply;
+                      `auto` = the one Auto picks on this CPU)
   --layer n,c,k,h,w[,stride[,pad[,groups]]]
                       a custom layer instead of the suite (repeatable)
   --layout nchw|nhwc  memory layout (default nchw)
@@ -97,7 +98,10 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
             "--kernels" => {
                 o.kernels = value("--kernels")?
                     .split(',')
-                    .map(|k| KernelId::from_name(k).map_err(|e| e.to_string()))
+                    .map(|k| match k {
+                        "auto" => Ok(auto_kernel()),
+                        _ => KernelId::from_name(k).map_err(|e| e.to_string()),
+                    })
                     .collect::<Result<_, _>>()?
             }
             "--layer" => o.custom.push(parse_layer(&value("--layer")?)?),

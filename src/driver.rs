@@ -2,6 +2,18 @@
 //! calling thread or on rayon, and inside a unit runs the cache-blocked loop nest around the
 //! microkernel (pack a block of pixels once, then sweep every weight panel over it).
 //!
+//! Blocking. The microkernel runs the whole reduction (`C / groups` steps) in registers, so
+//! there is no KC loop and no partial sums are stored and reloaded: a 1x1 convolution's
+//! reduction is at most a few thousand channels, and the two panels a tile streams (for
+//! C = 2048, 8 x 2048 weights = 64 KiB and 2048 x 32 pixels = 256 KiB) are read sequentially,
+//! which the hardware prefetchers keep ahead of the FMAs from L2. The pixel block (the NC
+//! loop) is sized so its packed panels take `PACKED_PIXEL_BYTES` = half of a 1 MiB L2, and
+//! blocks are made equal so threads finish together; each unit sweeps its weight panels (the
+//! MC loop, all of them or a thread's share) over the block, so a weight panel is read once
+//! per block from L3 or memory and reused across the block's pixel panels. Packed panels are
+//! contiguous, so they cannot alias in L2; pixels read in place (NCHW rows, NHWC pixels) are
+//! streamed once per weight panel.
+//!
 //! A *gemm* is one (group, image) product, or one group over all images when the batch is
 //! folded into the pixel axis. A *unit* is one block of a gemm's pixels times one range of its
 //! weight panels. Units never share an output element and the reduction is never split, so

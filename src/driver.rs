@@ -492,25 +492,44 @@ pub(crate) fn run_units_matrixmultiply(job: &Job, units: Range<usize>, scratch: 
         pack_pixel_panels(job.x, offsets, unit.group * cg, cg, ics, npix, packed);
         let w = &job.weights[chan0 * cg..(chan0 + kn) * cg];
         let bias = job.bias.map(|b| &b[chan0..chan0 + kn]);
+        // (rows, cols, A as (ptr, row stride, col stride), B likewise, bias axis):
+        // NCHW C[kn x npix] = W[kn x cg] * Xp[cg x npix]; NHWC C[npix x kn] = Xp^T * W^T.
+        let (rows, cols, a, b, bias_axis) = match g.layout {
+            Layout::Nchw => (
+                kn,
+                npix,
+                (w.as_ptr(), cg, 1),
+                (packed.as_ptr(), npix, 1),
+                BiasAxis::Rows,
+            ),
+            Layout::Nhwc => (
+                npix,
+                kn,
+                (packed.as_ptr(), 1, npix),
+                (w.as_ptr(), 1, cg),
+                BiasAxis::Cols,
+            ),
+        };
         match (g.layout, job.folded) {
-            (Layout::Nchw, false) => {
+            (Layout::Nchw, false) | (Layout::Nhwc, _) => {
                 let origin = job.out_offset(unit.pixels.start, chan0);
-                let ld = g.p;
-                // SAFETY: C = W[kn x cg] * Xp[cg x npix] lands in rows chan0.. (stride p) and
-                // pixels of one image, all inside the output; the residual has its shape.
+                // Row stride: between output channels (NCHW) or pixels (NHWC).
+                let ld = if g.layout == Layout::Nchw { g.p } else { g.k };
+                // SAFETY: C lands in channels chan0..chan0+kn of pixels j0..j0+npix (of one
+                // image in NCHW), all inside the output; the residual has the output's shape.
                 unsafe {
                     let c = job.y.0.add(origin);
                     matrixmultiply::sgemm(
-                        kn,
+                        rows,
                         cg,
-                        npix,
+                        cols,
                         1.0,
-                        w.as_ptr(),
-                        cg as isize,
-                        1,
-                        packed.as_ptr(),
-                        npix as isize,
-                        1,
+                        a.0,
+                        a.1 as isize,
+                        a.2 as isize,
+                        b.0,
+                        b.1 as isize,
+                        b.2 as isize,
                         0.0,
                         c,
                         ld as isize,
@@ -518,45 +537,12 @@ pub(crate) fn run_units_matrixmultiply(job: &Job, units: Range<usize>, scratch: 
                     );
                     let ep = TileEpilogue {
                         bias: bias.map_or(std::ptr::null(), |b| b.as_ptr()),
-                        bias_axis: BiasAxis::Rows,
+                        bias_axis,
                         residual: job.residual.map_or(std::ptr::null(), |r| r[origin..].as_ptr()),
                         ldr: ld,
                         act: job.act,
                     };
-                    ep.apply_scalar(c, ld, kn, npix);
-                }
-            }
-            (Layout::Nhwc, _) => {
-                let origin = job.out_offset(unit.pixels.start, chan0);
-                let ld = g.k;
-                // SAFETY: C = Xp^T[npix x cg] * W^T[cg x kn] lands in pixels j0.. (stride k)
-                // and channels chan0..chan0+kn, inside the output.
-                unsafe {
-                    let c = job.y.0.add(origin);
-                    matrixmultiply::sgemm(
-                        npix,
-                        cg,
-                        kn,
-                        1.0,
-                        packed.as_ptr(),
-                        1,
-                        npix as isize,
-                        w.as_ptr(),
-                        1,
-                        cg as isize,
-                        0.0,
-                        c,
-                        ld as isize,
-                        1,
-                    );
-                    let ep = TileEpilogue {
-                        bias: bias.map_or(std::ptr::null(), |b| b.as_ptr()),
-                        bias_axis: BiasAxis::Cols,
-                        residual: job.residual.map_or(std::ptr::null(), |r| r[origin..].as_ptr()),
-                        ldr: ld,
-                        act: job.act,
-                    };
-                    ep.apply_scalar(c, ld, npix, kn);
+                    ep.apply_scalar(c, ld, rows, cols);
                 }
             }
             (Layout::Nchw, true) => {

@@ -96,57 +96,40 @@ fn run_fma_loop(kernel: KernelId, iters: u64) -> Option<f64> {
     }
 }
 
+/// Twelve independent `mul_add` chains of a `wide` vector type; returns the flops.
+macro_rules! wide_fma_chains {
+    ($t:ty, $lanes:expr, $iters:expr) => {{
+        let x = <$t>::splat(std::hint::black_box(0.999_999));
+        let y = <$t>::splat(std::hint::black_box(1e-7));
+        let mut acc = [x; 12];
+        for _ in 0..$iters {
+            // A fixed-size array indexed by constants stays in registers.
+            acc[0] = acc[0].mul_add(x, y);
+            acc[1] = acc[1].mul_add(x, y);
+            acc[2] = acc[2].mul_add(x, y);
+            acc[3] = acc[3].mul_add(x, y);
+            acc[4] = acc[4].mul_add(x, y);
+            acc[5] = acc[5].mul_add(x, y);
+            acc[6] = acc[6].mul_add(x, y);
+            acc[7] = acc[7].mul_add(x, y);
+            acc[8] = acc[8].mul_add(x, y);
+            acc[9] = acc[9].mul_add(x, y);
+            acc[10] = acc[10].mul_add(x, y);
+            acc[11] = acc[11].mul_add(x, y);
+        }
+        std::hint::black_box(acc);
+        $iters as f64 * 12.0 * 2.0 * $lanes as f64
+    }};
+}
+
 /// The portable tier's peak at the width `wide` was compiled to: independent chains of
 /// `mul_add`, which is one fused instruction with FMA and a multiply plus an add without it.
 fn portable_fma(iters: u64) -> f64 {
-    use wide::f32x4;
     if pointwise::portable_width_bits() >= 256 {
-        return portable_fma_x8(iters);
+        wide_fma_chains!(wide::f32x8, 8, iters)
+    } else {
+        wide_fma_chains!(wide::f32x4, 4, iters)
     }
-    let x = f32x4::splat(std::hint::black_box(0.999_999));
-    let y = f32x4::splat(std::hint::black_box(1e-7));
-    let (mut a0, mut a1, mut a2, mut a3, mut a4, mut a5) = (x, y, x, y, x, y);
-    let (mut a6, mut a7, mut a8, mut a9, mut a10, mut a11) = (x, y, x, y, x, y);
-    for _ in 0..iters {
-        a0 = a0.mul_add(x, y);
-        a1 = a1.mul_add(x, y);
-        a2 = a2.mul_add(x, y);
-        a3 = a3.mul_add(x, y);
-        a4 = a4.mul_add(x, y);
-        a5 = a5.mul_add(x, y);
-        a6 = a6.mul_add(x, y);
-        a7 = a7.mul_add(x, y);
-        a8 = a8.mul_add(x, y);
-        a9 = a9.mul_add(x, y);
-        a10 = a10.mul_add(x, y);
-        a11 = a11.mul_add(x, y);
-    }
-    std::hint::black_box([a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11]);
-    iters as f64 * 12.0 * 8.0
-}
-
-fn portable_fma_x8(iters: u64) -> f64 {
-    use wide::f32x8;
-    let x = f32x8::splat(std::hint::black_box(0.999_999));
-    let y = f32x8::splat(std::hint::black_box(1e-7));
-    let (mut a0, mut a1, mut a2, mut a3, mut a4, mut a5) = (x, y, x, y, x, y);
-    let (mut a6, mut a7, mut a8, mut a9, mut a10, mut a11) = (x, y, x, y, x, y);
-    for _ in 0..iters {
-        a0 = a0.mul_add(x, y);
-        a1 = a1.mul_add(x, y);
-        a2 = a2.mul_add(x, y);
-        a3 = a3.mul_add(x, y);
-        a4 = a4.mul_add(x, y);
-        a5 = a5.mul_add(x, y);
-        a6 = a6.mul_add(x, y);
-        a7 = a7.mul_add(x, y);
-        a8 = a8.mul_add(x, y);
-        a9 = a9.mul_add(x, y);
-        a10 = a10.mul_add(x, y);
-        a11 = a11.mul_add(x, y);
-    }
-    std::hint::black_box([a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11]);
-    iters as f64 * 12.0 * 16.0
 }
 
 #[cfg(target_arch = "x86_64")]

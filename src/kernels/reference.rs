@@ -45,9 +45,12 @@ fn forward_with(
                     let g = if geom.groups == 1 { 0 } else { k / geom.kg };
                     let mut acc = 0.0f32;
                     if let Some(src) = src {
-                        let xs = x[src + g * geom.cg * ics..].iter().step_by(ics);
-                        for (&wv, &xv) in w.iter().zip(xs) {
-                            acc += wv * xv;
+                        let base = src + g * geom.cg * ics;
+                        // The last input read is in bounds for a validated geometry; slicing
+                        // once here lets the loop run without per-element checks.
+                        let xs = &x[base..=base + (geom.cg - 1) * ics];
+                        for (c, &wv) in w.iter().enumerate() {
+                            acc += wv * xs[c * ics];
                         }
                     }
                     let at = dst + k * ocs;

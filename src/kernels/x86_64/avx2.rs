@@ -3,7 +3,9 @@
 //! Tile sizes. Two 256-bit FMA ports with a 4-5 cycle latency need at least 8-10 independent
 //! accumulators. A 6 x 16 tile holds 12 accumulators, plus 2 B vectors and 1 broadcast:
 //! 15 of the 16 registers, no spill. Per reduction step: 2 loads + 6 broadcasts per 12 FMAs.
-//! The same shape serves both orientations.
+//! The same shape serves both orientations. (4 x 24 tiles, 12 accumulators + 3 B vectors +
+//! the broadcast, which AVX2 cannot fold into the FMA, fill all 16 registers and ran at half
+//! speed here; 8 x 8 tiles, at one B vector per 8 FMAs, lost 20-40% to 6 x 16.)
 // The trait methods below are one-intrinsic wrappers whose safety condition is the trait's
 // (the tier's CPU features, valid pointers), so their bodies are not wrapped one by one.
 #![allow(unsafe_op_in_unsafe_fn)]

@@ -22,6 +22,7 @@ use crate::conv::{Geometry, Layout};
 use crate::epilogue::{Activation, BiasAxis, TileEpilogue};
 use crate::kernels::simd::{gemm_tile, ColOperand, RowOperand, SimdF32};
 use crate::packing::{pack_pixel_panels, pixel_offsets, uniform_spacing, PanelBuf, WeightPanels};
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Which operand supplies the tile's rows.
@@ -327,14 +328,19 @@ impl EdgeTile<'_> {
     ) {
         let nr = NV * V::LANES;
         debug_assert!(self.m <= MR && self.n <= nr && MR * nr <= MAX_TILE && MR.max(nr) <= 64);
-        let mut tile = [0.0f32; MAX_TILE];
-        let mut res = [0.0f32; MAX_TILE];
+        // The register tile writes all MR x NR values of `tile` before any is read, so it needs
+        // no initialisation; `res` is read in full, so its MR x NR part is zeroed first.
+        let mut tile = [MaybeUninit::<f32>::uninit(); MAX_TILE];
+        let mut res = [MaybeUninit::<f32>::uninit(); MAX_TILE];
         let mut bias = [0.0f32; 64];
         if let Some(rsrc) = self.residual {
+            for v in &mut res[..MR * nr] {
+                v.write(0.0);
+            }
             for r in 0..self.m {
                 for l in 0..self.n {
                     // SAFETY: the caller guarantees addr(r, l) is inside the residual.
-                    res[r * nr + l] = unsafe { *rsrc.add(addr(r, l)) };
+                    res[r * nr + l].write(unsafe { *rsrc.add(addr(r, l)) });
                 }
             }
         }
@@ -354,7 +360,7 @@ impl EdgeTile<'_> {
             },
             bias_axis: self.bias_axis,
             residual: if self.residual.is_some() {
-                res.as_ptr()
+                res.as_ptr().cast::<f32>()
             } else {
                 std::ptr::null()
             },
@@ -363,11 +369,12 @@ impl EdgeTile<'_> {
         };
         // SAFETY: the stack arrays hold MR * NR <= MAX_TILE values and 64 >= max(MR, NR)
         // biases; a and b are full panels by the caller's guarantee.
-        unsafe { gemm_tile::<V, MR, NV>(self.kc, a, b, tile.as_mut_ptr(), nr, &ep) };
+        unsafe { gemm_tile::<V, MR, NV>(self.kc, a, b, tile.as_mut_ptr().cast::<f32>(), nr, &ep) };
         for r in 0..self.m {
             for l in 0..self.n {
                 // SAFETY: the caller guarantees addr(r, l) is inside `out`.
-                unsafe { *out.add(addr(r, l)) = tile[r * nr + l] };
+                // and gemm_tile initialised every element of the MR x NR tile.
+                unsafe { *out.add(addr(r, l)) = tile[r * nr + l].assume_init() };
             }
         }
     }

@@ -10,8 +10,9 @@ use crate::kernels::{self, Tier, Tile};
 use crate::packing::{pack_weight_panels, WeightPanels};
 use std::sync::{Arc, OnceLock};
 
-/// Images of at most this many multiply-adds run the direct loop on every kernel: packing and
-/// tiling cost more than such an image's arithmetic (the seed's 3x3 example has 54).
+/// Images whose product per group has at most this many multiply-adds run the direct loop on
+/// every kernel: packing and tiling cost more than such an image's arithmetic (the seed's 3x3
+/// example has 54).
 const TINY_MACS: usize = 2048;
 
 /// How many threads a forward call may use. Work is split over images, pixel blocks and
@@ -280,9 +281,10 @@ impl Plan {
             return Ok(());
         };
         self.kernel.record_invocation();
-        // Per image, so a batch computes each image exactly as a call on that image alone.
-        let macs_per_image = geom.p * geom.k * geom.cg;
-        if self.kernel == KernelId::Reference || (macs_per_image <= TINY_MACS && self.forced_tiling.is_none()) {
+        // Decided per image and group, so that a batch computes each image exactly as a call
+        // on that image alone, and a grouped convolution each group as a convolution alone.
+        let macs_per_gemm = geom.p * geom.kg * geom.cg;
+        if self.kernel == KernelId::Reference || (macs_per_gemm <= TINY_MACS && self.forced_tiling.is_none()) {
             kernels::reference::forward(
                 &geom,
                 input,

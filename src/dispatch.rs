@@ -112,7 +112,15 @@ pub fn cpu_features() -> CpuFeatures {
     *FEATURES.get_or_init(detect)
 }
 
-#[cfg(target_arch = "x86_64")]
+/// Under miri no `std::arch` SIMD tier is reported: miri cannot run their intrinsics (nor the
+/// MXCSR `asm!` of the x86_64 tiers), so only the portable, matrixmultiply and reference
+/// kernels are available there and Auto picks the portable one.
+#[cfg(miri)]
+fn detect() -> CpuFeatures {
+    CpuFeatures::default()
+}
+
+#[cfg(all(target_arch = "x86_64", not(miri)))]
 fn detect() -> CpuFeatures {
     let avx2_fma = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
     CpuFeatures {
@@ -123,7 +131,7 @@ fn detect() -> CpuFeatures {
     }
 }
 
-#[cfg(target_arch = "aarch64")]
+#[cfg(all(target_arch = "aarch64", not(miri)))]
 fn detect() -> CpuFeatures {
     CpuFeatures {
         avx512: false,
@@ -132,7 +140,7 @@ fn detect() -> CpuFeatures {
     }
 }
 
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", miri)))]
 fn detect() -> CpuFeatures {
     CpuFeatures::default()
 }

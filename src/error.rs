@@ -73,7 +73,12 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Multiplies sizes with overflow checking; `what` names the product in the error.
+/// A product with a zero factor is zero whatever the other factors are: an empty shape is
+/// never "too large".
 pub(crate) fn checked_product(factors: &[usize], what: &'static str) -> Result<usize> {
+    if factors.contains(&0) {
+        return Ok(0);
+    }
     let mut acc: usize = 1;
     for &f in factors {
         acc = acc.checked_mul(f).ok_or(Error::SizeOverflow { what })?;

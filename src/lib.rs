@@ -62,7 +62,7 @@ pub use dispatch::{
 };
 pub use epilogue::Activation;
 pub use error::{Error, Result};
-pub use plan::{Plan, PlanOptions, Threads, Workspace};
+pub use plan::{Plan, PlanOptions, Threads, Workspace, MAX_THREADS};
 pub use shuffle::channel_shuffle;
 
 #[doc = include_str!("../README.md")]

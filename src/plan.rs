@@ -24,11 +24,14 @@ pub enum Threads {
     #[default]
     Single,
     /// A dedicated rayon pool of this many threads, built with the plan (0 and 1 mean the
-    /// calling thread only).
+    /// calling thread only; counts above [`MAX_THREADS`] are capped there).
     Count(usize),
     /// rayon's current pool (the global one, or the one installed around the call).
     Rayon,
 }
+
+/// The most threads a dedicated pool gets (`Threads::Count` is capped here).
+pub const MAX_THREADS: usize = 256;
 
 /// Plan options, with `Default` = fastest kernel for this CPU, calling thread only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -316,7 +319,7 @@ impl Plan {
         let threads = match self.threads {
             _ if flops < PARALLEL_MIN_FLOPS => 1,
             Threads::Single => 1,
-            Threads::Count(n) => n.max(1),
+            Threads::Count(n) => n.clamp(1, MAX_THREADS),
             Threads::Rayon => rayon::current_num_threads().max(1),
         };
         let weight_panels_total = geom.kg.div_ceil(weight_lanes);

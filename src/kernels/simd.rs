@@ -194,8 +194,11 @@ unsafe fn gemm_tile_strided<V: SimdF32, const MR: usize, const NV: usize, const 
                     row[j] = V::mul_add(ar, bv[j], row[j]);
                 }
             }
-            a = a.add(ks);
-            b = b.add(b_ks);
+            // After the last step these point one step past the operand, which for an operand
+            // read in place can be past the end of the caller's buffer: wrapping arithmetic
+            // keeps that unread pointer free of undefined behaviour.
+            a = a.wrapping_add(ks);
+            b = b.wrapping_add(b_ks);
         }
         for (r, row) in acc.iter().enumerate() {
             let row_bias = if !ep.bias.is_null() && ep.bias_axis == BiasAxis::Rows {

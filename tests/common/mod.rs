@@ -2,8 +2,14 @@
 //! crate's packing code), data generators, and the error bound.
 #![allow(dead_code)]
 use pointwise::{Activation, Conv1x1, InputDims, KernelId, Layout, Plan, PlanOptions, Workspace};
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+/// The data generator. Under miri, ChaCha (`StdRng`) would dominate a tiny test's run time;
+/// xoshiro (`SmallRng`) draws the same distributions for a fraction of the interpreted work.
+#[cfg(not(miri))]
+type DataRng = rand::rngs::StdRng;
+#[cfg(miri)]
+type DataRng = rand::rngs::SmallRng;
 
 pub const U: f64 = 1.0 / (1u64 << 24) as f64;
 
@@ -108,7 +114,7 @@ pub enum Data {
 
 impl Problem {
     pub fn new(conv: Conv1x1, dims: InputDims, bias: bool, residual: bool, data: Data, seed: u64) -> Problem {
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = DataRng::seed_from_u64(seed);
         let mut draw = |n: usize| -> Vec<f32> {
             (0..n)
                 .map(|_| match data {
@@ -202,7 +208,19 @@ impl Problem {
     /// Checks `y` against the reference: bit-exact where `data` is exact and the activation
     /// adds no rounding, otherwise within the bound from the reduction length.
     pub fn check(&self, y: &[f32], data: Data, kernel: KernelId) -> Result<(), String> {
-        let reference = self.reference();
+        self.check_with(&self.reference(), y, data, kernel)
+    }
+
+    /// [`Problem::check`] against a reference computed once by [`Problem::reference`], for
+    /// callers that check several outputs of the same problem.
+    pub fn check_with(
+        &self,
+        reference: &[(f64, f64, f64)],
+        y: &[f32],
+        data: Data,
+        kernel: KernelId,
+    ) -> Result<(), String> {
+        assert_eq!(y.len(), reference.len(), "{kernel}: output length");
         let act = self.conv.activation;
         let n_terms = self.conv.in_channels / self.conv.groups + 2;
         for (i, (&got, &(want, z, mag))) in y.iter().zip(reference.iter()).enumerate() {
@@ -242,4 +260,11 @@ pub fn kernels_under_test() -> Vec<KernelId> {
 /// `POINTWISE_TEST_SCALE=reduced` (set when tests run under an emulator) thins the sweeps.
 pub fn reduced() -> bool {
     std::env::var("POINTWISE_TEST_SCALE").is_ok_and(|v| v == "reduced")
+}
+
+/// Tiny mode for `cargo miri test` (see `scripts/miri.sh`): `cfg(miri)`, or
+/// `POINTWISE_TEST_SCALE=miri` to preview natively what miri runs. Tests that honour it shrink
+/// to a few cases of a few channels and pixels.
+pub fn tiny() -> bool {
+    cfg!(miri) || std::env::var("POINTWISE_TEST_SCALE").is_ok_and(|v| v == "miri")
 }

@@ -1,0 +1,50 @@
+//! `differential`: a small valid problem (see `DiffCase`) on every kernel this CPU runs, as
+//! the plan tiles it and, on the SIMD kernels, with a forced tile, against the f64 reference
+//! of the test suite (`tests/common/mod.rs`) under its error bound: bit-exact on integer data
+//! with the piecewise-linear activations, within `2 gamma_n |W||X| + ...` otherwise.
+#![no_main]
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use common::{Data, Problem};
+use libfuzzer_sys::fuzz_target;
+use pointwise::{available_kernels, testing, KernelChoice, KernelId, Plan, PlanOptions, Threads, Workspace};
+use pointwise_fuzz::DiffCase;
+
+fn run(p: &Problem, kernel: KernelId, threads: Threads, tiling: Option<(usize, bool)>) -> Vec<f32> {
+    let options = PlanOptions::default()
+        .with_kernel(KernelChoice::Force(kernel))
+        .with_threads(threads);
+    let mut plan = Plan::new(&p.conv, &p.w, p.bias.as_deref(), options).expect("valid problem");
+    if let Some((tile, fold)) = tiling {
+        plan.force_tiling(tile, fold).expect("tile in range");
+    }
+    let mut y = vec![f32::NAN; p.output_len()];
+    plan.forward(&p.x, p.dims, p.residual.as_deref(), &mut y, &mut Workspace::new())
+        .expect("valid call");
+    y
+}
+
+fuzz_target!(|case: DiffCase| {
+    let data = if case.exact { Data::Exact } else { Data::Real };
+    let p = Problem::new(case.conv(), case.dims(), case.bias, case.residual, data, case.seed);
+    let reference = p.reference();
+    let mut threads = vec![Threads::Single];
+    if case.threads % 2 == 1 {
+        threads.push(Threads::Count(2));
+    }
+    for kernel in available_kernels() {
+        let mut tilings = vec![None];
+        if let Some(t) = case.tiling(testing::tiles(kernel).len()) {
+            tilings.push(Some(t));
+        }
+        for &t in &threads {
+            for &tiling in &tilings {
+                let y = run(&p, kernel, t, tiling);
+                if let Err(e) = p.check_with(&reference, &y, data, kernel) {
+                    panic!("{e}\n{t:?}, tiling {tiling:?}\n{:?} {:?}", p.conv, p.dims);
+                }
+            }
+        }
+    }
+});

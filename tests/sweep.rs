@@ -7,21 +7,6 @@ use pointwise::{Conv1x1, InputDims, KernelChoice, Layout, Padding, PlanOptions};
 const CHANNELS: [usize; 12] = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64];
 const SIZES: [usize; 6] = [1, 2, 3, 5, 8, 13];
 const STRIDES: [(usize, usize); 4] = [(1, 1), (2, 2), (3, 3), (1, 2)];
-const PADDINGS: [Padding; 3] = [
-    Padding::Valid,
-    Padding::Explicit {
-        top: 1,
-        bottom: 1,
-        left: 1,
-        right: 1,
-    },
-    Padding::Explicit {
-        top: 0,
-        bottom: 2,
-        left: 1,
-        right: 0,
-    },
-];
 
 /// Every (C, K, H, W) combination; the remaining parameters rotate with the case index so
 /// that each value of each parameter meets many shapes.

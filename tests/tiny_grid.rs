@@ -14,21 +14,6 @@ use pointwise::{
     Activation, Conv1x1, InputDims, KernelChoice, KernelId, Layout, Padding, Plan, PlanOptions, Workspace,
 };
 
-const PADDINGS: [Padding; 3] = [
-    Padding::Valid,
-    Padding::Explicit {
-        top: 1,
-        bottom: 1,
-        left: 1,
-        right: 1,
-    },
-    Padding::Explicit {
-        top: 0,
-        bottom: 2,
-        left: 1,
-        right: 0,
-    },
-];
 const STRIDES: [(usize, usize); 3] = [(1, 1), (2, 1), (3, 2)];
 /// `(C, K, G)`: dense with K not a multiple of any tile, and grouped.
 const CHANNELS: [(usize, usize, usize); 2] = [(4, 7, 1), (4, 6, 2)];

@@ -81,6 +81,24 @@ pub fn exact_activation(act: Activation) -> bool {
     )
 }
 
+/// The paddings the sweeps use: none, one all round, asymmetric (top 0, bottom 2, left 1,
+/// right 0).
+pub const PADDINGS: [pointwise::Padding; 3] = [
+    pointwise::Padding::Valid,
+    pointwise::Padding::Explicit {
+        top: 1,
+        bottom: 1,
+        left: 1,
+        right: 1,
+    },
+    pointwise::Padding::Explicit {
+        top: 0,
+        bottom: 2,
+        left: 1,
+        right: 0,
+    },
+];
+
 pub const ACTIVATIONS: [Activation; 8] = [
     Activation::Identity,
     Activation::Relu,

@@ -139,14 +139,24 @@ fn pack_channel_contiguous(x: &[f32], offs: &[isize], c0: usize, cg: usize, lane
 /// NCHW: each channel is a plane; copy runs of consecutive pixels row by row.
 #[inline(always)]
 fn pack_pixel_contiguous(x: &[f32], offs: &[isize], c0: usize, cg: usize, ics: usize, lanes: usize, dst: &mut [f32]) {
-    let first = offs[0];
-    let unit_run =
-        offs.len() == lanes && first != PADDED && offs.iter().enumerate().all(|(i, &o)| o == first + i as isize);
-    if unit_run {
-        // Stride 1 and no padding across the panel: straight row copies.
-        for c in 0..cg {
-            let src = first as usize + (c0 + c) * ics;
-            dst[c * lanes..(c + 1) * lanes].copy_from_slice(&x[src..src + lanes]);
+    if let Some(d) = uniform_spacing(offs, lanes) {
+        let first = offs[0] as usize;
+        if d == 1 {
+            // Stride 1 and no padding across the panel: straight row copies.
+            for c in 0..cg {
+                let src = first + (c0 + c) * ics;
+                dst[c * lanes..(c + 1) * lanes].copy_from_slice(&x[src..src + lanes]);
+            }
+        } else {
+            // A strided row of one output line (stride d, no padding): a strided copy per
+            // channel, with one bounds check per row.
+            for c in 0..cg {
+                let src = first + (c0 + c) * ics;
+                let run = &x[src..=src + (lanes - 1) * d];
+                for (v, &xv) in dst[c * lanes..(c + 1) * lanes].iter_mut().zip(run.iter().step_by(d)) {
+                    *v = xv;
+                }
+            }
         }
         return;
     }

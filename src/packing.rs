@@ -141,7 +141,8 @@ fn pack_channel_contiguous(x: &[f32], offs: &[isize], c0: usize, cg: usize, lane
 fn pack_pixel_contiguous(x: &[f32], offs: &[isize], c0: usize, cg: usize, ics: usize, lanes: usize, dst: &mut [f32]) {
     if let Some(d) = uniform_spacing(offs, lanes) {
         let first = offs[0] as usize;
-        if d == 1 {
+        // d is 0 for a one-lane panel: a copy of one value per row.
+        if d <= 1 {
             // Stride 1 and no padding across the panel: straight row copies.
             for c in 0..cg {
                 let src = first + (c0 + c) * ics;

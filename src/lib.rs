@@ -34,12 +34,26 @@
 //! ```
 //!
 //! # Errors
-//! Every fallible call returns a typed [`Error`] and leaves the output untouched: zero
-//! channels or groups, groups not dividing the channels, a zero stride, a slice of the wrong
-//! length (input, weights, bias, residual, output), a size product that overflows, Clamp with
-//! a NaN bound or `min > max`, LeakyReLU with a non-finite slope, a forced kernel this CPU
-//! lacks, an unknown kernel name, a channel shuffle whose groups do not divide the channels.
-//! NaN and infinity in the data are not errors: they propagate.
+//! Every fallible call returns a typed [`Error`] and leaves the output untouched; nothing
+//! panics on bad input. The catalogue (`tests/bad_inputs.rs` checks each entry, its exact
+//! variant and the untouched output):
+//!
+//! | input | error |
+//! |---|---|
+//! | `in_channels`, `out_channels` or `groups` = 0 | [`Error::ZeroSize`] |
+//! | `groups` not dividing `in_channels` or `out_channels` | [`Error::GroupsDoNotDivide`] |
+//! | a stride component = 0 | [`Error::ZeroStride`] |
+//! | weights, bias, input, residual or output slice too short or too long | [`Error::LengthMismatch`] (names the slice, expected and got) |
+//! | a residual of another shape (its length differs) | [`Error::LengthMismatch`] |
+//! | a size product that overflows `usize` or exceeds `isize::MAX` bytes (weights, input, output, padded extent, packed weights) | [`Error::SizeOverflow`] |
+//! | `Clamp` with a NaN bound or `min > max`; `LeakyRelu` with a NaN or infinite slope | [`Error::InvalidActivation`] |
+//! | a forced kernel this CPU or build lacks | [`Error::KernelUnavailable`] |
+//! | a kernel name no kernel has (`KernelId::from_name`, `POINTWISE_KERNEL`) | [`Error::UnknownKernel`] |
+//! | `channel_shuffle` with groups = 0 or not dividing the channels | [`Error::InvalidShuffle`] |
+//! | a dedicated thread pool the OS cannot start | [`Error::ThreadPool`] |
+//!
+//! An empty input (N, H or W = 0) is not an error: `forward` checks the slice lengths and
+//! returns `Ok(())`. NaN and infinity in the data are not errors either: they propagate.
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

@@ -284,14 +284,7 @@ pub fn run(opts: &Options, show_progress: bool) -> Result<RunResult, String> {
                 )
             };
             layer_rows.push(Row {
-                layer: layer.name.clone(),
-                n: layer.n,
-                c: layer.c,
-                k: layer.k,
-                h: layer.h,
-                w: layer.w,
-                stride: layer.stride,
-                groups: layer.groups,
+                layer: layer.clone(),
                 layout: if opts.layout == Layout::Nchw { "nchw" } else { "nhwc" },
                 kernel: kernel.name(),
                 threads: opts.threads,
@@ -379,7 +372,7 @@ fn main() {
     let failed: Vec<String> = rows
         .iter()
         .filter(|r| !r.ok)
-        .map(|r| format!("{} on {}", r.layer, r.kernel))
+        .map(|r| format!("{} on {}", r.layer.name, r.kernel))
         .collect();
     if !failed.is_empty() {
         eprintln!("FAIL: {}", failed.join("; "));
@@ -440,14 +433,7 @@ mod tests {
 
     fn sample_row(ok: bool) -> Row {
         Row {
-            layer: "l".into(),
-            n: 1,
-            c: 2,
-            k: 3,
-            h: 4,
-            w: 5,
-            stride: 1,
-            groups: 1,
+            layer: suite::Layer::new("l", 1, 2, 3, 4, 1),
             layout: "nchw",
             kernel: "avx2",
             threads: 1,

@@ -1,18 +1,12 @@
 //! Output of the compare tool: the table, CSV, JSON and the SVG bar chart.
+use crate::suite::Layer;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// One layer x kernel result.
 #[derive(Debug, Clone)]
 pub struct Row {
-    pub layer: String,
-    pub n: usize,
-    pub c: usize,
-    pub k: usize,
-    pub h: usize,
-    pub w: usize,
-    pub stride: usize,
-    pub groups: usize,
+    pub layer: Layer,
     pub layout: &'static str,
     pub kernel: &'static str,
     pub threads: usize,
@@ -47,14 +41,14 @@ const HEADER: [&str; 17] = [
 
 fn fields(r: &Row) -> Vec<String> {
     vec![
-        r.layer.clone(),
-        r.n.to_string(),
-        r.c.to_string(),
-        r.k.to_string(),
-        r.h.to_string(),
-        r.w.to_string(),
-        r.stride.to_string(),
-        r.groups.to_string(),
+        r.layer.name.clone(),
+        r.layer.n.to_string(),
+        r.layer.c.to_string(),
+        r.layer.k.to_string(),
+        r.layer.h.to_string(),
+        r.layer.w.to_string(),
+        r.layer.stride.to_string(),
+        r.layer.groups.to_string(),
         r.layout.to_string(),
         r.kernel.to_string(),
         r.threads.to_string(),
@@ -109,8 +103,12 @@ pub fn table(rows: &[Row]) -> String {
     );
     let mut last = "";
     for r in rows {
-        let name = if r.layer == last { "" } else { r.layer.as_str() };
-        last = &r.layer;
+        let name = if r.layer.name == last {
+            ""
+        } else {
+            r.layer.name.as_str()
+        };
+        last = &r.layer.name;
         s += &format!(
             "{:<30} {:<15} {:>9.1} {:>7.1}% {:>12} {:>9} {:>10.1e} {:>5}\n",
             name,
@@ -161,8 +159,8 @@ pub fn plot(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut layers: Vec<&str> = Vec::new();
     for r in rows {
-        if !layers.contains(&r.layer.as_str()) {
-            layers.push(&r.layer);
+        if !layers.contains(&r.layer.name.as_str()) {
+            layers.push(&r.layer.name);
         }
     }
     let ymax = rows
@@ -215,7 +213,7 @@ pub fn plot(
             .iter()
             .filter(|r| r.kernel == k)
             .filter_map(|r| {
-                let li = layers.iter().position(|l| *l == r.layer)?;
+                let li = layers.iter().position(|l| *l == r.layer.name)?;
                 let x0 = li as f64 + 0.1 + ki as f64 * slot;
                 Some(Rectangle::new([(x0, 0.0), (x0 + slot * 0.9, r.gflops)], color.filled()))
             })

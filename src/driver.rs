@@ -295,7 +295,7 @@ unsafe fn store_scattered<V: SimdF32, const MR: usize, const NV: usize>(
     };
     // SAFETY: addr(r, l) for r < m, l < n are elements of this unit's part of the output (and
     // of the residual, which has the output's shape); a and b are full panels.
-    unsafe { edge.run::<V, MR, NV>(a, b, addr, job.y.0) }
+    unsafe { edge.run::<V, MR, NV>(a, b, addr, addr, job.y.0) }
 }
 
 /// A tile computed through the stack: bias and residual are copied into full-size stack
@@ -309,21 +309,22 @@ pub(crate) struct EdgeTile<'a> {
     /// Bias starting at the tile's first row (or column), at least `m` (or `n`) values.
     pub bias: Option<&'a [f32]>,
     pub bias_axis: BiasAxis,
-    /// Residual base; element (r, l) is at `addr(r, l)`.
+    /// Residual base; element (r, l) is at `res_addr(r, l)`.
     pub residual: Option<*const f32>,
     pub act: Activation,
 }
 
 impl EdgeTile<'_> {
     /// # Safety
-    /// `a`/`b` hold `kc` rows of `MR`/`NR` values; for `r < m`, `l < n`, `addr(r, l)` is a
-    /// valid element of `out` and of the residual; `m <= MR`, `n <= NR`.
+    /// `a`/`b` hold `kc` rows of `MR`/`NR` values; for `r < m`, `l < n`, `out_addr(r, l)` is a
+    /// valid element of `out` and `res_addr(r, l)` of the residual; `m <= MR`, `n <= NR`.
     #[inline(always)]
     pub(crate) unsafe fn run<V: SimdF32, const MR: usize, const NV: usize>(
         &self,
         a: RowOperand,
         b: ColOperand,
-        addr: impl Fn(usize, usize) -> usize,
+        out_addr: impl Fn(usize, usize) -> usize,
+        res_addr: impl Fn(usize, usize) -> usize,
         out: *mut f32,
     ) {
         let nr = NV * V::LANES;
@@ -339,8 +340,8 @@ impl EdgeTile<'_> {
             }
             for r in 0..self.m {
                 for l in 0..self.n {
-                    // SAFETY: the caller guarantees addr(r, l) is inside the residual.
-                    res[r * nr + l].write(unsafe { *rsrc.add(addr(r, l)) });
+                    // SAFETY: the caller guarantees res_addr(r, l) is inside the residual.
+                    res[r * nr + l].write(unsafe { *rsrc.add(res_addr(r, l)) });
                 }
             }
         }
@@ -372,9 +373,9 @@ impl EdgeTile<'_> {
         unsafe { gemm_tile::<V, MR, NV>(self.kc, a, b, tile.as_mut_ptr().cast::<f32>(), nr, &ep) };
         for r in 0..self.m {
             for l in 0..self.n {
-                // SAFETY: the caller guarantees addr(r, l) is inside `out`.
-                // and gemm_tile initialised every element of the MR x NR tile.
-                unsafe { *out.add(addr(r, l)) = tile[r * nr + l].assume_init() };
+                // SAFETY: the caller guarantees out_addr(r, l) is inside `out`, and gemm_tile
+                // initialised every element of the MR x NR tile.
+                unsafe { *out.add(out_addr(r, l)) = tile[r * nr + l].assume_init() };
             }
         }
     }
@@ -437,46 +438,16 @@ pub(crate) unsafe fn run_tile_call<V: SimdF32, const MR: usize, const NV: usize>
         residual: call.residual.map(|(r, _)| r.as_ptr()),
         act: call.act,
     };
-    // Residual and output have their own row strides: read the residual through its own
-    // addressing by copying it in with `ldr`, then write with `ldc`.
-    if ldr == ldc || call.residual.is_none() {
-        // SAFETY: the caller checked m rows of n values at these strides.
-        unsafe {
-            edge.run::<V, MR, NV>(
-                RowOperand::packed(call.a.as_ptr()),
-                ColOperand::packed(call.b.as_ptr()),
-                |r, l| r * ldc + l,
-                call.c,
-            )
-        };
-    } else {
-        let mut packed_res = [0.0f32; MAX_TILE];
-        if let Some((r, _)) = call.residual {
-            for i in 0..call.m {
-                packed_res[i * nr..i * nr + call.n].copy_from_slice(&r[i * ldr..i * ldr + call.n]);
-            }
-        }
-        let mut tile = [0.0f32; MAX_TILE];
-        let edge = EdgeTile {
-            residual: Some(packed_res.as_ptr()),
-            ..edge
-        };
-        // SAFETY: the stack arrays hold MR * NR values at stride nr.
-        unsafe {
-            edge.run::<V, MR, NV>(
-                RowOperand::packed(call.a.as_ptr()),
-                ColOperand::packed(call.b.as_ptr()),
-                |r, l| r * nr + l,
-                tile.as_mut_ptr(),
-            )
-        };
-        for i in 0..call.m {
-            for l in 0..call.n {
-                // SAFETY: the caller checked m rows of n values at stride ldc.
-                unsafe { *call.c.add(i * ldc + l) = tile[i * nr + l] };
-            }
-        }
-    }
+    // SAFETY: the caller checked m rows of n values at stride ldc (output) and ldr (residual).
+    unsafe {
+        edge.run::<V, MR, NV>(
+            RowOperand::packed(call.a.as_ptr()),
+            ColOperand::packed(call.b.as_ptr()),
+            |r, l| r * ldc + l,
+            |r, l| r * ldr + l,
+            call.c,
+        )
+    };
 }
 
 /// The matrixmultiply kernel for a range of units: gather the block into a `cg x npix`

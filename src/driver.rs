@@ -127,13 +127,26 @@ impl Job<'_> {
 /// Per-task scratch: grown on first use, reused by later calls.
 #[derive(Default)]
 pub(crate) struct TaskScratch {
-    pub packed: Option<PanelBuf>,
-    pub offsets: Vec<isize>,
-    pub out: Vec<f32>,
+    packed: Option<PanelBuf>,
+    offsets: Vec<isize>,
+    in_place: Vec<Option<usize>>,
+    out: Vec<f32>,
+}
+
+/// One unit's views of its task's scratch.
+pub(crate) struct UnitBuffers<'a> {
+    /// Packed pixel panels.
+    pub packed: &'a mut [f32],
+    /// Input offset of each pixel of the unit ([`crate::packing::PADDED`] for padding).
+    pub offsets: &'a mut [isize],
+    /// Per pixel panel: the pixel spacing when the panel is read in place, `None` when packed.
+    pub in_place: &'a mut [Option<usize>],
+    /// matrixmultiply's output staging (grown by its user).
+    pub out: &'a mut Vec<f32>,
 }
 
 impl TaskScratch {
-    pub fn buffers(&mut self, packed_len: usize, pixels: usize) -> (&mut [f32], &mut [isize], &mut Vec<f32>) {
+    pub fn buffers(&mut self, packed_len: usize, pixels: usize, panels: usize) -> UnitBuffers<'_> {
         let grow = self.packed.as_ref().is_none_or(|p| p.len() < packed_len);
         if grow {
             self.packed = Some(PanelBuf::from_iter(64, std::iter::repeat_n(0.0f32, packed_len)));
@@ -141,8 +154,15 @@ impl TaskScratch {
         if self.offsets.len() < pixels {
             self.offsets.resize(pixels, 0);
         }
-        let packed = self.packed.as_mut().map(|p| &mut p[..packed_len]).unwrap_or_default();
-        (packed, &mut self.offsets[..pixels], &mut self.out)
+        if self.in_place.len() < panels {
+            self.in_place.resize(panels, None);
+        }
+        UnitBuffers {
+            packed: self.packed.as_mut().map(|p| &mut p[..packed_len]).unwrap_or_default(),
+            offsets: &mut self.offsets[..pixels],
+            in_place: &mut self.in_place[..panels],
+            out: &mut self.out,
+        }
     }
 }
 
@@ -177,11 +197,14 @@ pub(crate) unsafe fn run_units<V: SimdF32, const MR: usize, const NV: usize>(
     for u in units {
         let unit = job.unit(u);
         let npix = unit.pixels.len();
-        let (packed, offsets, _) = scratch.buffers(npix.div_ceil(pl) * pl * cg, npix);
+        let buffers = scratch.buffers(npix.div_ceil(pl) * pl * cg, npix, npix.div_ceil(pl));
+        let (packed, offsets, spacing) = (buffers.packed, buffers.offsets, buffers.in_place);
         pixel_offsets(g, unit.pixels.start, offsets);
         let c0 = unit.group * cg;
+        // Decided once per panel: read in place, or packed here.
         for (panel, offs) in offsets.chunks(pl).enumerate() {
-            if in_place_spacing(offs).is_none() {
+            spacing[panel] = in_place_spacing(offs);
+            if spacing[panel].is_none() {
                 let dst = &mut packed[panel * cg * pl..(panel + 1) * cg * pl];
                 pack_pixel_panels(job.x, offs, c0, cg, ics, pl, dst);
             }
@@ -196,10 +219,10 @@ pub(crate) unsafe fn run_units<V: SimdF32, const MR: usize, const NV: usize>(
             for (pp, ppanel) in packed.chunks_exact(cg * pl).enumerate() {
                 let j0 = unit.pixels.start + pp * pl;
                 let jn = pl.min(unit.pixels.end - j0);
-                let offs = &offsets[pp * pl..pp * pl + jn];
-                // In place, offs[0] + c0 * ics is an input element; lanes offs[0] + r * d,
+                // In place, offsets[j0] + c0 * ics is an input element; lanes offsets[j0] + r * d,
                 // r < pl, are the panel's pixels, each with cg channels ics apart.
-                let in_place = in_place_spacing(offs).map(|d| (job.x[offs[0] as usize + c0 * ics..].as_ptr(), d));
+                let first = offsets[pp * pl] as usize;
+                let in_place = spacing[pp].map(|d| (job.x[first + c0 * ics..].as_ptr(), d));
                 let (a, b, m, n) = if weight_rows {
                     let b = match in_place {
                         Some((ptr, _)) => ColOperand {
@@ -461,10 +484,11 @@ pub(crate) fn run_units_matrixmultiply(job: &Job, units: Range<usize>, scratch: 
         let npix = unit.pixels.len();
         let kn = unit.channels.len();
         let chan0 = unit.group * g.kg + unit.channels.start;
-        if job.folded && g.layout == Layout::Nchw && scratch.out.len() < kn * npix {
-            scratch.out.resize(kn * npix, 0.0);
+        let buffers = scratch.buffers(npix * cg, npix, 0);
+        let (packed, offsets, out_scratch) = (buffers.packed, buffers.offsets, buffers.out);
+        if job.folded && g.layout == Layout::Nchw && out_scratch.len() < kn * npix {
+            out_scratch.resize(kn * npix, 0.0);
         }
-        let (packed, offsets, out_scratch) = scratch.buffers(npix * cg, npix);
         pixel_offsets(g, unit.pixels.start, offsets);
         // One panel as wide as the block: a row-major cg x npix matrix.
         pack_pixel_panels(job.x, offsets, unit.group * cg, cg, ics, npix, packed);

@@ -167,6 +167,7 @@ impl Default for Conv1x1 {
 impl Conv1x1 {
     /// A convolution from `in_channels` to `out_channels` with stride 1, no padding,
     /// one group, NCHW layout and no activation.
+    #[must_use]
     pub fn new(in_channels: usize, out_channels: usize) -> Self {
         Conv1x1 {
             in_channels,
@@ -180,30 +181,35 @@ impl Conv1x1 {
     }
 
     /// Sets the stride `(sh, sw)`.
+    #[must_use]
     pub fn with_stride(mut self, sh: usize, sw: usize) -> Self {
         self.stride = (sh, sw);
         self
     }
 
     /// Sets the padding.
+    #[must_use]
     pub fn with_padding(mut self, padding: Padding) -> Self {
         self.padding = padding;
         self
     }
 
     /// Sets the group count.
+    #[must_use]
     pub fn with_groups(mut self, groups: usize) -> Self {
         self.groups = groups;
         self
     }
 
     /// Sets the layout.
+    #[must_use]
     pub fn with_layout(mut self, layout: Layout) -> Self {
         self.layout = layout;
         self
     }
 
     /// Sets the fused activation.
+    #[must_use]
     pub fn with_activation(mut self, activation: Activation) -> Self {
         self.activation = activation;
         self

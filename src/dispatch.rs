@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 /// A kernel family, from fastest to slowest on the CPUs that have it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum KernelId {
     /// x86_64 AVX-512F, `std::arch` intrinsics.
     Avx512,
@@ -87,6 +88,11 @@ impl KernelId {
     }
 }
 
+/// Every kernel name, comma-separated (for error messages).
+pub(crate) fn kernel_names() -> String {
+    KernelId::ALL.map(KernelId::name).join(", ")
+}
+
 static INVOCATIONS: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
 
 impl fmt::Display for KernelId {
@@ -97,6 +103,7 @@ impl fmt::Display for KernelId {
 
 /// The SIMD features of the running CPU that matter to pointwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct CpuFeatures {
     /// AVX-512F (x86_64).
     pub avx512: bool,
@@ -112,8 +119,7 @@ pub fn cpu_features() -> CpuFeatures {
     *FEATURES.get_or_init(detect)
 }
 
-/// Under miri no `std::arch` SIMD tier is reported: miri cannot run their intrinsics (nor the
-/// MXCSR `asm!` of the x86_64 tiers), so only the portable, matrixmultiply and reference
+/// Under miri no `std::arch` SIMD tier is reported: miri cannot run their intrinsics, so only the portable, matrixmultiply and reference
 /// kernels are available there and Auto picks the portable one.
 #[cfg(miri)]
 fn detect() -> CpuFeatures {
@@ -172,6 +178,7 @@ pub fn portable_width_bits() -> usize {
 
 /// How a plan picks its kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[non_exhaustive]
 pub enum KernelChoice {
     /// The fastest kernel available on this CPU ([`auto_kernel`]).
     #[default]
@@ -185,16 +192,23 @@ impl KernelChoice {
     pub const ENV_VAR: &'static str = "POINTWISE_KERNEL";
 
     /// `Force(k)` when `POINTWISE_KERNEL` names kernel `k`, `Auto` when it is unset, empty
-    /// or `auto`.
+    /// or `auto`. Only this function (and [`PlanOptions::from_env`](crate::PlanOptions::from_env),
+    /// which calls it) reads the variable.
     ///
     /// # Errors
-    /// [`Error::UnknownKernel`] for a name no kernel has.
+    /// [`Error::UnknownKernel`] for a name no kernel has, including a value that is not
+    /// UTF-8 (its lossy form is in the error).
     pub fn from_env() -> Result<KernelChoice> {
-        match std::env::var(Self::ENV_VAR) {
-            Ok(v) if !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("auto") => {
-                Ok(KernelChoice::Force(KernelId::from_name(&v)?))
-            }
-            _ => Ok(KernelChoice::Auto),
+        let Some(raw) = std::env::var_os(Self::ENV_VAR) else {
+            return Ok(KernelChoice::Auto);
+        };
+        let Some(v) = raw.to_str() else {
+            return Err(Error::UnknownKernel(raw.to_string_lossy().into_owned()));
+        };
+        if v.trim().is_empty() || v.trim().eq_ignore_ascii_case("auto") {
+            Ok(KernelChoice::Auto)
+        } else {
+            Ok(KernelChoice::Force(KernelId::from_name(v)?))
         }
     }
 

@@ -19,9 +19,9 @@
 //! weight panels. Units never share an output element and the reduction is never split, so
 //! the result is bit-identical for every thread count.
 use crate::conv::{Geometry, Layout};
-use crate::epilogue::{Activation, BiasAxis, TileEpilogue};
+use crate::epilogue::{Activation, ChannelAxis, ScalarEpilogue, TileEpilogue};
 use crate::kernels::simd::{gemm_tile, ColOperand, RowOperand, SimdF32};
-use crate::packing::{pack_pixel_panels, pixel_offsets, uniform_spacing, PanelBuf, WeightPanels};
+use crate::packing::{pack_pixel_panels, pixel_offsets, uniform_spacing, PanelBuf, WeightPanels, PADDED};
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -50,6 +50,15 @@ pub(crate) struct OutPtr(pub *mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+/// A raw pointer to an operand that units only read (the residual, which may be the output
+/// itself: each element is read by the unit that writes it, before it writes it).
+#[derive(Clone, Copy)]
+pub(crate) struct InPtr(pub *const f32);
+// SAFETY: units read disjoint elements of it, each before the same unit writes that element
+// (when it aliases the output); other memory is only read.
+unsafe impl Send for InPtr {}
+unsafe impl Sync for InPtr {}
+
 /// Everything a unit needs, borrowed from the plan and the call's arguments.
 pub(crate) struct Job<'a> {
     pub geom: Geometry,
@@ -63,8 +72,12 @@ pub(crate) struct Job<'a> {
     pub folded: bool,
     pub x: &'a [f32],
     pub y: OutPtr,
-    pub residual: Option<&'a [f32]>,
+    /// The residual (output-shaped), or null. It may be the output itself (an in-place
+    /// residual): every path reads a residual element before it writes that output element.
+    pub residual: InPtr,
     pub bias: Option<&'a [f32]>,
+    /// Per-channel PReLU slopes (`[K]`), when the activation is PReLU.
+    pub slope: Option<&'a [f32]>,
     /// Packed weights (microkernels), with lanes matching the orientation.
     pub panels: Option<&'a WeightPanels>,
     /// Raw `[K, C/G]` weights (matrixmultiply).
@@ -117,6 +130,24 @@ impl Job<'_> {
         }
     }
 
+    /// The scalar form of the job's output stage.
+    pub fn scalar_epilogue(&self) -> ScalarEpilogue<'_> {
+        ScalarEpilogue {
+            bias: self.bias,
+            slope: self.slope,
+            act: self.act,
+        }
+    }
+
+    /// The channel axis of a tile in this orientation.
+    fn channel_axis(weight_rows: bool) -> ChannelAxis {
+        if weight_rows {
+            ChannelAxis::Rows
+        } else {
+            ChannelAxis::Cols
+        }
+    }
+
     /// Output offset of (folded pixel, global output channel).
     #[inline(always)]
     fn out_offset(&self, pixel: usize, channel: usize) -> usize {
@@ -130,6 +161,7 @@ pub(crate) struct TaskScratch {
     packed: Option<PanelBuf>,
     offsets: Vec<isize>,
     in_place: Vec<Option<usize>>,
+    padded: Vec<u64>,
     out: Vec<f32>,
 }
 
@@ -141,6 +173,8 @@ pub(crate) struct UnitBuffers<'a> {
     pub offsets: &'a mut [isize],
     /// Per pixel panel: the pixel spacing when the panel is read in place, `None` when packed.
     pub in_place: &'a mut [Option<usize>],
+    /// Per pixel panel: bit `i` set when the panel's pixel `i` is padding.
+    pub padded: &'a mut [u64],
     /// matrixmultiply's output staging (grown by its user).
     pub out: &'a mut Vec<f32>,
 }
@@ -156,11 +190,13 @@ impl TaskScratch {
         }
         if self.in_place.len() < panels {
             self.in_place.resize(panels, None);
+            self.padded.resize(panels, 0);
         }
         UnitBuffers {
             packed: self.packed.as_mut().map(|p| &mut p[..packed_len]).unwrap_or_default(),
             offsets: &mut self.offsets[..pixels],
             in_place: &mut self.in_place[..panels],
+            padded: &mut self.padded[..panels],
             out: &mut self.out,
         }
     }
@@ -198,11 +234,18 @@ pub(crate) unsafe fn run_units<V: SimdF32, const MR: usize, const NV: usize>(
         let unit = job.unit(u);
         let npix = unit.pixels.len();
         let buffers = scratch.buffers(npix.div_ceil(pl) * pl * cg, npix, npix.div_ceil(pl));
-        let (packed, offsets, spacing) = (buffers.packed, buffers.offsets, buffers.in_place);
+        let (packed, offsets, spacing, padded) = (buffers.packed, buffers.offsets, buffers.in_place, buffers.padded);
         pixel_offsets(g, unit.pixels.start, offsets);
         let c0 = unit.group * cg;
-        // Decided once per panel: read in place, or packed here.
+        debug_assert!(pl <= 64);
+        // Decided once per panel: read in place, or packed here; and which pixels are padding
+        // (their outputs are the epilogue of a zero sum and never read the weights).
         for (panel, offs) in offsets.chunks(pl).enumerate() {
+            padded[panel] = offs
+                .iter()
+                .enumerate()
+                .filter(|&(_, &o)| o == PADDED)
+                .fold(0u64, |mask, (i, _)| mask | 1 << i);
             spacing[panel] = in_place_spacing(offs);
             if spacing[panel].is_none() {
                 let dst = &mut packed[panel * cg * pl..(panel + 1) * cg * pl];
@@ -249,10 +292,17 @@ pub(crate) unsafe fn run_units<V: SimdF32, const MR: usize, const NV: usize>(
                 // input pixels of cg channels each); the tile targets are checked below or
                 // are stack arrays of MAX_TILE >= MR * NR elements.
                 unsafe {
-                    if job.direct && m == MR && n == nr {
+                    if job.direct && m == MR && n == nr && padded[pp] == 0 {
                         store_direct::<V, MR, NV>(job, a, b, j0, chan0, weight_rows);
                     } else {
-                        store_scattered::<V, MR, NV>(job, a, b, j0, chan0, m, n, weight_rows);
+                        let tile = TilePlace {
+                            j0,
+                            chan0,
+                            m,
+                            n,
+                            padded: padded[pp],
+                        };
+                        store_scattered::<V, MR, NV>(job, a, b, tile, weight_rows);
                     }
                 }
             }
@@ -276,45 +326,62 @@ unsafe fn store_direct<V: SimdF32, const MR: usize, const NV: usize>(
     let ldc = if weight_rows { g.output_channel_stride() } else { g.k };
     let ep = TileEpilogue {
         bias: job.bias.map_or(std::ptr::null(), |b| b[chan0..].as_ptr()),
-        bias_axis: if weight_rows { BiasAxis::Rows } else { BiasAxis::Cols },
-        residual: job.residual.map_or(std::ptr::null(), |r| r[origin..].as_ptr()),
+        slope: job.slope.map_or(std::ptr::null(), |s| s[chan0..].as_ptr()),
+        axis: Job::channel_axis(weight_rows),
+        // `origin` is inside the output, whose shape the residual has.
+        residual: if job.residual.0.is_null() {
+            std::ptr::null()
+        } else {
+            job.residual.0.wrapping_add(origin)
+        },
         ldr: ldc,
         act: job.act,
     };
     // SAFETY: `direct` is only set when a full tile's rows are `ldc` apart and its lanes
-    // contiguous inside the output (and the residual, which has the output's shape).
+    // contiguous inside the output (and the residual, which has the output's shape). An
+    // in-place residual is read register by register just before the same register is stored.
     unsafe { gemm_tile::<V, MR, NV>(job.geom.cg, a, b, job.y.0.add(origin), ldc, &ep) }
 }
 
-/// An edge tile, or any tile whose lanes are not contiguous in the output: computed into a
-/// stack tile (with bias and residual copied in), then the valid `m x n` part is scattered.
+/// Where a tile lands: its first folded pixel and global output channel, its valid extent
+/// (`m` rows by `n` lanes) and which of its pixels are padding (bit `i`: the tile's pixel `i`).
+#[derive(Clone, Copy)]
+pub(crate) struct TilePlace {
+    pub j0: usize,
+    pub chan0: usize,
+    pub m: usize,
+    pub n: usize,
+    pub padded: u64,
+}
+
+/// An edge tile, a tile over padded pixels, or any tile whose lanes are not contiguous in the
+/// output: computed into a stack tile (with bias and residual copied in), then the valid
+/// `m x n` part is scattered.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn store_scattered<V: SimdF32, const MR: usize, const NV: usize>(
     job: &Job,
     a: RowOperand,
     b: ColOperand,
-    j0: usize,
-    chan0: usize,
-    m: usize,
-    n: usize,
+    t: TilePlace,
     weight_rows: bool,
 ) {
     let addr = |r: usize, l: usize| {
         if weight_rows {
-            job.out_offset(j0 + l, chan0 + r)
+            job.out_offset(t.j0 + l, t.chan0 + r)
         } else {
-            job.out_offset(j0 + r, chan0 + l)
+            job.out_offset(t.j0 + r, t.chan0 + l)
         }
     };
     let edge = EdgeTile {
         kc: job.geom.cg,
-        m,
-        n,
-        bias: job.bias.map(|b| &b[chan0..]),
-        bias_axis: if weight_rows { BiasAxis::Rows } else { BiasAxis::Cols },
-        residual: job.residual.map(<[f32]>::as_ptr),
+        m: t.m,
+        n: t.n,
+        bias: job.bias.map(|b| &b[t.chan0..]),
+        slope: job.slope.map(|s| &s[t.chan0..]),
+        axis: Job::channel_axis(weight_rows),
+        residual: (!job.residual.0.is_null()).then_some(job.residual.0),
         act: job.act,
+        padded_pixels: t.padded,
     };
     // SAFETY: addr(r, l) for r < m, l < n are elements of this unit's part of the output (and
     // of the residual, which has the output's shape); a and b are full panels.
@@ -329,12 +396,18 @@ pub(crate) struct EdgeTile<'a> {
     pub kc: usize,
     pub m: usize,
     pub n: usize,
-    /// Bias starting at the tile's first row (or column), at least `m` (or `n`) values.
+    /// Bias starting at the tile's first channel, at least `m` (or `n`) values.
     pub bias: Option<&'a [f32]>,
-    pub bias_axis: BiasAxis,
+    /// PReLU slopes starting at the tile's first channel, likewise.
+    pub slope: Option<&'a [f32]>,
+    pub axis: ChannelAxis,
     /// Residual base; element (r, l) is at `res_addr(r, l)`.
     pub residual: Option<*const f32>,
     pub act: Activation,
+    /// Bit `i` set when the tile's pixel `i` (its row `i` if rows are pixels, else its lane
+    /// `i`) is padding: its output is the epilogue of a zero sum, computed without the
+    /// operands, so that a non-finite weight never reaches it.
+    pub padded_pixels: u64,
 }
 
 impl EdgeTile<'_> {
@@ -357,6 +430,7 @@ impl EdgeTile<'_> {
         let mut tile = [MaybeUninit::<f32>::uninit(); MAX_TILE];
         let mut res = [MaybeUninit::<f32>::uninit(); MAX_TILE];
         let mut bias = [0.0f32; 64];
+        let mut slope = [0.0f32; 64];
         if let Some(rsrc) = self.residual {
             for v in &mut res[..MR * nr] {
                 v.write(0.0);
@@ -368,13 +442,12 @@ impl EdgeTile<'_> {
                 }
             }
         }
+        let channels = if self.axis == ChannelAxis::Rows { self.m } else { self.n };
         if let Some(bsrc) = self.bias {
-            let count = if self.bias_axis == BiasAxis::Rows {
-                self.m
-            } else {
-                self.n
-            };
-            bias[..count].copy_from_slice(&bsrc[..count]);
+            bias[..channels].copy_from_slice(&bsrc[..channels]);
+        }
+        if let Some(ssrc) = self.slope {
+            slope[..channels].copy_from_slice(&ssrc[..channels]);
         }
         let ep = TileEpilogue {
             bias: if self.bias.is_some() {
@@ -382,7 +455,12 @@ impl EdgeTile<'_> {
             } else {
                 std::ptr::null()
             },
-            bias_axis: self.bias_axis,
+            slope: if self.slope.is_some() {
+                slope.as_ptr()
+            } else {
+                std::ptr::null()
+            },
+            axis: self.axis,
             residual: if self.residual.is_some() {
                 res.as_ptr().cast::<f32>()
             } else {
@@ -392,8 +470,24 @@ impl EdgeTile<'_> {
             act: self.act,
         };
         // SAFETY: the stack arrays hold MR * NR <= MAX_TILE values and 64 >= max(MR, NR)
-        // biases; a and b are full panels by the caller's guarantee.
+        // channel values; a and b are full panels by the caller's guarantee.
         unsafe { gemm_tile::<V, MR, NV>(self.kc, a, b, tile.as_mut_ptr().cast::<f32>(), nr, &ep) };
+        if self.padded_pixels != 0 {
+            // The epilogue of a zero sum (kc = 0: the operands are not read), with the same
+            // operations as any other tile, for the padded pixels.
+            let mut zero_sum = [MaybeUninit::<f32>::uninit(); MAX_TILE];
+            // SAFETY: as above; with kc = 0 the operand pointers are not dereferenced.
+            unsafe { gemm_tile::<V, MR, NV>(0, a, b, zero_sum.as_mut_ptr().cast::<f32>(), nr, &ep) };
+            let pixels_are_rows = self.axis == ChannelAxis::Cols;
+            for r in 0..self.m {
+                for l in 0..self.n {
+                    let pixel = if pixels_are_rows { r } else { l };
+                    if self.padded_pixels >> pixel & 1 == 1 {
+                        tile[r * nr + l] = zero_sum[r * nr + l];
+                    }
+                }
+            }
+        }
         for r in 0..self.m {
             for l in 0..self.n {
                 // SAFETY: the caller guarantees out_addr(r, l) is inside `out`, and gemm_tile
@@ -415,7 +509,8 @@ pub(crate) struct TileCall<'a> {
     pub c: *mut f32,
     pub ldc: usize,
     pub bias: Option<&'a [f32]>,
-    pub bias_axis: BiasAxis,
+    pub slope: Option<&'a [f32]>,
+    pub axis: ChannelAxis,
     pub residual: Option<(&'a [f32], usize)>,
     pub act: Activation,
 }
@@ -432,7 +527,8 @@ pub(crate) unsafe fn run_tile_call<V: SimdF32, const MR: usize, const NV: usize>
     if call.m == MR && call.n == nr {
         let ep = TileEpilogue {
             bias: call.bias.map_or(std::ptr::null(), <[f32]>::as_ptr),
-            bias_axis: call.bias_axis,
+            slope: call.slope.map_or(std::ptr::null(), <[f32]>::as_ptr),
+            axis: call.axis,
             residual: call.residual.map_or(std::ptr::null(), |(r, _)| r.as_ptr()),
             ldr: call.residual.map_or(0, |(_, ld)| ld),
             act: call.act,
@@ -457,9 +553,11 @@ pub(crate) unsafe fn run_tile_call<V: SimdF32, const MR: usize, const NV: usize>
         m: call.m,
         n: call.n,
         bias: call.bias,
-        bias_axis: call.bias_axis,
+        slope: call.slope,
+        axis: call.axis,
         residual: call.residual.map(|(r, _)| r.as_ptr()),
         act: call.act,
+        padded_pixels: 0,
     };
     // SAFETY: the caller checked m rows of n values at stride ldc (output) and ldr (residual).
     unsafe {
@@ -474,11 +572,13 @@ pub(crate) unsafe fn run_tile_call<V: SimdF32, const MR: usize, const NV: usize>
 }
 
 /// The matrixmultiply kernel for a range of units: gather the block into a `cg x npix`
-/// matrix, one `sgemm`, then the scalar epilogue.
+/// matrix, one `sgemm` into scratch, then the scalar epilogue into the output (padded pixels
+/// take the epilogue of a zero sum, so they never see the weights).
 pub(crate) fn run_units_matrixmultiply(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
     let g = &job.geom;
     let cg = g.cg;
     let ics = g.input_channel_stride();
+    let ep = job.scalar_epilogue();
     for u in units {
         let unit = job.unit(u);
         let npix = unit.pixels.len();
@@ -486,104 +586,50 @@ pub(crate) fn run_units_matrixmultiply(job: &Job, units: Range<usize>, scratch: 
         let chan0 = unit.group * g.kg + unit.channels.start;
         let buffers = scratch.buffers(npix * cg, npix, 0);
         let (packed, offsets, out_scratch) = (buffers.packed, buffers.offsets, buffers.out);
-        if job.folded && g.layout == Layout::Nchw && out_scratch.len() < kn * npix {
+        if out_scratch.len() < kn * npix {
             out_scratch.resize(kn * npix, 0.0);
         }
         pixel_offsets(g, unit.pixels.start, offsets);
         // One panel as wide as the block: a row-major cg x npix matrix.
         pack_pixel_panels(job.x, offsets, unit.group * cg, cg, ics, npix, packed);
         let w = &job.weights[chan0 * cg..(chan0 + kn) * cg];
-        let bias = job.bias.map(|b| &b[chan0..chan0 + kn]);
-        // (rows, cols, A as (ptr, row stride, col stride), B likewise, bias axis):
-        // NCHW C[kn x npix] = W[kn x cg] * Xp[cg x npix]; NHWC C[npix x kn] = Xp^T * W^T.
-        let (rows, cols, a, b, bias_axis) = match g.layout {
-            Layout::Nchw => (
+        let out = &mut out_scratch[..kn * npix];
+        // SAFETY: `out` is kn x npix row-major, `w` kn x cg, `packed` cg x npix.
+        unsafe {
+            matrixmultiply::sgemm(
                 kn,
+                cg,
                 npix,
-                (w.as_ptr(), cg, 1),
-                (packed.as_ptr(), npix, 1),
-                BiasAxis::Rows,
-            ),
-            Layout::Nhwc => (
-                npix,
-                kn,
-                (packed.as_ptr(), 1, npix),
-                (w.as_ptr(), 1, cg),
-                BiasAxis::Cols,
-            ),
+                1.0,
+                w.as_ptr(),
+                cg as isize,
+                1,
+                packed.as_ptr(),
+                npix as isize,
+                1,
+                0.0,
+                out.as_mut_ptr(),
+                npix as isize,
+                1,
+            );
+        }
+        let out = &*out;
+        let offsets = &*offsets;
+        let finish = |r: usize, l: usize| {
+            let at = job.out_offset(unit.pixels.start + l, chan0 + r);
+            let acc = if offsets[l] == PADDED { 0.0 } else { out[r * npix + l] };
+            // SAFETY: `at` is an element of this unit's part of the output, whose shape the
+            // residual has; the residual element is read before the output element is written
+            // (they may be the same element).
+            unsafe {
+                let res = (!job.residual.0.is_null()).then(|| *job.residual.0.add(at));
+                *job.y.0.add(at) = ep.finish(acc, chan0 + r, res);
+            }
         };
-        match (g.layout, job.folded) {
-            (Layout::Nchw, false) | (Layout::Nhwc, _) => {
-                let origin = job.out_offset(unit.pixels.start, chan0);
-                // Row stride: between output channels (NCHW) or pixels (NHWC).
-                let ld = if g.layout == Layout::Nchw { g.p } else { g.k };
-                // SAFETY: C lands in channels chan0..chan0+kn of pixels j0..j0+npix (of one
-                // image in NCHW), all inside the output; the residual has the output's shape.
-                unsafe {
-                    let c = job.y.0.add(origin);
-                    matrixmultiply::sgemm(
-                        rows,
-                        cg,
-                        cols,
-                        1.0,
-                        a.0,
-                        a.1 as isize,
-                        a.2 as isize,
-                        b.0,
-                        b.1 as isize,
-                        b.2 as isize,
-                        0.0,
-                        c,
-                        ld as isize,
-                        1,
-                    );
-                    let ep = TileEpilogue {
-                        bias: bias.map_or(std::ptr::null(), |b| b.as_ptr()),
-                        bias_axis,
-                        residual: job.residual.map_or(std::ptr::null(), |r| r[origin..].as_ptr()),
-                        ldr: ld,
-                        act: job.act,
-                    };
-                    ep.apply_scalar(c, ld, rows, cols);
-                }
-            }
-            (Layout::Nchw, true) => {
-                // Pixels span images: compute into scratch, then scatter with the epilogue.
-                let out = &mut out_scratch[..kn * npix];
-                // SAFETY: `out` is kn x npix, row-major.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        kn,
-                        cg,
-                        npix,
-                        1.0,
-                        w.as_ptr(),
-                        cg as isize,
-                        1,
-                        packed.as_ptr(),
-                        npix as isize,
-                        1,
-                        0.0,
-                        out.as_mut_ptr(),
-                        npix as isize,
-                        1,
-                    );
-                }
-                for r in 0..kn {
-                    for l in 0..npix {
-                        let at = job.out_offset(unit.pixels.start + l, chan0 + r);
-                        let mut z = out[r * npix + l];
-                        if let Some(b) = bias {
-                            z += b[r];
-                        }
-                        if let Some(res) = job.residual {
-                            z += res[at];
-                        }
-                        // SAFETY: `at` is an element of this unit's part of the output.
-                        unsafe { *job.y.0.add(at) = job.act.apply(z) };
-                    }
-                }
-            }
+        // Walk the output in its own order: channel planes (NCHW) or pixels (NHWC).
+        match g.layout {
+            Layout::Nchw => (0..kn).for_each(|r| (0..npix).for_each(|l| finish(r, l))),
+            Layout::Nhwc => (0..npix).for_each(|l| (0..kn).for_each(|r| finish(r, l))),
         }
     }
 }

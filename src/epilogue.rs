@@ -1,17 +1,24 @@
 //! The fused output stage, `Y = act(acc + bias + R)`: the activation list with its formulas,
-//! its validation, and the scalar form used by the reference and matrixmultiply kernels.
-//! The SIMD tiers run the same formulas in registers (see `kernels::simd`).
+//! its validation, and its one scalar definition ([`ScalarEpilogue`]), which the reference
+//! loop, the small-problem loop and the matrixmultiply kernel share. The SIMD tiers run the
+//! same formulas in registers (`kernels::simd::activate`).
 use crate::error::{Error, Result};
 
 /// Activation fused into the store. `z` is the pre-activation value `W*X + bias + R`.
 ///
-/// NaN propagates through every activation (a NaN `z` gives a NaN output).
+/// NaN propagates through every activation (a NaN `z` gives a NaN output). Infinite `z` gives
+/// the function's limit on every kernel and size: `±inf` for the unbounded side of ReLU-like
+/// functions, SiLU and GELU, `0` (or `-0`) for SiLU and GELU at `-inf`, `0`/`1` for Sigmoid,
+/// `±1` for Tanh.
 ///
-/// Error bounds (f32 result against the formula evaluated in f64 on the same `z`, `u = 2^-24`):
-/// the piecewise-linear ones (Identity, ReLU, ReLU6, Clamp, LeakyReLU) are exact up to the
-/// one rounding of `alpha * z`; HardSwish is within `3u * |y| `; SiLU and GELU, which evaluate
-/// an exponential, are within `2^-20 * (|y| + |z|)` on every tier (tested).
+/// Error bounds (f32 result against the formula evaluated in f64 on the same `z`, `u = 2^-24`),
+/// tested on every kernel:
+/// - Identity, ReLU, ReLU6, Clamp: exact; LeakyReLU and PReLU: one rounding of `slope * z`;
+/// - HardSwish: within `3u|y| + u|z|`; HardSigmoid: within `u(|y| + 2|alpha z| + |beta|)`;
+/// - Sigmoid, Tanh: within `2^-20 |y| + 2^-126`;
+/// - SiLU, GELU (both forms): within `2^-20 (|y| + |z|)`.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
 pub enum Activation {
     /// `y = z`.
     #[default]
@@ -32,14 +39,38 @@ pub enum Activation {
         /// Slope for negative inputs.
         alpha: f32,
     },
+    /// PReLU with one slope per output channel: `y = z` for `z >= 0`, `slope[k] * z`
+    /// otherwise (PyTorch's `nn.PReLU(num_parameters=K)`, ONNX `PRelu` with a `[K, 1, 1]`
+    /// slope). The slopes (`[K]`, finite) are given to the plan with
+    /// [`PlanBuilder::prelu_slope`](crate::PlanBuilder::prelu_slope).
+    Prelu,
     /// `y = z * min(max(z + 3, 0), 6) / 6` (MobileNetV3's h-swish, evaluated as `z * r * (1/6)`).
     HardSwish,
+    /// `y = min(max(alpha * z + beta, 0), 1)` (ONNX `HardSigmoid`, whose defaults are
+    /// `alpha = 0.2`, `beta = 0.5`; PyTorch's `nn.Hardsigmoid` is `alpha = 1/6`, `beta = 0.5`).
+    /// Both must be finite.
+    HardSigmoid {
+        /// Slope.
+        alpha: f32,
+        /// Offset.
+        beta: f32,
+    },
+    /// `y = 1 / (1 + exp(-z))`.
+    Sigmoid,
+    /// `y = tanh(z)`.
+    Tanh,
     /// `y = z * sigmoid(z) = z / (1 + exp(-z))`.
     Silu,
-    /// GELU, tanh form: `y = 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))`, evaluated as
-    /// `z / (1 + exp(-2 sqrt(2/pi) (z + 0.044715 z^3)))`, which is the same function without
-    /// the cancellation of `1 + tanh` for negative `z`.
+    /// GELU, exact form: `y = z * Phi(z) = 0.5 z (1 + erf(z / sqrt(2)))` (PyTorch's
+    /// `nn.GELU()` and ONNX `Gelu` by default), evaluated as `z * 0.5 * erfc(-z / sqrt(2))`
+    /// so that negative `z` does not cancel.
     Gelu,
+    /// GELU, tanh form: `y = 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))` (PyTorch's
+    /// `nn.GELU(approximate='tanh')`), evaluated as
+    /// `z / (1 + exp(-2 sqrt(2/pi) (z + 0.044715 z^3)))`, the same function without the
+    /// cancellation of `1 + tanh` for negative `z`. It differs from [`Activation::Gelu`] by up
+    /// to 4.7e-4.
+    GeluTanh,
 }
 
 /// `sqrt(2/pi)`, the GELU tanh-form constant.
@@ -48,13 +79,33 @@ pub(crate) const GELU_SQRT_2_OVER_PI: f32 = 0.797_884_6;
 pub(crate) const GELU_CUBIC: f32 = 0.044_715;
 /// `1/6`, HardSwish's scale.
 pub(crate) const ONE_SIXTH: f32 = 1.0 / 6.0;
+/// `1/sqrt(2)`, the exact GELU's argument scale.
+pub(crate) const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// Below this `z`, SiLU and GELU are evaluated at this `z` instead: their value there already
+/// rounds to `-0`, and `-inf` would otherwise give `-inf * 0 = NaN`.
+pub(crate) const SMOOTH_FLOOR: f32 = -200.0;
+/// Tanh switches from its odd polynomial to the exponential form at this `|z|`.
+pub(crate) const TANH_POLY_LIMIT: f32 = 0.625;
+/// Odd polynomial for `tanh(z) = z + z^3 P(z^2)` on `|z| < 0.625` (Cephes `tanhf`), highest
+/// degree first.
+pub(crate) const TANH_POLY: [f32; 5] = [
+    -5.704_988_7e-3,
+    2.063_908_9e-2,
+    -5.373_971_6e-2,
+    1.333_144_2e-1,
+    -3.333_328_2e-1,
+];
+/// `erfc(x) ~= t P(t) exp(-x^2)`, `t = 1 / (1 + ERFC_P x)`, for `x >= 0` (Abramowitz and
+/// Stegun 7.1.26, absolute error below 1.5e-7); `ERFC_POLY` highest degree first.
+pub(crate) const ERFC_P: f32 = 0.327_591_1;
+pub(crate) const ERFC_POLY: [f32; 5] = [1.061_405_4, -1.453_152_1, 1.421_413_7, -0.284_496_74, 0.254_829_6];
 
 impl Activation {
     /// Checks the parameters.
     ///
     /// # Errors
-    /// [`Error::InvalidActivation`] for a Clamp bound that is NaN, `min > max`, or a LeakyReLU
-    /// slope that is not finite.
+    /// [`Error::InvalidActivation`] for a Clamp bound that is NaN, `min > max`, a LeakyReLU
+    /// slope or a HardSigmoid parameter that is not finite.
     pub fn validate(&self) -> Result<()> {
         match *self {
             Activation::Clamp { min, max } => {
@@ -69,32 +120,61 @@ impl Activation {
             Activation::LeakyRelu { alpha } if !alpha.is_finite() => {
                 Err(Error::InvalidActivation("LeakyRelu slope is not finite"))
             }
+            Activation::HardSigmoid { alpha, beta } if !alpha.is_finite() || !beta.is_finite() => {
+                Err(Error::InvalidActivation("HardSigmoid alpha or beta is not finite"))
+            }
             _ => Ok(()),
         }
     }
 
-    /// The activation applied to one value, as the scalar kernels compute it.
+    /// Whether the activation takes a per-channel slope ([`Activation::Prelu`]).
+    pub fn needs_slope(&self) -> bool {
+        matches!(self, Activation::Prelu)
+    }
+
+    /// The activation applied to one value `z`, as every scalar path computes it; `slope` is
+    /// the channel's PReLU slope (ignored by the others).
     #[inline]
-    pub fn apply(&self, z: f32) -> f32 {
+    pub(crate) fn apply(&self, z: f32, slope: f32) -> f32 {
         match *self {
             Activation::Identity => z,
             Activation::Relu => clamp_below(z, 0.0),
             Activation::Relu6 => clamp_above(clamp_below(z, 0.0), 6.0),
             Activation::Clamp { min, max } => clamp_above(clamp_below(z, min), max),
-            Activation::LeakyRelu { alpha } => {
-                if z < 0.0 {
-                    alpha * z
-                } else {
-                    z
-                }
-            }
+            Activation::LeakyRelu { alpha } => negative_slope(z, alpha),
+            Activation::Prelu => negative_slope(z, slope),
             Activation::HardSwish => z * clamp_above(clamp_below(z + 3.0, 0.0), 6.0) * ONE_SIXTH,
-            Activation::Silu => z / (1.0 + (-z).exp()),
+            Activation::HardSigmoid { alpha, beta } => clamp_above(clamp_below(alpha * z + beta, 0.0), 1.0),
+            Activation::Sigmoid => 1.0 / (1.0 + (-z).exp()),
+            Activation::Tanh => z.tanh(),
+            Activation::Silu => {
+                let z = clamp_below(z, SMOOTH_FLOOR);
+                z / (1.0 + (-z).exp())
+            }
             Activation::Gelu => {
+                let z = clamp_below(z, SMOOTH_FLOOR);
+                let x = z.abs() * FRAC_1_SQRT_2;
+                let t = 1.0 / (1.0 + ERFC_P * x);
+                let poly = ERFC_POLY.iter().fold(0.0f32, |p, &c| p * t + c);
+                let half_erfc = 0.5 * (t * poly * (-(x * x)).exp());
+                z * if z < 0.0 { half_erfc } else { 1.0 - half_erfc }
+            }
+            Activation::GeluTanh => {
+                let z = clamp_below(z, SMOOTH_FLOOR);
                 let t = GELU_SQRT_2_OVER_PI * (z + GELU_CUBIC * z * z * z);
                 z / (1.0 + (-2.0 * t).exp())
             }
         }
+    }
+}
+
+/// `z` for `z >= 0` (and NaN), `slope * z` otherwise.
+#[inline(always)]
+fn negative_slope(z: f32, slope: f32) -> f32 {
+    if z < 0.0 {
+        slope * z
+    } else {
+        z
     }
 }
 
@@ -118,21 +198,24 @@ fn clamp_above(z: f32, hi: f32) -> f32 {
     }
 }
 
-/// How the bias vector maps onto a tile: per row (NCHW, rows are output channels) or per
-/// column (NHWC, columns are output channels).
+/// How the per-channel vectors (bias, PReLU slope) map onto a tile: per row (rows are output
+/// channels, NCHW) or per column (columns are output channels, NHWC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BiasAxis {
+pub(crate) enum ChannelAxis {
     Rows,
     Cols,
 }
 
-/// The fused output operations for one `rows x cols` tile, in the order they run:
-/// add bias, add residual, activation, store.
+/// The fused output operations for one register tile, in the order they run: add bias, add
+/// residual, activation (with the PReLU slopes), store. Pointers address the tile's first
+/// row or column; null means absent.
 #[derive(Clone, Copy)]
 pub(crate) struct TileEpilogue {
-    /// Bias for the tile's first row (or column); null when there is no bias.
+    /// Bias for the tile's first channel; null when there is no bias.
     pub bias: *const f32,
-    pub bias_axis: BiasAxis,
+    /// PReLU slope for the tile's first channel; null unless the activation is PReLU.
+    pub slope: *const f32,
+    pub axis: ChannelAxis,
     /// Residual element at the tile's origin; null when there is no residual.
     pub residual: *const f32,
     /// Row stride of the residual.
@@ -140,30 +223,38 @@ pub(crate) struct TileEpilogue {
     pub act: Activation,
 }
 
-impl TileEpilogue {
-    /// Scalar epilogue over a `rows x cols` tile stored at `c` with row stride `ldc`
-    /// (unit column stride), as the reference and matrixmultiply kernels use it.
-    ///
-    /// # Safety
-    /// `c` (and `residual`, `bias` when non-null) must be valid for the tile's extent.
-    pub unsafe fn apply_scalar(&self, c: *mut f32, ldc: usize, rows: usize, cols: usize) {
-        for r in 0..rows {
-            for j in 0..cols {
-                // SAFETY: the caller guarantees the tile extent is in bounds.
-                unsafe {
-                    let mut z = *c.add(r * ldc + j);
-                    if !self.bias.is_null() {
-                        z += match self.bias_axis {
-                            BiasAxis::Rows => *self.bias.add(r),
-                            BiasAxis::Cols => *self.bias.add(j),
-                        };
-                    }
-                    if !self.residual.is_null() {
-                        z += *self.residual.add(r * self.ldr + j);
-                    }
-                    *c.add(r * ldc + j) = self.act.apply(z);
-                }
-            }
+/// The scalar epilogue: `act(acc + bias[k] + r)` for one output element of channel `k`.
+/// The one scalar definition of the output stage.
+#[derive(Clone, Copy)]
+pub(crate) struct ScalarEpilogue<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub slope: Option<&'a [f32]>,
+    pub act: Activation,
+}
+
+impl ScalarEpilogue<'_> {
+    /// The output value for accumulator `acc` of global channel `k` and residual `r`.
+    #[inline(always)]
+    pub fn finish(&self, acc: f32, k: usize, r: Option<f32>) -> f32 {
+        let mut z = acc;
+        if let Some(b) = self.bias {
+            z += b[k];
         }
+        if let Some(r) = r {
+            z += r;
+        }
+        let slope = self.slope.map_or(0.0, |s| s[k]);
+        self.act.apply(z, slope)
     }
+}
+
+/// Where a call's residual comes from.
+#[derive(Clone, Copy)]
+pub(crate) enum Residual<'a> {
+    /// No residual.
+    None,
+    /// A separate output-shaped buffer.
+    Separate(&'a [f32]),
+    /// The output buffer itself, read before it is overwritten (`y = act(W x + b + y)`).
+    InOutput,
 }

@@ -49,7 +49,7 @@ pub enum Error {
     #[error("kernel `{0}` is not available on this CPU")]
     KernelUnavailable(KernelId),
     /// A kernel name that no kernel has.
-    #[error("unknown kernel name `{0}` (known: avx512, avx2, neon, portable, matrixmultiply, reference)")]
+    #[error("unknown kernel name `{0}` (known: {known})", known = crate::dispatch::kernel_names())]
     UnknownKernel(String),
     /// `channel_shuffle` was given factors that do not multiply to the channel count.
     #[error("channel_shuffle: groups ({groups}) must divide channels ({channels}) and be at least 1")]
@@ -69,8 +69,10 @@ pub enum Error {
     ThreadPool(String),
 }
 
-/// The crate's result type.
-pub type Result<T> = std::result::Result<T, Error>;
+/// The crate's result type (crate-internal: the public signatures spell out
+/// `std::result::Result<T, Error>` through it, and `use pointwise::*` brings no `Result`
+/// that would shadow the standard one).
+pub(crate) type Result<T> = std::result::Result<T, Error>;
 
 /// Multiplies sizes with overflow checking; `what` names the product in the error.
 /// A product with a zero factor is zero whatever the other factors are: an empty shape is

@@ -75,8 +75,8 @@ pub use dispatch::{
     KernelChoice, KernelId,
 };
 pub use epilogue::Activation;
-pub use error::{Error, Result};
-pub use plan::{Plan, PlanOptions, Threads, Workspace, MAX_THREADS};
+pub use error::Error;
+pub use plan::{Plan, PlanBuilder, PlanOptions, Threads, WeightOrder, Workspace, MAX_THREADS, SMALL_PROBLEM_MACS};
 pub use shuffle::channel_shuffle;
 
 #[doc = include_str!("../README.md")]

@@ -3,31 +3,76 @@
 use crate::conv::{Conv1x1, Geometry, InputDims, Layout, OutputDims};
 use crate::dispatch::{KernelChoice, KernelId};
 use crate::driver::{
-    run_units_matrixmultiply, Job, Orientation, OutPtr, TaskScratch, PACKED_PIXEL_BYTES, PARALLEL_MIN_FLOPS,
+    run_units_matrixmultiply, InPtr, Job, Orientation, OutPtr, TaskScratch, PACKED_PIXEL_BYTES, PARALLEL_MIN_FLOPS,
 };
+use crate::epilogue::{Residual, ScalarEpilogue};
 use crate::error::{checked_product, Error, Result};
 use crate::kernels::{self, Tier, Tile};
 use crate::packing::{pack_weight_panels, WeightPanels};
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-/// Images whose product per group has at most this many multiply-adds run the direct loop on
-/// every kernel: packing and tiling cost more than such an image's arithmetic (the seed's 3x3
-/// example has 54).
-const TINY_MACS: usize = 2048;
+/// With [`KernelChoice::Auto`], calls whose product per image and group has at most this many
+/// multiply-adds (`Ho * Wo * (K/G) * (C/G)`) run the plain reference loop: packing and tiling
+/// cost more than such an image's arithmetic (the seed's 3x3 example has 54). A forced kernel
+/// runs at every size. [`Plan::kernel_for`] says which kernel a call of given dims runs.
+pub const SMALL_PROBLEM_MACS: usize = 2048;
 
 /// How many threads a forward call may use. Work is split over images, pixel blocks and
 /// output-channel blocks, never over the reduction, so the result is bit-identical for every
 /// choice. Calls below about 4 MFLOP always stay on the calling thread.
+///
+/// For a whole network (one plan per layer), use [`Threads::Rayon`] with one pool installed
+/// around the network (or rayon's global pool), or one `Count(n)`: plans with the same count
+/// share one pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[non_exhaustive]
 pub enum Threads {
     /// Run on the calling thread.
     #[default]
     Single,
-    /// A dedicated rayon pool of this many threads, built with the plan (0 and 1 mean the
-    /// calling thread only; counts above [`MAX_THREADS`] are capped there).
+    /// A rayon pool of this many threads (0 and 1 mean the calling thread only; counts above
+    /// [`MAX_THREADS`] are capped there). Pools are shared process-wide: every plan with the
+    /// same count uses the same pool, started by the first such plan (tens of microseconds,
+    /// once) and stopped when the last plan using it is dropped.
     Count(usize),
-    /// rayon's current pool (the global one, or the one installed around the call).
+    /// rayon's current pool (the global one, or the one installed around the call); costs
+    /// nothing at plan time.
     Rayon,
+}
+
+/// The process-wide pool for `threads` threads (already capped): the live one when a plan
+/// holds it, else a new one.
+fn shared_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Weak<rayon::ThreadPool>>>> = OnceLock::new();
+    let pools = POOLS.get_or_init(|| Mutex::new(HashMap::new()));
+    // A poisoned lock only means another thread panicked while holding it; the map of weak
+    // pointers stays valid.
+    let mut pools = pools.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(pool) = pools.get(&threads).and_then(Weak::upgrade) {
+        return Ok(pool);
+    }
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(move |i| format!("pointwise-{threads}-{i}"))
+            .build()
+            .map_err(|e| Error::ThreadPool(e.to_string()))?,
+    );
+    pools.retain(|_, p| p.strong_count() > 0);
+    pools.insert(threads, Arc::downgrade(&pool));
+    Ok(pool)
+}
+
+/// The order of the weight matrix given to a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[non_exhaustive]
+pub enum WeightOrder {
+    /// `[K, C/G]` row-major: PyTorch's and ONNX's `[K, C/G, 1, 1]`.
+    #[default]
+    OutputMajor,
+    /// `[C/G, K]` row-major: TensorFlow's HWIO kernel `[1, 1, C/G, K]`.
+    InputMajor,
 }
 
 /// The most threads a dedicated pool gets (`Threads::Count` is capped here).
@@ -35,6 +80,7 @@ pub const MAX_THREADS: usize = 256;
 
 /// Plan options, with `Default` = fastest kernel for this CPU, calling thread only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[non_exhaustive]
 pub struct PlanOptions {
     /// Kernel selection.
     pub kernel: KernelChoice,
@@ -56,12 +102,14 @@ impl PlanOptions {
     }
 
     /// These options with a kernel choice.
+    #[must_use]
     pub fn with_kernel(mut self, kernel: KernelChoice) -> Self {
         self.kernel = kernel;
         self
     }
 
     /// These options with a thread choice.
+    #[must_use]
     pub fn with_threads(mut self, threads: Threads) -> Self {
         self.threads = threads;
         self
@@ -74,6 +122,14 @@ impl PlanOptions {
 #[derive(Default)]
 pub struct Workspace {
     tasks: Vec<TaskScratch>,
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspace")
+            .field("task_scratches", &self.tasks.len())
+            .finish()
+    }
 }
 
 impl Workspace {
@@ -119,9 +175,14 @@ impl Workspace {
 pub struct Plan {
     conv: Conv1x1,
     kernel: KernelId,
+    /// Whether the kernel was chosen by Auto (then small problems take the reference loop).
+    auto: bool,
     tier: Option<Tier>,
+    /// `[K, C/G]` row-major, whatever order the caller gave.
     weights: Vec<f32>,
     bias: Option<Vec<f32>>,
+    /// PReLU slopes `[K]`, present exactly when the activation is PReLU.
+    slope: Option<Vec<f32>>,
     /// Weight panels for each of the tier's tiles (by index): the one the layout's typical
     /// shapes use is packed by `new`, the others on the first call that needs them.
     panels: Vec<OnceLock<WeightPanels>>,
@@ -142,58 +203,172 @@ impl std::fmt::Debug for Plan {
     }
 }
 
+/// Builds a [`Plan`] from the weights and the optional per-channel parameters; made by
+/// [`Plan::builder`].
+///
+/// ```
+/// use pointwise::{Activation, Conv1x1, Plan, PlanOptions, Threads, WeightOrder};
+/// let conv = Conv1x1::new(3, 2).with_activation(Activation::Prelu);
+/// let w_hwio = [1.0, 0.5, 2.0, 0.0, 3.0, -1.0]; // [C, K], TensorFlow's order
+/// let plan = Plan::builder(&conv, &w_hwio)
+///     .weight_order(WeightOrder::InputMajor)
+///     .bias(&[0.1, 0.2])
+///     .prelu_slope(&[0.25, 0.1])
+///     .options(PlanOptions::default().with_threads(Threads::Single))
+///     .build()
+///     .unwrap();
+/// # let _ = plan;
+/// ```
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct PlanBuilder<'a> {
+    conv: &'a Conv1x1,
+    weights: &'a [f32],
+    order: WeightOrder,
+    bias: Option<&'a [f32]>,
+    slope: Option<&'a [f32]>,
+    options: PlanOptions,
+}
+
+impl<'a> PlanBuilder<'a> {
+    /// The order of the weights (default [`WeightOrder::OutputMajor`], `[K, C/G]`).
+    pub fn weight_order(mut self, order: WeightOrder) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// The bias, `[K]`.
+    pub fn bias(mut self, bias: &'a [f32]) -> Self {
+        self.bias = Some(bias);
+        self
+    }
+
+    /// The per-channel slopes `[K]` of [`Activation::Prelu`](crate::Activation::Prelu).
+    pub fn prelu_slope(mut self, slope: &'a [f32]) -> Self {
+        self.slope = Some(slope);
+        self
+    }
+
+    /// Kernel and thread options.
+    pub fn options(mut self, options: PlanOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Validates everything, resolves the kernel, packs the weights.
+    ///
+    /// # Errors
+    /// Everything [`Conv1x1::validate`] reports; [`Error::LengthMismatch`] for the weights,
+    /// the bias or the PReLU slopes (a PReLU plan without slopes: expected `K`, got 0);
+    /// [`Error::InvalidActivation`] for a non-finite slope, or slopes given to another
+    /// activation; [`Error::KernelUnavailable`] for a forced kernel this CPU lacks;
+    /// [`Error::SizeOverflow`]; [`Error::ThreadPool`] when a pool cannot be built.
+    pub fn build(self) -> Result<Plan> {
+        Plan::build(self)
+    }
+}
+
 impl Plan {
     /// Validates `conv`, checks the weight and bias lengths, resolves the kernel and packs the
-    /// weights.
+    /// weights. The shorthand of [`Plan::builder`] for `[K, C/G]` weights without PReLU.
     ///
     /// # Shapes
     /// `weights`: `[K, C/G]` row-major; `bias`: `[K]`.
     ///
     /// # Errors
-    /// Everything [`Conv1x1::validate`] reports; [`Error::LengthMismatch`] for `weights` or
-    /// `bias`; [`Error::KernelUnavailable`] for a forced kernel this CPU lacks;
-    /// [`Error::SizeOverflow`]; [`Error::ThreadPool`] when a dedicated pool cannot be built.
+    /// As [`PlanBuilder::build`].
     pub fn new(conv: &Conv1x1, weights: &[f32], bias: Option<&[f32]>, options: PlanOptions) -> Result<Plan> {
+        let builder = Plan::builder(conv, weights).options(options);
+        match bias {
+            Some(b) => builder.bias(b).build(),
+            None => builder.build(),
+        }
+    }
+
+    /// A builder for a plan with optional bias, PReLU slopes and weight order.
+    ///
+    /// # Shapes
+    /// `weights`: `[K, C/G]` ([`WeightOrder::OutputMajor`], the default) or `[C/G, K]`
+    /// ([`WeightOrder::InputMajor`]), row-major.
+    pub fn builder<'a>(conv: &'a Conv1x1, weights: &'a [f32]) -> PlanBuilder<'a> {
+        PlanBuilder {
+            conv,
+            weights,
+            order: WeightOrder::OutputMajor,
+            bias: None,
+            slope: None,
+            options: PlanOptions::default(),
+        }
+    }
+
+    fn build(b: PlanBuilder) -> Result<Plan> {
+        let conv = b.conv;
         conv.validate()?;
         let expected = conv.weights_len()?;
-        if weights.len() != expected {
+        if b.weights.len() != expected {
             return Err(Error::LengthMismatch {
                 what: "weights",
                 expected,
-                got: weights.len(),
+                got: b.weights.len(),
             });
         }
-        if let Some(b) = bias {
-            if b.len() != conv.out_channels {
+        let per_channel = |what: &'static str, v: Option<&[f32]>| match v {
+            Some(v) if v.len() != conv.out_channels => Err(Error::LengthMismatch {
+                what,
+                expected: conv.out_channels,
+                got: v.len(),
+            }),
+            _ => Ok(()),
+        };
+        per_channel("bias", b.bias)?;
+        per_channel("prelu slope", b.slope)?;
+        match (conv.activation.needs_slope(), b.slope) {
+            (true, None) => {
                 return Err(Error::LengthMismatch {
-                    what: "bias",
+                    what: "prelu slope",
                     expected: conv.out_channels,
-                    got: b.len(),
-                });
+                    got: 0,
+                })
             }
+            (true, Some(s)) if s.iter().any(|v| !v.is_finite()) => {
+                return Err(Error::InvalidActivation("PReLU slope is not finite"))
+            }
+            (false, Some(_)) => return Err(Error::InvalidActivation("PReLU slopes given to another activation")),
+            _ => {}
         }
-        let kernel = options.kernel.resolve()?;
+        let kernel = b.options.kernel.resolve()?;
         let tier = kernels::tier(kernel);
         debug_assert!(tier.is_none_or(|t| t.id == kernel));
-        let pool = match options.threads {
-            Threads::Count(n) if n > 1 => Some(Arc::new(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .build()
-                    .map_err(|e| Error::ThreadPool(e.to_string()))?,
-            )),
+        let pool = match b.options.threads {
+            Threads::Count(n) if n > 1 => Some(shared_pool(n.min(MAX_THREADS))?),
             _ => None,
+        };
+        let weights = match b.order {
+            WeightOrder::OutputMajor => b.weights.to_vec(),
+            WeightOrder::InputMajor => {
+                // [C/G, K] -> [K, C/G]: element (c, k) moves to (k, c).
+                let (k, cg) = (conv.out_channels, conv.in_channels / conv.groups);
+                let mut w = vec![0.0f32; expected];
+                for (c, row) in b.weights.chunks_exact(k).enumerate() {
+                    for (kk, &v) in row.iter().enumerate() {
+                        w[kk * cg + c] = v;
+                    }
+                }
+                w
+            }
         };
         let plan = Plan {
             conv: *conv,
             kernel,
+            auto: b.options.kernel == KernelChoice::Auto,
             tier,
-            weights: weights.to_vec(),
-            bias: bias.map(<[f32]>::to_vec),
+            weights,
+            bias: b.bias.map(<[f32]>::to_vec),
+            slope: b.slope.map(<[f32]>::to_vec),
             panels: (0..tier.map_or(0, |t| t.tiles.len()))
                 .map(|_| OnceLock::new())
                 .collect(),
-            threads: options.threads,
+            threads: b.options.threads,
             pool,
             forced_tiling: None,
         };
@@ -227,9 +402,36 @@ impl Plan {
         }
     }
 
-    /// The kernel this plan runs.
+    /// The kernel this plan was made for: the forced one, or Auto's pick for this CPU. With
+    /// Auto, small problems run the reference loop instead ([`Plan::kernel_for`]).
     pub fn kernel(&self) -> KernelId {
         self.kernel
+    }
+
+    /// The kernel a forward call with input dims `dims` runs: [`Plan::kernel`], or
+    /// [`KernelId::Reference`] when the plan's kernel is Auto's pick and the problem per image
+    /// and group has at most [`SMALL_PROBLEM_MACS`] multiply-adds.
+    ///
+    /// # Errors
+    /// [`Error::SizeOverflow`] when the output extent overflows.
+    pub fn kernel_for(&self, dims: InputDims) -> Result<KernelId> {
+        let out = self.conv.output_dims(dims)?;
+        let (cg, kg) = (
+            self.conv.in_channels / self.conv.groups,
+            self.conv.out_channels / self.conv.groups,
+        );
+        let macs = [out.h, out.w, kg, cg]
+            .iter()
+            .try_fold(1usize, |acc, &f| acc.checked_mul(f));
+        Ok(self.kernel_for_macs(macs.unwrap_or(usize::MAX)))
+    }
+
+    fn kernel_for_macs(&self, macs_per_gemm: usize) -> KernelId {
+        if self.auto && self.forced_tiling.is_none() && macs_per_gemm <= SMALL_PROBLEM_MACS {
+            KernelId::Reference
+        } else {
+            self.kernel
+        }
     }
 
     /// The convolution this plan computes.
@@ -243,6 +445,22 @@ impl Plan {
     /// [`Error::SizeOverflow`] when the padded extent overflows.
     pub fn output_dims(&self, input: InputDims) -> Result<OutputDims> {
         self.conv.output_dims(input)
+    }
+
+    /// Number of output (and residual) elements for an input shape.
+    ///
+    /// # Errors
+    /// [`Error::SizeOverflow`] when it overflows.
+    pub fn output_len(&self, input: InputDims) -> Result<usize> {
+        self.conv.output_dims(input)?.len()
+    }
+
+    /// Number of input elements for an input shape.
+    ///
+    /// # Errors
+    /// [`Error::SizeOverflow`] when it overflows.
+    pub fn input_len(&self, input: InputDims) -> Result<usize> {
+        self.conv.input_len(input)
     }
 
     fn weight_panels(&self, tile: usize) -> Result<&WeightPanels> {
@@ -267,7 +485,8 @@ impl Plan {
     /// `residual` (optional) and `output`: the shape of [`Plan::output_dims`].
     /// An empty input (`N`, `H` or `W` zero) writes nothing and returns `Ok(())`.
     ///
-    /// On the SIMD kernels of x86_64, denormal intermediate values are flushed to zero.
+    /// Results follow IEEE arithmetic on every kernel (denormals included); the caller's
+    /// floating-point environment is not touched.
     ///
     /// # Errors
     /// [`Error::LengthMismatch`] for `input`, `residual` or `output`; [`Error::SizeOverflow`]
@@ -280,23 +499,55 @@ impl Plan {
         output: &mut [f32],
         workspace: &mut Workspace,
     ) -> Result<()> {
-        let Some(geom) = Geometry::new(&self.conv, dims, input.len(), residual.map(<[f32]>::len), output.len())? else {
+        let residual = residual.map_or(Residual::None, Residual::Separate);
+        self.run(input, dims, residual, output, workspace)
+    }
+
+    /// Computes `output = act(W * input + bias + output)`: the output buffer holds the
+    /// residual on entry (ResNet's shortcut added into the block's output without a second
+    /// buffer). Each output element is read once, before it is overwritten.
+    ///
+    /// # Shapes
+    /// As [`Plan::forward`]; `output` is both residual and result.
+    ///
+    /// # Errors
+    /// As [`Plan::forward`]; on error `output` is untouched.
+    pub fn forward_residual_in_place(
+        &self,
+        input: &[f32],
+        dims: InputDims,
+        output: &mut [f32],
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        self.run(input, dims, Residual::InOutput, output, workspace)
+    }
+
+    fn run(
+        &self,
+        input: &[f32],
+        dims: InputDims,
+        residual: Residual,
+        output: &mut [f32],
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let residual_len = match residual {
+            Residual::Separate(r) => Some(r.len()),
+            Residual::None | Residual::InOutput => None,
+        };
+        let Some(geom) = Geometry::new(&self.conv, dims, input.len(), residual_len, output.len())? else {
             return Ok(());
         };
-        self.kernel.record_invocation();
         // Decided per image and group, so that a batch computes each image exactly as a call
         // on that image alone, and a grouped convolution each group as a convolution alone.
-        let macs_per_gemm = geom.p * geom.kg * geom.cg;
-        if self.kernel == KernelId::Reference || (macs_per_gemm <= TINY_MACS && self.forced_tiling.is_none()) {
-            kernels::reference::forward(
-                &geom,
-                input,
-                &self.weights,
-                self.bias.as_deref(),
-                residual,
-                self.conv.activation,
-                output,
-            );
+        let kernel = self.kernel_for_macs(geom.p * geom.kg * geom.cg);
+        kernel.record_invocation();
+        let scalar = ScalarEpilogue {
+            bias: self.bias.as_deref(),
+            slope: self.slope.as_deref(),
+            act: self.conv.activation,
+        };
+        if kernel == KernelId::Reference {
+            kernels::reference::forward(&geom, input, &self.weights, scalar, residual, output);
             return Ok(());
         }
         let choice = self.choose_tiling(&geom);
@@ -331,6 +582,7 @@ impl Plan {
         };
         let channels_per_split = weight_panels_total.div_ceil(splits) * weight_lanes;
         let splits = geom.kg.div_ceil(channels_per_split);
+        let y = output.as_mut_ptr();
         let job = Job {
             geom,
             tile: tile_index,
@@ -338,9 +590,14 @@ impl Plan {
             direct,
             folded,
             x: input,
-            y: OutPtr(output.as_mut_ptr()),
-            residual,
+            y: OutPtr(y),
+            residual: InPtr(match residual {
+                Residual::None => std::ptr::null(),
+                Residual::Separate(r) => r.as_ptr(),
+                Residual::InOutput => y.cast_const(),
+            }),
             bias: self.bias.as_deref(),
+            slope: self.slope.as_deref(),
             panels,
             weights: &self.weights,
             act: self.conv.activation,

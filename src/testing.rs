@@ -2,7 +2,7 @@
 //! and a checked entry point for one microkernel call. Not part of the stable API.
 use crate::dispatch::KernelId;
 use crate::driver::{Orientation, TileCall};
-use crate::epilogue::{Activation, BiasAxis};
+use crate::epilogue::{Activation, ChannelAxis};
 use crate::error::{Error, Result};
 use crate::kernels;
 
@@ -104,7 +104,12 @@ pub fn run_tile(
         c: c.as_mut_ptr(),
         ldc,
         bias,
-        bias_axis: if bias_per_row { BiasAxis::Rows } else { BiasAxis::Cols },
+        slope: None,
+        axis: if bias_per_row {
+            ChannelAxis::Rows
+        } else {
+            ChannelAxis::Cols
+        },
         residual,
         act,
     };

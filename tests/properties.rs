@@ -360,6 +360,7 @@ proptest! {
                     w: p.w[ks.start * s.cg..ks.end * s.cg].to_vec(),
                     bias: p.bias.as_ref().map(|b| b[ks.clone()].to_vec()),
                     residual: p.residual.as_ref().map(|r| channel_slice(r, s.layout, s.n, k, ohw, ks.clone())),
+                    slope: p.slope.as_ref().map(|v| v[ks.clone()].to_vec()),
                 };
                 let want = channel_slice(&grouped, s.layout, s.n, k, ohw, ks);
                 same_bits(&single.run(forced(kernel)), &want, &format!("{kernel} group {g}"))?;

@@ -248,35 +248,62 @@ fn auto_picks_the_expected_kernel() {
         KernelId::Portable
     };
     assert_eq!(auto, want);
-    let plan = Plan::new(&Conv1x1::new(2, 2), &[1.0; 4], None, PlanOptions::default()).unwrap();
+    // Above the small-problem cut-off Auto's kernel runs; at or below it, the reference loop,
+    // and both the plan and the invocation counters say so.
+    let big = InputDims::new(1, 8, 8);
+    let plan = Plan::new(&Conv1x1::new(32, 32), &[1.0; 32 * 32], None, PlanOptions::default()).unwrap();
     assert_eq!(plan.kernel(), want);
+    assert_eq!(plan.kernel_for(big).unwrap(), want);
     let before = want.invocations();
-    plan.forward(
-        &[1.0; 8],
-        InputDims::new(1, 2, 2),
-        None,
-        &mut [0.0; 8],
-        &mut Workspace::new(),
-    )
-    .unwrap();
+    plan.forward(&[1.0; 32 * 64], big, None, &mut [0.0; 32 * 64], &mut Workspace::new())
+        .unwrap();
     assert!(want.invocations() > before);
+
+    let small = InputDims::new(1, 2, 2);
+    let tiny = Plan::new(&Conv1x1::new(2, 2), &[1.0; 4], None, PlanOptions::default()).unwrap();
+    assert_eq!(tiny.kernel(), want);
+    assert_eq!(tiny.kernel_for(small).unwrap(), KernelId::Reference);
+    let before = KernelId::Reference.invocations();
+    tiny.forward(&[1.0; 8], small, None, &mut [0.0; 8], &mut Workspace::new())
+        .unwrap();
+    assert!(KernelId::Reference.invocations() > before);
+    // The cut-off is per image and group: Ho * Wo * (K/G) * (C/G) multiply-adds.
+    let at_cut = Plan::new(&Conv1x1::new(8, 16), &[1.0; 128], None, PlanOptions::default()).unwrap();
+    assert_eq!(SMALL_PROBLEM_MACS, 2048);
+    assert_eq!(at_cut.kernel_for(InputDims::new(7, 4, 4)).unwrap(), KernelId::Reference);
+    assert_eq!(at_cut.kernel_for(InputDims::new(1, 4, 5)).unwrap(), want);
 }
 
 #[test]
 fn forced_kernel_from_environment_is_the_one_that_runs() {
     let opts = PlanOptions::from_env().unwrap();
-    let plan = Plan::new(&Conv1x1::new(4, 4), &[1.0; 16], None, opts).unwrap();
-    if let KernelChoice::Force(k) = opts.kernel {
-        assert_eq!(plan.kernel(), k);
+    // A forced kernel runs at every size, the smallest included.
+    for (c, k, hw) in [(4, 4, 3), (32, 32, 8)] {
+        let plan = Plan::new(&Conv1x1::new(c, k), &vec![1.0; c * k], None, opts).unwrap();
+        let dims = InputDims::new(1, hw, hw);
+        let ran = plan.kernel_for(dims).unwrap();
+        if let KernelChoice::Force(forced) = opts.kernel {
+            assert_eq!(plan.kernel(), forced);
+            assert_eq!(ran, forced);
+        }
+        let before = ran.invocations();
+        plan.forward(
+            &vec![1.0; c * hw * hw],
+            dims,
+            None,
+            &mut vec![0.0; k * hw * hw],
+            &mut Workspace::new(),
+        )
+        .unwrap();
+        assert!(ran.invocations() > before, "{ran} did not run");
     }
-    let before = plan.kernel().invocations();
-    plan.forward(
-        &[1.0; 36],
-        InputDims::new(1, 3, 3),
-        None,
-        &mut [0.0; 36],
-        &mut Workspace::new(),
-    )
-    .unwrap();
-    assert!(plan.kernel().invocations() > before, "the forced kernel did not run");
+}
+
+/// `use pointwise::*` brings no `Result` alias that would shadow the standard one.
+#[test]
+fn glob_import_keeps_std_result() {
+    fn two_params() -> Result<u8, String> {
+        Ok(1)
+    }
+    assert_eq!(two_params(), Ok(1));
 }

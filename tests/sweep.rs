@@ -33,7 +33,7 @@ fn cases() -> Vec<(Problem, Data)> {
                         } else {
                             Layout::Nhwc
                         })
-                        .with_activation(ACTIVATIONS[(idx / 3) % 8]);
+                        .with_activation(ACTIVATIONS[(idx / 3) % ACTIVATIONS.len()]);
                     let n = if (idx / 5).is_multiple_of(2) { 1 } else { 3 };
                     let data = if (idx / 7).is_multiple_of(2) {
                         Data::Exact
@@ -132,7 +132,7 @@ fn large_reductions() {
                 for data in [Data::Exact, Data::Real] {
                     let conv = Conv1x1::new(c, k)
                         .with_layout(layout)
-                        .with_activation(ACTIVATIONS[i % 8]);
+                        .with_activation(ACTIVATIONS[i % ACTIVATIONS.len()]);
                     let p = Problem::new(conv, InputDims::new(n, h, w), true, i % 2 == 0, data, i as u64);
                     let y = p.run(options);
                     p.check(&y, data, kernel).unwrap_or_else(|e| panic!("{e}"));
@@ -156,7 +156,7 @@ fn sweep_every_tile() {
                     if (i + tile) % step != 0 {
                         continue;
                     }
-                    let mut plan = pointwise::Plan::new(&p.conv, &p.w, p.bias.as_deref(), options).unwrap();
+                    let mut plan = p.plan(options);
                     plan.force_tiling(tile, fold).unwrap();
                     let mut y = vec![f32::NAN; p.output_len()];
                     plan.forward(

@@ -21,7 +21,7 @@ const CHANNELS: [(usize, usize, usize); 2] = [(4, 7, 1), (4, 6, 2)];
 /// Runs `p` on `kernel`, with `tiling = (tile, fold)` forced when given.
 fn run(p: &Problem, kernel: KernelId, tiling: Option<(usize, bool)>) -> Vec<f32> {
     let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
-    let mut plan = Plan::new(&p.conv, &p.w, p.bias.as_deref(), options).unwrap();
+    let mut plan = p.plan(options);
     if let Some((tile, fold)) = tiling {
         plan.force_tiling(tile, fold).unwrap();
     }

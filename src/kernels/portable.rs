@@ -65,6 +65,10 @@ unsafe impl SimdF32 for Wide {
         Wide(self.0.simd_gt(t.0).bitselect(then.0, self.0))
     }
     #[inline(always)]
+    unsafe fn blend_lt(a: Self, b: Self, then: Self, otherwise: Self) -> Self {
+        Wide(a.0.simd_lt(b.0).bitselect(then.0, otherwise.0))
+    }
+    #[inline(always)]
     unsafe fn round(self) -> Self {
         Wide(self.0.round())
     }

@@ -1,38 +1,50 @@
 //! The reference kernel: plain loops straight from the definition, no packing, no SIMD,
 //! single-threaded. It is in the kernel list so any kernel can be checked against it at run
-//! time (the compare tool does; tests use their own f64 reference), and every kernel uses the
-//! same loop for tiny problems, where packing and tiling would cost more than the arithmetic.
+//! time (the compare tool does; tests use their own f64 reference), and Auto runs the same
+//! loop for small problems, where packing and tiling would cost more than the arithmetic.
 use crate::conv::Geometry;
-use crate::epilogue::Activation;
+use crate::epilogue::{Activation, Residual, ScalarEpilogue};
 
 /// `y = act(W x + bias + r)` for every output element, accumulating in input-channel order.
+/// Outputs over padded pixels are the epilogue of a zero sum (the weights are not read).
 pub(crate) fn forward(
     geom: &Geometry,
     x: &[f32],
     weights: &[f32],
-    bias: Option<&[f32]>,
-    residual: Option<&[f32]>,
-    act: Activation,
+    ep: ScalarEpilogue,
+    residual: Residual,
     y: &mut [f32],
 ) {
-    // One instantiation per activation, so the per-element work is a direct call.
-    match act {
-        Activation::Identity => forward_with(geom, x, weights, bias, residual, y, |z| z),
-        Activation::Relu => forward_with(geom, x, weights, bias, residual, y, |z| Activation::Relu.apply(z)),
-        other => forward_with(geom, x, weights, bias, residual, y, |z| other.apply(z)),
+    // One instantiation for the common activations, so the per-element work inlines.
+    match ep.act {
+        Activation::Identity => forward_with(
+            geom,
+            x,
+            weights,
+            ScalarEpilogue {
+                act: Activation::Identity,
+                ..ep
+            },
+            residual,
+            y,
+        ),
+        Activation::Relu => forward_with(
+            geom,
+            x,
+            weights,
+            ScalarEpilogue {
+                act: Activation::Relu,
+                ..ep
+            },
+            residual,
+            y,
+        ),
+        _ => forward_with(geom, x, weights, ep, residual, y),
     }
 }
 
 #[inline(always)]
-fn forward_with(
-    geom: &Geometry,
-    x: &[f32],
-    weights: &[f32],
-    bias: Option<&[f32]>,
-    residual: Option<&[f32]>,
-    y: &mut [f32],
-    act: impl Fn(f32) -> f32,
-) {
+fn forward_with(geom: &Geometry, x: &[f32], weights: &[f32], ep: ScalarEpilogue, residual: Residual, y: &mut [f32]) {
     let ics = geom.input_channel_stride();
     let ocs = geom.output_channel_stride();
     let ho = geom.p / geom.wo;
@@ -54,14 +66,12 @@ fn forward_with(
                         }
                     }
                     let at = dst + k * ocs;
-                    let mut z = acc;
-                    if let Some(b) = bias {
-                        z += b[k];
-                    }
-                    if let Some(r) = residual {
-                        z += r[at];
-                    }
-                    y[at] = act(z);
+                    let r = match residual {
+                        Residual::None => None,
+                        Residual::Separate(r) => Some(r[at]),
+                        Residual::InOutput => Some(y[at]),
+                    };
+                    y[at] = ep.finish(acc, k, r);
                 }
             }
         }

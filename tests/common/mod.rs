@@ -2,6 +2,14 @@
 //! crate's packing code), data generators, and the error bound.
 #![allow(dead_code)]
 use pointwise::{Activation, Conv1x1, InputDims, KernelId, Layout, Plan, PlanOptions, Workspace};
+
+/// The PReLU slope of channel `k` of a test problem (exact in f32 on integer data).
+pub fn slope_for(k: usize, data: Data) -> f32 {
+    match data {
+        Data::Exact => [0.25, -0.5, 2.0, 0.0][k % 4],
+        Data::Real => 0.05 + 0.1 * (k % 5) as f32,
+    }
+}
 use rand::{Rng, SeedableRng};
 
 /// The data generator. Under miri, ChaCha (`StdRng`) would dominate a tiny test's run time;
@@ -19,8 +27,8 @@ pub fn gamma(n: usize) -> f64 {
     nu / (1.0 - nu)
 }
 
-/// The activation in f64, from its textbook formula.
-pub fn act64(act: Activation, z: f64) -> f64 {
+/// The activation in f64, from its textbook formula; `slope` is the channel's PReLU slope.
+pub fn act64(act: Activation, z: f64, slope: f64) -> f64 {
     match act {
         Activation::Identity => z,
         Activation::Relu => {
@@ -39,32 +47,95 @@ pub fn act64(act: Activation, z: f64) -> f64 {
                 z
             }
         }
-        Activation::HardSwish => z * (z + 3.0).clamp(0.0, 6.0) / 6.0,
-        Activation::Silu => z / (1.0 + (-z).exp()),
-        Activation::Gelu => {
-            let c = (2.0 / std::f64::consts::PI).sqrt();
-            0.5 * z * (1.0 + (c * (z + 0.044715 * z * z * z)).tanh())
+        Activation::Prelu => {
+            if z < 0.0 {
+                slope * z
+            } else {
+                z
+            }
         }
+        Activation::HardSwish => z * (z + 3.0).clamp(0.0, 6.0) / 6.0,
+        Activation::HardSigmoid { alpha, beta } => (alpha as f64 * z + beta as f64).clamp(0.0, 1.0),
+        Activation::Sigmoid => 1.0 / (1.0 + (-z).exp()),
+        Activation::Tanh => z.tanh(),
+        Activation::Silu => {
+            if z == f64::NEG_INFINITY {
+                0.0
+            } else {
+                z / (1.0 + (-z).exp())
+            }
+        }
+        Activation::Gelu => {
+            if z == f64::NEG_INFINITY {
+                0.0
+            } else {
+                z * 0.5 * erfc64(-z / std::f64::consts::SQRT_2)
+            }
+        }
+        Activation::GeluTanh => {
+            if z == f64::NEG_INFINITY {
+                0.0
+            } else {
+                let c = (2.0 / std::f64::consts::PI).sqrt();
+                0.5 * z * (1.0 + (c * (z + 0.044715 * z * z * z)).tanh())
+            }
+        }
+        other => panic!("no f64 reference for {other:?}"),
     }
 }
 
+/// `erfc(x)` in f64 with a relative error below 1e-13 (continued fraction for `x > 3`,
+/// Taylor series of erf otherwise), independent of the crate's f32 approximation.
+pub fn erfc64(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    if x < 0.0 {
+        return 2.0 - erfc64(-x);
+    }
+    if x > 3.0 {
+        // Lentz's continued fraction: erfc(x) = exp(-x^2)/sqrt(pi) * 1/(x + 1/2/(x + 1/(x + 3/2/(x + ...)))).
+        let mut f = x;
+        for k in (1..200).rev() {
+            f = x + (k as f64 / 2.0) / f;
+        }
+        return (-x * x).exp() / std::f64::consts::PI.sqrt() / f;
+    }
+    // erf(x) = 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1)).
+    let mut sum = 0.0f64;
+    let mut term = x;
+    let mut n = 0.0;
+    while term.abs() > 1e-17 * sum.abs().max(1e-300) {
+        sum += term / (2.0 * n + 1.0);
+        n += 1.0;
+        term *= -x * x / n;
+    }
+    1.0 - 2.0 / std::f64::consts::PI.sqrt() * sum
+}
+
 /// Lipschitz constant of the activation (bounds how input error grows).
-pub fn lipschitz(act: Activation) -> f64 {
+pub fn lipschitz(act: Activation, slope: f64) -> f64 {
     match act {
         Activation::LeakyRelu { alpha } => (alpha.abs() as f64).max(1.0),
+        Activation::Prelu => slope.abs().max(1.0),
+        Activation::HardSigmoid { alpha, .. } => alpha.abs() as f64,
         Activation::HardSwish => 1.5,
-        Activation::Silu | Activation::Gelu => 1.2,
+        Activation::Sigmoid => 0.25,
+        Activation::Silu | Activation::Gelu | Activation::GeluTanh => 1.2,
         _ => 1.0,
     }
 }
 
-/// The activation's own f32 evaluation error at pre-activation `z` with result `y`.
+/// The activation's own f32 evaluation error at pre-activation `z` with result `y`, as the
+/// crate documents it (`Activation`'s error bounds).
 pub fn act_error(act: Activation, z: f64, y: f64) -> f64 {
     let rounding = U * y.abs();
     rounding
         + match act {
             Activation::HardSwish => 3.0 * U * y.abs() + U * z.abs(),
-            Activation::Silu | Activation::Gelu => (y.abs() + z.abs()) / (1u64 << 20) as f64,
+            Activation::HardSigmoid { alpha, beta } => U * (2.0 * (alpha as f64 * z).abs() + (beta as f64).abs()),
+            Activation::Sigmoid | Activation::Tanh => y.abs() / (1u64 << 20) as f64 + f32::MIN_POSITIVE as f64,
+            Activation::Silu | Activation::Gelu | Activation::GeluTanh => (y.abs() + z.abs()) / (1u64 << 20) as f64,
             _ => 0.0,
         }
 }
@@ -78,6 +149,7 @@ pub fn exact_activation(act: Activation) -> bool {
             | Activation::Relu6
             | Activation::Clamp { .. }
             | Activation::LeakyRelu { .. }
+            | Activation::Prelu
     )
 }
 
@@ -99,7 +171,7 @@ pub const PADDINGS: [pointwise::Padding; 3] = [
     },
 ];
 
-pub const ACTIVATIONS: [Activation; 8] = [
+pub const ACTIVATIONS: [Activation; 13] = [
     Activation::Identity,
     Activation::Relu,
     Activation::Relu6,
@@ -108,6 +180,11 @@ pub const ACTIVATIONS: [Activation; 8] = [
     Activation::HardSwish,
     Activation::Silu,
     Activation::Gelu,
+    Activation::Prelu,
+    Activation::HardSigmoid { alpha: 0.25, beta: 0.5 },
+    Activation::Sigmoid,
+    Activation::Tanh,
+    Activation::GeluTanh,
 ];
 
 /// One test problem with its data.
@@ -119,6 +196,8 @@ pub struct Problem {
     pub w: Vec<f32>,
     pub bias: Option<Vec<f32>>,
     pub residual: Option<Vec<f32>>,
+    /// PReLU slopes, present exactly when the activation is PReLU.
+    pub slope: Option<Vec<f32>>,
 }
 
 /// Which data to draw.
@@ -146,6 +225,10 @@ impl Problem {
         let out_len = conv.output_dims(dims).unwrap().len().unwrap();
         let bias = bias.then(|| draw(conv.out_channels));
         let residual = residual.then(|| draw(out_len));
+        let slope = conv
+            .activation
+            .needs_slope()
+            .then(|| (0..conv.out_channels).map(|k| slope_for(k, data)).collect());
         Problem {
             conv,
             dims,
@@ -153,6 +236,7 @@ impl Problem {
             w,
             bias,
             residual,
+            slope,
         }
     }
 
@@ -205,7 +289,8 @@ impl Problem {
                             acc += r[oi] as f64;
                             mag += (r[oi] as f64).abs();
                         }
-                        res[oi] = (act64(c.activation, acc), acc, mag);
+                        let slope = self.slope.as_ref().map_or(0.0, |s| s[k] as f64);
+                        res[oi] = (act64(c.activation, acc, slope), acc, mag);
                     }
                 }
             }
@@ -213,9 +298,21 @@ impl Problem {
         res
     }
 
+    /// The problem's plan (bias and PReLU slopes included).
+    pub fn plan(&self, options: PlanOptions) -> Plan {
+        let mut b = Plan::builder(&self.conv, &self.w).options(options);
+        if let Some(bias) = &self.bias {
+            b = b.bias(bias);
+        }
+        if let Some(slope) = &self.slope {
+            b = b.prelu_slope(slope);
+        }
+        b.build().unwrap()
+    }
+
     /// Runs the problem on a kernel with options; output pre-filled with NaN.
     pub fn run(&self, options: PlanOptions) -> Vec<f32> {
-        let plan = Plan::new(&self.conv, &self.w, self.bias.as_deref(), options).unwrap();
+        let plan = self.plan(options);
         let mut y = vec![f32::NAN; self.output_len()];
         let mut ws = Workspace::new();
         plan.forward(&self.x, self.dims, self.residual.as_deref(), &mut y, &mut ws)
@@ -241,7 +338,13 @@ impl Problem {
         assert_eq!(y.len(), reference.len(), "{kernel}: output length");
         let act = self.conv.activation;
         let n_terms = self.conv.in_channels / self.conv.groups + 2;
+        let out = self.conv.output_dims(self.dims).unwrap();
+        let channel_of = |i: usize| match self.conv.layout {
+            Layout::Nchw => i / (out.h * out.w) % out.k,
+            Layout::Nhwc => i % out.k,
+        };
         for (i, (&got, &(want, z, mag))) in y.iter().zip(reference.iter()).enumerate() {
+            let slope = self.slope.as_ref().map_or(0.0, |s| s[channel_of(i)] as f64);
             if data == Data::Exact && exact_activation(act) {
                 if got as f64 != want {
                     return Err(format!(
@@ -252,9 +355,9 @@ impl Problem {
                 continue;
             }
             // Pre-activation error: the f32 sum of n_terms products and addends, plus at most
-            // one flushed denormal per term on the SIMD tiers.
-            let z_err = 2.0 * gamma(n_terms) * mag + n_terms as f64 * f32::MIN_POSITIVE as f64;
-            let bound = lipschitz(act) * z_err + act_error(act, z, want) + f32::MIN_POSITIVE as f64;
+            // one underflow (half the smallest subnormal) per term.
+            let z_err = 2.0 * gamma(n_terms) * mag + n_terms as f64 * f64::from(f32::from_bits(1));
+            let bound = lipschitz(act, slope) * z_err + act_error(act, z, want) + f32::MIN_POSITIVE as f64;
             let err = (got as f64 - want).abs();
             if err.is_nan() || err > bound {
                 return Err(format!(

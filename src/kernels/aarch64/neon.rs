@@ -67,6 +67,10 @@ unsafe impl SimdF32 for Q {
         Q(vbslq_f32(vcgtq_f32(self.0, t.0), then.0, self.0))
     }
     #[inline(always)]
+    unsafe fn blend_lt(a: Self, b: Self, then: Self, otherwise: Self) -> Self {
+        Q(vbslq_f32(vcltq_f32(a.0, b.0), then.0, otherwise.0))
+    }
+    #[inline(always)]
     unsafe fn round(self) -> Self {
         Q(vrndnq_f32(self.0))
     }

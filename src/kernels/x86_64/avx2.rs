@@ -13,7 +13,6 @@
 use crate::dispatch::KernelId;
 use crate::driver::{Job, TaskScratch, TileCall};
 use crate::kernels::simd::SimdF32;
-use crate::kernels::x86_64::FlushDenormals;
 use crate::kernels::{tile_table, Tier};
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -74,6 +73,11 @@ unsafe impl SimdF32 for Ymm {
         Ymm(_mm256_blendv_ps(self.0, then.0, m))
     }
     #[inline(always)]
+    unsafe fn blend_lt(a: Self, b: Self, then: Self, otherwise: Self) -> Self {
+        let m = _mm256_cmp_ps::<_CMP_LT_OQ>(a.0, b.0);
+        Ymm(_mm256_blendv_ps(otherwise.0, then.0, m))
+    }
+    #[inline(always)]
     unsafe fn round(self) -> Self {
         Ymm(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             self.0,
@@ -92,7 +96,6 @@ unsafe impl SimdF32 for Ymm {
 /// The CPU must have AVX2 and FMA (dispatch checks it); the job's contract is `run_units`'s.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_avx2(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
-    let _flush = FlushDenormals::new();
     // SAFETY: forwarded contract.
     unsafe { run_tile(job, units, scratch) }
 }
@@ -113,7 +116,6 @@ tile_table!(Ymm;
 /// As `driver::run_tile_call`; the CPU must have this tier's features (dispatch checks it).
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_call(index: usize, call: &TileCall) {
-    let _flush = FlushDenormals::new();
     // SAFETY: forwarded contract.
     unsafe { run_one_tile(index, call) }
 }

@@ -24,7 +24,6 @@
 use crate::dispatch::KernelId;
 use crate::driver::{Job, TaskScratch, TileCall};
 use crate::kernels::simd::SimdF32;
-use crate::kernels::x86_64::FlushDenormals;
 use crate::kernels::{tile_table, Tier};
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -85,6 +84,11 @@ unsafe impl SimdF32 for Zmm {
         Zmm(_mm512_mask_blend_ps(m, self.0, then.0))
     }
     #[inline(always)]
+    unsafe fn blend_lt(a: Self, b: Self, then: Self, otherwise: Self) -> Self {
+        let m = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a.0, b.0);
+        Zmm(_mm512_mask_blend_ps(m, otherwise.0, then.0))
+    }
+    #[inline(always)]
     unsafe fn round(self) -> Self {
         Zmm(_mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(self.0))
     }
@@ -101,7 +105,6 @@ unsafe impl SimdF32 for Zmm {
 /// The CPU must have AVX-512F (dispatch checks it); the job's contract is `run_units`'s.
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn run_avx512(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
-    let _flush = FlushDenormals::new();
     // SAFETY: forwarded contract.
     unsafe { run_tile(job, units, scratch) }
 }
@@ -125,7 +128,6 @@ tile_table!(Zmm;
 /// As `driver::run_tile_call`; the CPU must have this tier's features (dispatch checks it).
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn tile_call(index: usize, call: &TileCall) {
-    let _flush = FlushDenormals::new();
     // SAFETY: forwarded contract.
     unsafe { run_one_tile(index, call) }
 }

@@ -10,9 +10,7 @@
 //! and edge tiles and the portable, matrixmultiply and reference kernels all run.
 mod common;
 use common::*;
-use pointwise::{
-    Activation, Conv1x1, InputDims, KernelChoice, KernelId, Layout, Padding, Plan, PlanOptions, Workspace,
-};
+use pointwise::{Activation, Conv1x1, InputDims, KernelChoice, KernelId, Layout, Padding, PlanOptions, Workspace};
 
 const STRIDES: [(usize, usize); 3] = [(1, 1), (2, 1), (3, 2)];
 /// `(C, K, G)`: dense with K not a multiple of any tile, and grouped.

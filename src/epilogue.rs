@@ -9,14 +9,15 @@ use crate::error::{Error, Result};
 /// NaN propagates through every activation (a NaN `z` gives a NaN output). Infinite `z` gives
 /// the function's limit on every kernel and size: `±inf` for the unbounded side of ReLU-like
 /// functions, SiLU and GELU, `0` (or `-0`) for SiLU and GELU at `-inf`, `0`/`1` for Sigmoid,
-/// `±1` for Tanh.
+/// `±1` for Tanh, `-0` for HardSwish at `-inf`.
 ///
 /// Error bounds (f32 result against the formula evaluated in f64 on the same `z`, `u = 2^-24`),
 /// tested on every kernel:
 /// - Identity, ReLU, ReLU6, Clamp: exact; LeakyReLU and PReLU: one rounding of `slope * z`;
 /// - HardSwish: within `3u|y| + u|z|`; HardSigmoid: within `u(|y| + 2|alpha z| + |beta|)`;
 /// - Sigmoid, Tanh: within `2^-20 |y| + 2^-126`;
-/// - SiLU, GELU (both forms): within `2^-20 (|y| + |z|)`.
+/// - SiLU, GELU (both forms): within `2^-20 (|y| + |z|)`; the exact GELU also within
+///   `2^-16 |y| + 2^-126` for `-10 < z < 0`, where its value is small.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[non_exhaustive]
 pub enum Activation {
@@ -44,7 +45,8 @@ pub enum Activation {
     /// slope). The slopes (`[K]`, finite) are given to the plan with
     /// [`PlanBuilder::prelu_slope`](crate::PlanBuilder::prelu_slope).
     Prelu,
-    /// `y = z * min(max(z + 3, 0), 6) / 6` (MobileNetV3's h-swish, evaluated as `z * r * (1/6)`).
+    /// `y = z * min(max(z + 3, 0), 6) / 6` (MobileNetV3's h-swish, evaluated as `z * (r * (1/6))`,
+    /// which cannot overflow where `y` does not).
     HardSwish,
     /// `y = min(max(alpha * z + beta, 0), 1)` (ONNX `HardSigmoid`, whose defaults are
     /// `alpha = 0.2`, `beta = 0.5`; PyTorch's `nn.Hardsigmoid` is `alpha = 1/6`, `beta = 0.5`).
@@ -84,6 +86,9 @@ pub(crate) const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// Below this `z`, SiLU and GELU are evaluated at this `z` instead: their value there already
 /// rounds to `-0`, and `-inf` would otherwise give `-inf * 0 = NaN`.
 pub(crate) const SMOOTH_FLOOR: f32 = -200.0;
+/// HardSwish evaluates `max(z, -4)`: the same value (`-0`) for every `z <= -3`, and `-0` rather
+/// than NaN at `-inf`.
+pub(crate) const HARD_SWISH_FLOOR: f32 = -4.0;
 /// Tanh switches from its odd polynomial to the exponential form at this `|z|`.
 pub(crate) const TANH_POLY_LIMIT: f32 = 0.625;
 /// Odd polynomial for `tanh(z) = z + z^3 P(z^2)` on `|z| < 0.625` (Cephes `tanhf`), highest
@@ -95,10 +100,21 @@ pub(crate) const TANH_POLY: [f32; 5] = [
     1.333_144_2e-1,
     -3.333_328_2e-1,
 ];
-/// `erfc(x) ~= t P(t) exp(-x^2)`, `t = 1 / (1 + ERFC_P x)`, for `x >= 0` (Abramowitz and
-/// Stegun 7.1.26, absolute error below 1.5e-7); `ERFC_POLY` highest degree first.
-pub(crate) const ERFC_P: f32 = 0.327_591_1;
-pub(crate) const ERFC_POLY: [f32; 5] = [1.061_405_4, -1.453_152_1, 1.421_413_7, -0.284_496_74, 0.254_829_6];
+/// `erfc(x) ~= t exp(P(t) - x^2)`, `t = 1 / (1 + x/2)`, for `x >= 0`: the Chebyshev fit of
+/// Numerical Recipes' `erfcc`, relative error below 1.2e-7 for every `x >= 0` (so the exact
+/// GELU keeps its relative accuracy for negative `z`, where it is tiny). Highest degree first.
+pub(crate) const ERFC_POLY: [f32; 10] = [
+    0.170_872_77,
+    -0.822_152_23,
+    1.488_515_9,
+    -1.135_203_98,
+    0.278_868_07,
+    -0.186_288_06,
+    0.096_784_18,
+    0.374_091_96,
+    1.000_023_7,
+    -1.265_512_2,
+];
 
 impl Activation {
     /// Checks the parameters.
@@ -143,7 +159,11 @@ impl Activation {
             Activation::Clamp { min, max } => clamp_above(clamp_below(z, min), max),
             Activation::LeakyRelu { alpha } => negative_slope(z, alpha),
             Activation::Prelu => negative_slope(z, slope),
-            Activation::HardSwish => z * clamp_above(clamp_below(z + 3.0, 0.0), 6.0) * ONE_SIXTH,
+            Activation::HardSwish => {
+                // Below -3 the value is -0 whatever z is; the floor keeps -inf from giving NaN.
+                let z = clamp_below(z, HARD_SWISH_FLOOR);
+                z * (clamp_above(clamp_below(z + 3.0, 0.0), 6.0) * ONE_SIXTH)
+            }
             Activation::HardSigmoid { alpha, beta } => clamp_above(clamp_below(alpha * z + beta, 0.0), 1.0),
             Activation::Sigmoid => 1.0 / (1.0 + (-z).exp()),
             Activation::Tanh => z.tanh(),
@@ -154,9 +174,9 @@ impl Activation {
             Activation::Gelu => {
                 let z = clamp_below(z, SMOOTH_FLOOR);
                 let x = z.abs() * FRAC_1_SQRT_2;
-                let t = 1.0 / (1.0 + ERFC_P * x);
+                let t = 1.0 / (1.0 + 0.5 * x);
                 let poly = ERFC_POLY.iter().fold(0.0f32, |p, &c| p * t + c);
-                let half_erfc = 0.5 * (t * poly * (-(x * x)).exp());
+                let half_erfc = 0.5 * (t * (poly - x * x).exp());
                 z * if z < 0.0 { half_erfc } else { 1.0 - half_erfc }
             }
             Activation::GeluTanh => {

@@ -41,14 +41,34 @@ pub enum Threads {
     Rayon,
 }
 
+/// The process-wide pools by thread count; a pool lives while a plan holds it.
+type PoolRegistry = Mutex<HashMap<usize, Weak<rayon::ThreadPool>>>;
+
+fn pool_registry() -> std::sync::MutexGuard<'static, HashMap<usize, Weak<rayon::ThreadPool>>> {
+    static POOLS: OnceLock<PoolRegistry> = OnceLock::new();
+    // A poisoned lock only means another thread panicked while holding it; the map of weak
+    // pointers stays valid.
+    POOLS
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// The live shared pools as `(threads of the pool, plans holding it)`, sorted (test hook).
+pub(crate) fn live_pools() -> Vec<(usize, usize)> {
+    let mut live: Vec<(usize, usize)> = pool_registry()
+        .values()
+        .filter_map(Weak::upgrade)
+        .map(|p| (p.current_num_threads(), Arc::strong_count(&p) - 1))
+        .collect();
+    live.sort_unstable();
+    live
+}
+
 /// The process-wide pool for `threads` threads (already capped): the live one when a plan
 /// holds it, else a new one.
 fn shared_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Weak<rayon::ThreadPool>>>> = OnceLock::new();
-    let pools = POOLS.get_or_init(|| Mutex::new(HashMap::new()));
-    // A poisoned lock only means another thread panicked while holding it; the map of weak
-    // pointers stays valid.
-    let mut pools = pools.lock().unwrap_or_else(|e| e.into_inner());
+    let mut pools = pool_registry();
     if let Some(pool) = pools.get(&threads).and_then(Weak::upgrade) {
         return Ok(pool);
     }

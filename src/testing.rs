@@ -6,6 +6,12 @@ use crate::epilogue::{Activation, ChannelAxis};
 use crate::error::{Error, Result};
 use crate::kernels;
 
+/// The live thread pools shared by plans with `Threads::Count`, as `(threads, plans holding
+/// it)`, sorted.
+pub fn live_thread_pools() -> Vec<(usize, usize)> {
+    crate::plan::live_pools()
+}
+
 /// One register tile of a SIMD kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TileInfo {

@@ -3,7 +3,7 @@
 //! the fused epilogue. Everything here is `#[inline(always)]`, so it compiles into the
 //! `#[target_feature]` entry point of the tier that instantiates it.
 use crate::epilogue::{
-    Activation, ChannelAxis, TileEpilogue, ERFC_P, ERFC_POLY, FRAC_1_SQRT_2, GELU_CUBIC, GELU_SQRT_2_OVER_PI,
+    Activation, ChannelAxis, TileEpilogue, ERFC_POLY, FRAC_1_SQRT_2, GELU_CUBIC, GELU_SQRT_2_OVER_PI, HARD_SWISH_FLOOR,
     ONE_SIXTH, SMOOTH_FLOOR, TANH_POLY, TANH_POLY_LIMIT,
 };
 
@@ -88,8 +88,10 @@ pub(crate) unsafe fn activate<V: SimdF32>(z: V, act: Activation, slope: V) -> V 
             Activation::Prelu => z.select_lt(zero, z.mul(slope)),
             Activation::HardSwish => {
                 let six = V::splat(6.0);
+                let floor = V::splat(HARD_SWISH_FLOOR);
+                let z = z.select_lt(floor, floor);
                 let r = z.add(V::splat(3.0)).select_lt(zero, zero).select_gt(six, six);
-                z.mul(r).mul(V::splat(ONE_SIXTH))
+                z.mul(r.mul(V::splat(ONE_SIXTH)))
             }
             Activation::HardSigmoid { alpha, beta } => {
                 let t = z.mul(V::splat(alpha)).add(V::splat(beta));
@@ -118,12 +120,12 @@ pub(crate) unsafe fn activate<V: SimdF32>(z: V, act: Activation, slope: V) -> V 
                 let floor = V::splat(SMOOTH_FLOOR);
                 let z = z.select_lt(floor, floor);
                 let x = V::blend_lt(z, zero, zero.sub(z), z).mul(V::splat(FRAC_1_SQRT_2));
-                let t = one.div(one.add(V::splat(ERFC_P).mul(x)));
+                let t = one.div(one.add(V::splat(0.5).mul(x)));
                 let mut p = zero;
                 for &c in &ERFC_POLY {
                     p = p.mul(t).add(V::splat(c));
                 }
-                let half_erfc = V::splat(0.5).mul(t.mul(p).mul(exp(zero.sub(x.mul(x)))));
+                let half_erfc = V::splat(0.5).mul(t.mul(exp(p.sub(x.mul(x)))));
                 z.mul(V::blend_lt(z, zero, half_erfc, one.sub(half_erfc)))
             }
             Activation::GeluTanh => {

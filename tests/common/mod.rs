@@ -54,7 +54,13 @@ pub fn act64(act: Activation, z: f64, slope: f64) -> f64 {
                 z
             }
         }
-        Activation::HardSwish => z * (z + 3.0).clamp(0.0, 6.0) / 6.0,
+        Activation::HardSwish => {
+            if z <= -3.0 {
+                -0.0
+            } else {
+                z * (z + 3.0).clamp(0.0, 6.0) / 6.0
+            }
+        }
         Activation::HardSigmoid { alpha, beta } => (alpha as f64 * z + beta as f64).clamp(0.0, 1.0),
         Activation::Sigmoid => 1.0 / (1.0 + (-z).exp()),
         Activation::Tanh => z.tanh(),

@@ -139,6 +139,13 @@ impl OutputDims {
 /// let same = Conv1x1::new(8, 8).with_stride(2, 2).with_padding(Padding::SameUpper);
 /// assert_eq!(same.output_dims(InputDims::new(1, 5, 5)).unwrap().h, 3); // ceil(5 / 2)
 /// ```
+///
+/// The builders return the changed description; dropping it is a warning (an error here):
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// let conv = pointwise::Conv1x1::new(8, 8);
+/// conv.with_stride(2, 2); // does nothing: the result must be used
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Conv1x1 {
     /// Input channels `C`.

@@ -13,7 +13,7 @@ use common::kernels_under_test;
 use pointwise::testing;
 use pointwise::{
     available_kernels, channel_shuffle, Activation, Conv1x1, Error, InputDims, KernelChoice, KernelId, Layout,
-    OutputDims, Padding, Plan, PlanOptions, Workspace,
+    OutputDims, Padding, Plan, PlanOptions, WeightOrder, Workspace,
 };
 
 /// What the output buffer holds before a call that must fail.
@@ -31,6 +31,22 @@ enum Call {
         weights: usize,
         bias: Option<usize>,
         kernel: KernelChoice,
+    },
+    /// `Plan::builder` with weights in `order`, and PReLU slopes of `slope.0` values equal to
+    /// `slope.1`, then `build`.
+    Build {
+        conv: Conv1x1,
+        weights: usize,
+        order: WeightOrder,
+        slope: Option<(usize, f32)>,
+    },
+    /// `Plan::forward_residual_in_place` on a valid plan of `conv` forced onto each kernel
+    /// under test.
+    ForwardInPlace {
+        conv: Conv1x1,
+        dims: InputDims,
+        input: usize,
+        output: usize,
     },
     /// `Plan::forward` on a valid plan of `conv` forced onto each kernel under test.
     Forward {
@@ -276,6 +292,103 @@ fn catalogue() -> Vec<Entry> {
         ));
     }
 
+    let bad_hard_sigmoid = Error::InvalidActivation("HardSigmoid alpha or beta is not finite");
+    for (name, act) in [
+        (
+            "HardSigmoid alpha inf",
+            Activation::HardSigmoid {
+                alpha: f32::INFINITY,
+                beta: 0.5,
+            },
+        ),
+        (
+            "HardSigmoid alpha NaN",
+            Activation::HardSigmoid {
+                alpha: f32::NAN,
+                beta: 0.5,
+            },
+        ),
+        (
+            "HardSigmoid beta -inf",
+            Activation::HardSigmoid {
+                alpha: 0.2,
+                beta: f32::NEG_INFINITY,
+            },
+        ),
+        (
+            "HardSigmoid beta NaN",
+            Activation::HardSigmoid {
+                alpha: 0.2,
+                beta: f32::NAN,
+            },
+        ),
+    ] {
+        c.push(entry(
+            name,
+            plan(base().with_activation(act), 24, None),
+            bad_hard_sigmoid.clone(),
+        ));
+        c.push(entry(
+            format!("validate: {name}"),
+            Call::Validate(base().with_activation(act)),
+            bad_hard_sigmoid.clone(),
+        ));
+    }
+
+    // --- The builder: weight order, PReLU slopes. ---
+    let build = |act: Activation, weights, order, slope| Call::Build {
+        conv: base().with_activation(act),
+        weights,
+        order,
+        slope,
+    };
+    let prelu = Activation::Prelu;
+    let bad_prelu = Error::InvalidActivation("PReLU slope is not finite");
+    for (name, call, err) in [
+        (
+            "PReLU without slopes",
+            build(prelu, 24, WeightOrder::OutputMajor, None),
+            mismatch("prelu slope", 6, 0),
+        ),
+        (
+            "PReLU slopes short",
+            build(prelu, 24, WeightOrder::OutputMajor, Some((5, 0.25))),
+            mismatch("prelu slope", 6, 5),
+        ),
+        (
+            "PReLU slopes long",
+            build(prelu, 24, WeightOrder::OutputMajor, Some((7, 0.25))),
+            mismatch("prelu slope", 6, 7),
+        ),
+        (
+            "PReLU slope NaN",
+            build(prelu, 24, WeightOrder::OutputMajor, Some((6, f32::NAN))),
+            bad_prelu.clone(),
+        ),
+        (
+            "PReLU slope inf",
+            build(prelu, 24, WeightOrder::OutputMajor, Some((6, f32::INFINITY))),
+            bad_prelu.clone(),
+        ),
+        (
+            "PReLU slopes given to ReLU",
+            build(Activation::Relu, 24, WeightOrder::OutputMajor, Some((6, 0.25))),
+            Error::InvalidActivation("PReLU slopes given to another activation"),
+        ),
+        (
+            "input-major weights short",
+            build(Activation::Relu, 23, WeightOrder::InputMajor, None),
+            mismatch("weights", 24, 23),
+        ),
+        (
+            "input-major weights long",
+            build(prelu, 25, WeightOrder::InputMajor, Some((6, 0.5))),
+            mismatch("weights", 24, 25),
+        ),
+    ] {
+        c.push(entry(format!("builder: {name}"), call, err));
+    }
+
     // --- Descriptor: sizes whose buffers cannot exist. ---
     c.push(entry(
         "weights count overflows usize",
@@ -408,6 +521,29 @@ fn catalogue() -> Vec<Entry> {
             format!("{l}: residual shaped as if the stride were 1"),
             fwd(x, Some(fc.unstrided_output), y),
             mismatch("residual", y, fc.unstrided_output),
+        ));
+        // The in-place residual: the output is the residual, so only its length can be off.
+        for (name, len) in [("short", y - 1), ("long", y + 1), ("empty", 0)] {
+            c.push(entry(
+                format!("{l}: in-place residual output {name}"),
+                Call::ForwardInPlace {
+                    conv: fc.conv,
+                    dims: fc.dims,
+                    input: x,
+                    output: len,
+                },
+                mismatch("output", y, len),
+            ));
+        }
+        c.push(entry(
+            format!("{l}: in-place residual, input short"),
+            Call::ForwardInPlace {
+                conv: fc.conv,
+                dims: fc.dims,
+                input: x - 1,
+                output: y,
+            },
+            mismatch("input", x, x - 1),
         ));
     }
     let fwd = |conv: Conv1x1, dims, input, output| Call::Forward {
@@ -715,6 +851,44 @@ fn run(e: &Entry) -> Result<(), String> {
                 Plan::new(conv, &data(*weights), bias.as_deref(), options).map(|_| ()),
                 "Plan::new",
             )
+        }
+        Call::Build {
+            conv,
+            weights,
+            order,
+            slope,
+        } => {
+            let w = data(*weights);
+            let slopes = slope.map(|(n, v)| vec![v; n]);
+            let mut b = Plan::builder(conv, &w).weight_order(*order);
+            if let Some(s) = &slopes {
+                b = b.prelu_slope(s);
+            }
+            expect(b.build().map(|_| ()), "PlanBuilder::build")
+        }
+        Call::ForwardInPlace {
+            conv,
+            dims,
+            input,
+            output,
+        } => {
+            let weights = data(conv.weights_len().map_err(|err| format!("base conv: {err}"))?);
+            let x = data(*input);
+            for kernel in kernels_under_test() {
+                let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+                let plan = Plan::new(conv, &weights, None, options).map_err(|err| format!("plan: {err}"))?;
+                let mut y = vec![SENTINEL; *output];
+                let before = kernel.invocations();
+                let result = plan.forward_residual_in_place(&x, *dims, &mut y, &mut Workspace::new());
+                expect(result, &format!("forward_residual_in_place on {kernel}"))?;
+                if let Some(i) = y.iter().position(|&v| v.to_bits() != SENTINEL.to_bits()) {
+                    return Err(format!("{kernel}: output element {i} modified on error"));
+                }
+                if kernel.invocations() != before {
+                    return Err(format!("{kernel}: the kernel ran although the call failed"));
+                }
+            }
+            Ok(())
         }
         Call::Forward {
             conv,

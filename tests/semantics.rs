@@ -307,3 +307,110 @@ fn glob_import_keeps_std_result() {
     }
     assert_eq!(two_params(), Ok(1));
 }
+
+/// Shapes for the in-place and weight-order tests: tile edges, padding, stride, groups,
+/// batches, both layouts, small (reference loop under Auto) and tiled.
+fn layout_cases() -> Vec<(Conv1x1, InputDims)> {
+    let mut out = Vec::new();
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        out.push((Conv1x1::new(3, 2).with_layout(layout), InputDims::new(1, 3, 3)));
+        out.push((
+            Conv1x1::new(24, 40).with_layout(layout).with_activation(Activation::Silu),
+            InputDims::new(2, 9, 13),
+        ));
+        out.push((
+            Conv1x1::new(12, 36)
+                .with_layout(layout)
+                .with_groups(3)
+                .with_stride(2, 1)
+                .with_padding(Padding::Explicit {
+                    top: 1,
+                    bottom: 0,
+                    left: 2,
+                    right: 1,
+                })
+                .with_activation(Activation::Prelu),
+            InputDims::new(3, 11, 7),
+        ));
+        out.push((
+            Conv1x1::new(64, 64).with_layout(layout).with_activation(Activation::Relu),
+            InputDims::new(1, 32, 33),
+        ));
+    }
+    out
+}
+
+#[test]
+fn in_place_residual_equals_a_separate_residual() {
+    for kernel in kernels_under_test() {
+        for threads in [Threads::Single, Threads::Count(3)] {
+            let opts = PlanOptions::default()
+                .with_kernel(KernelChoice::Force(kernel))
+                .with_threads(threads);
+            for (i, (conv, dims)) in layout_cases().into_iter().enumerate() {
+                let p = Problem::new(conv, dims, true, true, Data::Real, 40 + i as u64);
+                let plan = p.plan(opts);
+                let want = p.run(opts);
+                let mut y = p.residual.clone().unwrap();
+                plan.forward_residual_in_place(&p.x, dims, &mut y, &mut Workspace::new())
+                    .unwrap();
+                assert_eq!(
+                    y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{kernel} {threads:?} {conv:?} {dims:?}"
+                );
+                p.check(&y, Data::Real, kernel).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn input_major_weights_equal_output_major() {
+    for kernel in kernels_under_test() {
+        let opts = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        for (i, (conv, dims)) in layout_cases().into_iter().enumerate() {
+            let p = Problem::new(conv, dims, true, false, Data::Real, 60 + i as u64);
+            let want = p.run(opts);
+            // [K, C/G] -> [C/G, K], TensorFlow's HWIO order for a 1x1 kernel.
+            let (k, cg) = (conv.out_channels, conv.in_channels / conv.groups);
+            let mut hwio = vec![0.0; k * cg];
+            for kk in 0..k {
+                for c in 0..cg {
+                    hwio[c * k + kk] = p.w[kk * cg + c];
+                }
+            }
+            let mut b = Plan::builder(&conv, &hwio)
+                .weight_order(WeightOrder::InputMajor)
+                .bias(p.bias.as_deref().unwrap())
+                .options(opts);
+            if let Some(s) = &p.slope {
+                b = b.prelu_slope(s);
+            }
+            let plan = b.build().unwrap();
+            let mut y = vec![f32::NAN; want.len()];
+            plan.forward(&p.x, dims, None, &mut y, &mut Workspace::new()).unwrap();
+            assert_eq!(
+                y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{kernel} {conv:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn plan_lengths_and_debug() {
+    let conv = Conv1x1::new(6, 10).with_stride(2, 2).with_layout(Layout::Nhwc);
+    let plan = Plan::new(&conv, &[0.0; 60], None, PlanOptions::default()).unwrap();
+    let dims = InputDims::new(2, 5, 8);
+    assert_eq!(plan.input_len(dims).unwrap(), 2 * 6 * 5 * 8);
+    assert_eq!(plan.output_len(dims).unwrap(), 2 * 10 * 3 * 4);
+    assert_eq!(plan.input_len(InputDims::new(usize::MAX, 2, 2)), Err(Error::SizeOverflow { what: "input length" }));
+    let mut ws = Workspace::new();
+    assert_eq!(format!("{ws:?}"), "Workspace { task_scratches: 0 }");
+    let x = vec![1.0; plan.input_len(dims).unwrap()];
+    let mut y = vec![0.0; plan.output_len(dims).unwrap()];
+    plan.forward(&x, dims, None, &mut y, &mut ws).unwrap();
+    assert!(format!("{ws:?}").starts_with("Workspace"));
+}

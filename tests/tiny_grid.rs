@@ -133,3 +133,46 @@ fn in_place_nchw_panel_reads_stay_inside_the_input() {
     let all_tilings = |tiles: usize| (0..tiles).flat_map(|t| [(t, false), (t, true)]).collect();
     assert!(check_everywhere(&p, Data::Exact, all_tilings) >= 2);
 }
+
+/// The in-place residual: the output buffer is read as the residual and written as the result
+/// through the same pointer, on every kernel and tiling (under miri: no aliasing violation),
+/// and padded outputs with a NaN weight still come out as `act(bias + residual)`.
+#[test]
+fn in_place_residual_on_every_kernel_and_tiling() {
+    let conv = Conv1x1::new(3, 10)
+        .with_padding(Padding::Explicit {
+            top: 1,
+            bottom: 0,
+            left: 0,
+            right: 1,
+        })
+        .with_activation(Activation::Prelu);
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        let mut p = Problem::new(conv.with_layout(layout), InputDims::new(1, 2, 3), true, true, Data::Exact, 5);
+        p.w[4] = f32::NAN;
+        let reference = p.reference();
+        for kernel in kernels_under_test() {
+            let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+            let tilings: Vec<Option<(usize, bool)>> = std::iter::once(None)
+                .chain((0..pointwise::testing::tiles(kernel).len()).map(|t| Some((t, false))))
+                .collect();
+            for tiling in tilings {
+                let mut plan = p.plan(options);
+                if let Some((tile, fold)) = tiling {
+                    plan.force_tiling(tile, fold).unwrap();
+                }
+                let mut y = p.residual.clone().unwrap();
+                plan.forward_residual_in_place(&p.x, p.dims, &mut y, &mut Workspace::new())
+                    .unwrap();
+                // Channel 1 reads the NaN weight except over padded pixels.
+                for (i, (&got, &(want, _, _))) in y.iter().zip(&reference).enumerate() {
+                    if want.is_nan() {
+                        assert!(got.is_nan(), "{kernel} {tiling:?} {layout:?} element {i}");
+                    } else {
+                        assert_eq!(got as f64, want, "{kernel} {tiling:?} {layout:?} element {i}");
+                    }
+                }
+            }
+        }
+    }
+}

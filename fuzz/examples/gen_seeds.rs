@@ -46,6 +46,9 @@ fn api(c: u32, k: u32, n: u32, h: u32, w: u32) -> ApiCase {
         seed: 1,
         shuffle_groups: 1,
         name: *b"portable",
+        slope_len: 0,
+        input_major: false,
+        in_place: false,
     }
 }
 
@@ -58,6 +61,11 @@ const LEAKY: u8 = 4;
 const HARDSWISH: u8 = 5;
 const SILU: u8 = 6;
 const GELU: u8 = 7;
+const PRELU: u8 = 8;
+const HARD_SIGMOID: u8 = 9;
+const SIGMOID: u8 = 10;
+const TANH: u8 = 11;
+const GELU_TANH: u8 = 12;
 
 fn api_seeds() -> Vec<(&'static str, ApiCase)> {
     let base = api(8, 12, 1, 5, 6);
@@ -377,6 +385,102 @@ fn api_seeds() -> Vec<(&'static str, ApiCase)> {
                 ..base
             },
         ),
+        // The activations of issue 10 and the builder's inputs.
+        (
+            "prelu_slopes_exact",
+            ApiCase {
+                activation: PRELU,
+                slope_len: 1,
+                ..api(64, 96, 1, 9, 9)
+            },
+        ),
+        (
+            "prelu_without_slopes",
+            ApiCase {
+                activation: PRELU,
+                ..base
+            },
+        ),
+        (
+            "prelu_slopes_short",
+            ApiCase {
+                activation: PRELU,
+                slope_len: -1,
+                ..base
+            },
+        ),
+        (
+            "slopes_given_to_relu",
+            ApiCase {
+                slope_len: 1,
+                ..base
+            },
+        ),
+        (
+            "hard_sigmoid_onnx_defaults",
+            ApiCase {
+                activation: HARD_SIGMOID,
+                act_bits: [0.2f32.to_bits(), 0.5f32.to_bits()],
+                ..api(32, 48, 2, 7, 7)
+            },
+        ),
+        (
+            "hard_sigmoid_nan_alpha",
+            ApiCase {
+                activation: HARD_SIGMOID,
+                act_bits: [nan, 0],
+                ..base
+            },
+        ),
+        (
+            "sigmoid_inf_input",
+            ApiCase {
+                activation: SIGMOID,
+                special: 2,
+                ..api(16, 40, 1, 6, 6)
+            },
+        ),
+        (
+            "tanh_nhwc",
+            ApiCase {
+                activation: TANH,
+                nhwc: true,
+                ..api(24, 33, 1, 5, 7)
+            },
+        ),
+        (
+            "gelu_tanh_neg_inf_input",
+            ApiCase {
+                activation: GELU_TANH,
+                special: 3,
+                ..api(24, 24, 1, 8, 8)
+            },
+        ),
+        (
+            "input_major_weights_grouped",
+            ApiCase {
+                input_major: true,
+                groups: 4,
+                ..api(32, 64, 1, 6, 6)
+            },
+        ),
+        (
+            "in_place_residual_padded",
+            ApiCase {
+                in_place: true,
+                padding: 3,
+                pad: [1, 0, 2, 1],
+                ..api(16, 24, 2, 5, 6)
+            },
+        ),
+        (
+            "in_place_residual_output_short",
+            ApiCase {
+                in_place: true,
+                output_len: -1,
+                ..base
+            },
+        ),
     ]
 }
 
@@ -402,6 +506,7 @@ fn diff(g: u8, cg: u8, kg: u8, n: u8, h: u8, w: u8) -> DiffCase {
         tiling: 0,
         threads: 0,
         seed: 1,
+        in_place: false,
     };
     let conv = case.conv();
     assert_eq!(
@@ -608,6 +713,55 @@ fn diff_seeds() -> Vec<(&'static str, DiffCase)> {
                 padding: 3,
                 pads: pads(1, 1, 1, 1),
                 ..diff(1, 20, 24, 3, 7, 7)
+            },
+        ),
+        (
+            "prelu_in_place_residual_padded",
+            DiffCase {
+                activation: PRELU,
+                residual: true,
+                in_place: true,
+                padding: 3,
+                pads: pads(1, 2, 0, 1),
+                ..diff(1, 12, 20, 2, 6, 7)
+            },
+        ),
+        (
+            "hard_sigmoid_grouped_real",
+            DiffCase {
+                activation: HARD_SIGMOID,
+                act_param: [3, 4],
+                exact: false,
+                ..diff(4, 6, 5, 1, 9, 9)
+            },
+        ),
+        (
+            "sigmoid_nhwc_in_place",
+            DiffCase {
+                activation: SIGMOID,
+                nhwc: true,
+                exact: false,
+                residual: true,
+                in_place: true,
+                ..diff(1, 33, 17, 1, 5, 11)
+            },
+        ),
+        (
+            "tanh_strided",
+            DiffCase {
+                activation: TANH,
+                stride: stride(2, 3),
+                exact: false,
+                ..diff(1, 40, 48, 1, 13, 13)
+            },
+        ),
+        (
+            "gelu_tanh_tile_forced",
+            DiffCase {
+                activation: GELU_TANH,
+                tiling: 3,
+                exact: false,
+                ..diff(2, 16, 24, 1, 7, 9)
             },
         ),
     ]

@@ -7,7 +7,7 @@
 //! slices all have their implied lengths runs, and a second call gives the same bits.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use pointwise::{channel_shuffle, KernelId, Plan, PlanOptions, Workspace};
+use pointwise::{channel_shuffle, KernelId, Plan, PlanOptions, WeightOrder, Workspace};
 use pointwise_fuzz::{kernel_choice, slice_len, ApiCase, MAX_MACS};
 
 /// A signalling-NaN payload no arithmetic produces: marks output elements not yet written.
@@ -24,6 +24,11 @@ fn data(len: usize, seed: u32) -> Vec<f32> {
             (s >> 40) as f32 / (1u64 << 22) as f32 - 2.0
         })
         .collect()
+}
+
+/// Whether a call of this many multiply-adds is under the work cap.
+fn must_run_macs(macs: Option<usize>) -> bool {
+    macs.is_some_and(|m| m <= MAX_MACS)
 }
 
 fuzz_target!(|case: ApiCase| {
@@ -54,8 +59,30 @@ fuzz_target!(|case: ApiCase| {
     let options = PlanOptions::default()
         .with_kernel(kernel_choice(case.kernel))
         .with_threads(case.threads());
-    let plan = Plan::new(&conv, &w, bias.as_deref(), options);
-    if valid && Some(w.len()) == weights_len && bias.as_ref().is_none_or(|b| b.len() == conv.out_channels) {
+    let slopes = case.slope_count(conv.out_channels).map(|n| data(n, 11));
+    let order = if case.input_major {
+        WeightOrder::InputMajor
+    } else {
+        WeightOrder::OutputMajor
+    };
+    let mut builder = Plan::builder(&conv, &w).weight_order(order).options(options);
+    if let Some(b) = &bias {
+        builder = builder.bias(b);
+    }
+    if let Some(s) = &slopes {
+        builder = builder.prelu_slope(s);
+    }
+    let plan = builder.build();
+    let slopes_ok = match (&slopes, conv.activation.needs_slope()) {
+        (Some(s), true) => s.len() == conv.out_channels,
+        (None, false) => true,
+        _ => false,
+    };
+    if valid
+        && slopes_ok
+        && Some(w.len()) == weights_len
+        && bias.as_ref().is_none_or(|b| b.len() == conv.out_channels)
+    {
         if let Err(e) = &plan {
             assert!(
                 matches!(e, pointwise::Error::KernelUnavailable(_)),
@@ -82,12 +109,34 @@ fuzz_target!(|case: ApiCase| {
         && residual.as_ref().is_none_or(|r| Some(r.len()) == output_len);
     // Work cap: a valid call over MAX_MACS only runs its error path (output one too long).
     let macs = output_len.map(|o| o.saturating_mul(conv.in_channels / conv.groups.max(1)));
-    let must_run = exact && macs.is_some_and(|m| m <= MAX_MACS);
+    if case.in_place {
+        // The output holds the residual: on error it must be left as it was.
+        let mut len = slice_len(output_len, case.output_len);
+        let lengths_ok = Some(x.len()) == input_len && Some(len) == output_len;
+        if lengths_ok && !must_run_macs(macs) {
+            len += 1;
+        }
+        let must = lengths_ok && must_run_macs(macs);
+        let before = data(len, 3);
+        let mut y = before.clone();
+        match plan.forward_residual_in_place(&x, dims, &mut y, &mut Workspace::new()) {
+            Err(e) => {
+                assert!(!must, "a valid in-place call failed: {e:?}");
+                assert!(
+                    y.iter().zip(&before).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "output modified by a failed in-place call ({e:?})"
+                );
+            }
+            Ok(()) => assert!(Some(y.len()) == output_len, "forward_residual_in_place accepted a wrong length"),
+        }
+        return;
+    }
+    let must_run = exact && must_run_macs(macs);
     if exact && !must_run {
         y_len += 1;
     }
-    let mut y = vec![f32::from_bits(SENTINEL); y_len];
     let mut ws = Workspace::new();
+    let mut y = vec![f32::from_bits(SENTINEL); y_len];
     match plan.forward(&x, dims, residual.as_deref(), &mut y, &mut ws) {
         Err(e) => {
             assert!(!must_run, "a call with every slice of its implied length failed: {e:?}");

@@ -1,28 +1,44 @@
 //! `differential`: a small valid problem (see `DiffCase`) on every kernel this CPU runs, as
 //! the plan tiles it and, on the SIMD kernels, with a forced tile, against the f64 reference
 //! of the test suite (`tests/common/mod.rs`) under its error bound: bit-exact on integer data
-//! with the piecewise-linear activations, within `2 gamma_n |W||X| + ...` otherwise.
+//! with the piecewise-linear activations, within `2 gamma_n |W||X| + ...` otherwise; with
+//! `in_place`, the in-place residual must give the same bits as a separate one.
 #![no_main]
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::{Data, Problem};
 use libfuzzer_sys::fuzz_target;
-use pointwise::{available_kernels, testing, KernelChoice, KernelId, Plan, PlanOptions, Threads, Workspace};
+use pointwise::{available_kernels, testing, KernelChoice, KernelId, PlanOptions, Threads, Workspace};
 use pointwise_fuzz::DiffCase;
 
-fn run(p: &Problem, kernel: KernelId, threads: Threads, tiling: Option<(usize, bool)>) -> Vec<f32> {
+/// Runs `p`; with `in_place`, through `forward_residual_in_place` on a copy of the residual.
+fn run(p: &Problem, kernel: KernelId, threads: Threads, tiling: Option<(usize, bool)>, in_place: bool) -> Vec<f32> {
     let options = PlanOptions::default()
         .with_kernel(KernelChoice::Force(kernel))
         .with_threads(threads);
-    let mut plan = Plan::new(&p.conv, &p.w, p.bias.as_deref(), options).expect("valid problem");
+    let mut plan = p.plan(options);
     if let Some((tile, fold)) = tiling {
         plan.force_tiling(tile, fold).expect("tile in range");
     }
-    let mut y = vec![f32::NAN; p.output_len()];
-    plan.forward(&p.x, p.dims, p.residual.as_deref(), &mut y, &mut Workspace::new())
-        .expect("valid call");
-    y
+    match (&p.residual, in_place) {
+        (Some(r), true) => {
+            let mut y = r.clone();
+            plan.forward_residual_in_place(&p.x, p.dims, &mut y, &mut Workspace::new())
+                .expect("valid call");
+            y
+        }
+        _ => {
+            let mut y = vec![f32::NAN; p.output_len()];
+            plan.forward(&p.x, p.dims, p.residual.as_deref(), &mut y, &mut Workspace::new())
+                .expect("valid call");
+            y
+        }
+    }
+}
+
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 fuzz_target!(|case: DiffCase| {
@@ -43,9 +59,13 @@ fuzz_target!(|case: DiffCase| {
         }
         for &t in &threads {
             for &tiling in &tilings {
-                let y = run(&p, kernel, t, tiling);
+                let y = run(&p, kernel, t, tiling, false);
                 if let Err(e) = p.check_with(&reference, &y, data, kernel) {
                     panic!("{e}\n{t:?}, tiling {tiling:?}\n{:?} {:?}", p.conv, p.dims);
+                }
+                if case.in_place && p.residual.is_some() {
+                    let z = run(&p, kernel, t, tiling, true);
+                    assert!(same_bits(&y, &z), "in-place residual differs on {kernel}, {t:?}, tiling {tiling:?}");
                 }
             }
         }

@@ -81,11 +81,14 @@ pub fn kernel_choice(sel: u8) -> KernelChoice {
     }
 }
 
-/// Seven activations from a selector, with parameters from two raw `f32` bit patterns (so NaN,
+/// How many activations the selectors reach.
+pub const ACTIVATIONS: u8 = 13;
+
+/// Every activation from a selector, with parameters from two raw `f32` bit patterns (so NaN,
 /// infinities, `min > max` and every other invalid parameter are reachable).
 pub fn raw_activation(sel: u8, a: u32, b: u32) -> Activation {
     let (a, b) = (f32::from_bits(a), f32::from_bits(b));
-    match sel % 8 {
+    match sel % ACTIVATIONS {
         0 => Activation::Identity,
         1 => Activation::Relu,
         2 => Activation::Relu6,
@@ -93,7 +96,12 @@ pub fn raw_activation(sel: u8, a: u32, b: u32) -> Activation {
         4 => Activation::LeakyRelu { alpha: a },
         5 => Activation::HardSwish,
         6 => Activation::Silu,
-        _ => Activation::Gelu,
+        7 => Activation::Gelu,
+        8 => Activation::Prelu,
+        9 => Activation::HardSigmoid { alpha: a, beta: b },
+        10 => Activation::Sigmoid,
+        11 => Activation::Tanh,
+        _ => Activation::GeluTanh,
     }
 }
 
@@ -136,9 +144,16 @@ pub struct ApiCase {
     /// A kernel name for `KernelId::from_name`.
     pub name: [u8; 8],
     pub seed: u32,
-    /// Group count for `channel_shuffle` of the input. (The last field is a scalar: `arbitrary`
-    /// decodes a trailing array's last element from the rest of the input.)
+    /// Group count for `channel_shuffle` of the input.
     pub shuffle_groups: u32,
+    /// PReLU slopes: 0 none, `d != 0` a slice of `slice_len(K, d - 1)` values.
+    pub slope_len: i16,
+    /// Weights given as `[C/G, K]` (`WeightOrder::InputMajor`).
+    pub input_major: bool,
+    /// `forward_residual_in_place` (the output buffer is the residual) instead of `forward`.
+    /// (The last field is a scalar: `arbitrary` decodes a trailing array's last element from
+    /// the rest of the input.)
+    pub in_place: bool,
 }
 
 encode_struct!(ApiCase {
@@ -167,7 +182,10 @@ encode_struct!(ApiCase {
     special_at,
     name,
     seed,
-    shuffle_groups
+    shuffle_groups,
+    slope_len,
+    input_major,
+    in_place
 });
 
 impl ApiCase {
@@ -226,6 +244,14 @@ impl ApiCase {
         }
     }
 
+    /// The PReLU slope count, when slopes are given.
+    pub fn slope_count(&self, k: usize) -> Option<usize> {
+        match self.slope_len {
+            0 => None,
+            d => Some(slice_len(Some(k), d.saturating_sub(1))),
+        }
+    }
+
     pub fn special_value(&self) -> Option<f32> {
         match self.special % 6 {
             0 => None,
@@ -247,7 +273,8 @@ pub const DIFF_MAX_N: usize = 4;
 
 /// `differential`: a small valid problem (N <= 4, C and K <= 96, H and W <= 17, strides 1..=3,
 /// padding 0..=2 per border or SAME/VALID, groups dividing C and K, any activation with valid
-/// parameters, bias and residual on or off) to run on every kernel.
+/// parameters, bias and residual on or off, the residual separate or in the output) to run on
+/// every kernel.
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DiffCase {
     /// `% (DIFF_MAX_N + 1)`: 0 (empty) to 4.
@@ -282,6 +309,9 @@ pub struct DiffCase {
     /// Odd: also run with `Threads::Count(2)`.
     pub threads: u8,
     pub seed: u64,
+    /// With a residual: also run `forward_residual_in_place` (the output buffer holds the
+    /// residual) and require the same bits as `forward`.
+    pub in_place: bool,
 }
 
 encode_struct!(DiffCase {
@@ -302,7 +332,8 @@ encode_struct!(DiffCase {
     exact,
     tiling,
     threads,
-    seed
+    seed,
+    in_place
 });
 
 impl DiffCase {
@@ -327,10 +358,7 @@ impl DiffCase {
         };
         let [a, b] = self.act_param;
         let min = -f32::from(a % 16) / 2.0;
-        let activation = match self.activation % 8 {
-            0 => Activation::Identity,
-            1 => Activation::Relu,
-            2 => Activation::Relu6,
+        let activation = match self.activation % ACTIVATIONS {
             3 => Activation::Clamp {
                 min,
                 max: min + f32::from(b % 16) / 2.0,
@@ -338,9 +366,12 @@ impl DiffCase {
             4 => Activation::LeakyRelu {
                 alpha: f32::from(a as i8) / 16.0,
             },
-            5 => Activation::HardSwish,
-            6 => Activation::Silu,
-            _ => Activation::Gelu,
+            9 => Activation::HardSigmoid {
+                alpha: f32::from(a as i8) / 16.0,
+                beta: f32::from(b % 16) / 8.0,
+            },
+            // The parameterless ones (PReLU's slopes come with the test problem).
+            sel => raw_activation(sel, 0, 0),
         };
         Conv1x1::new(g * cg, g * kg)
             .with_groups(g)

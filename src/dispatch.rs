@@ -178,7 +178,6 @@ pub fn portable_width_bits() -> usize {
 
 /// How a plan picks its kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
-#[non_exhaustive]
 pub enum KernelChoice {
     /// The fastest kernel available on this CPU ([`auto_kernel`]).
     #[default]

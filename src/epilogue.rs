@@ -95,10 +95,10 @@ pub(crate) const TANH_POLY_LIMIT: f32 = 0.625;
 /// degree first.
 pub(crate) const TANH_POLY: [f32; 5] = [
     -5.704_988_7e-3,
-    2.063_908_9e-2,
+    2.063_909e-2,
     -5.373_971_6e-2,
     1.333_144_2e-1,
-    -3.333_328_2e-1,
+    -3.333_328e-1,
 ];
 /// `erfc(x) ~= t exp(P(t) - x^2)`, `t = 1 / (1 + x/2)`, for `x >= 0`: the Chebyshev fit of
 /// Numerical Recipes' `erfcc`, relative error below 1.2e-7 for every `x >= 0` (so the exact
@@ -107,7 +107,7 @@ pub(crate) const ERFC_POLY: [f32; 10] = [
     0.170_872_77,
     -0.822_152_23,
     1.488_515_9,
-    -1.135_203_98,
+    -1.135_204,
     0.278_868_07,
     -0.186_288_06,
     0.096_784_18,

@@ -16,6 +16,9 @@
 //!   `matrixmultiply` as the fallback and a plain reference kernel;
 //! - **epilogue**: bias, residual and [`Activation`] applied in registers before the store.
 //!
+//! Every kernel gives IEEE results (denormals are computed, not flushed) and leaves the
+//! caller's floating-point environment alone.
+//!
 //! ```
 //! use pointwise::{Activation, Conv1x1, InputDims, Plan, PlanOptions, Workspace};
 //! // ResNet bottleneck expansion: 64 -> 256 channels, bias, residual, ReLU.
@@ -46,14 +49,19 @@
 //! | weights, bias, input, residual or output slice too short or too long | [`Error::LengthMismatch`] (names the slice, expected and got) |
 //! | a residual of another shape (its length differs) | [`Error::LengthMismatch`] |
 //! | a size product that overflows `usize` or exceeds `isize::MAX` bytes (weights, input, output, padded extent, packed weights) | [`Error::SizeOverflow`] |
-//! | `Clamp` with a NaN bound or `min > max`; `LeakyRelu` with a NaN or infinite slope | [`Error::InvalidActivation`] |
+//! | `Clamp` with a NaN bound or `min > max`; `LeakyRelu` with a NaN or infinite slope; `HardSigmoid` with a non-finite `alpha` or `beta` | [`Error::InvalidActivation`] |
+//! | `Prelu` without slopes, or with a slope count other than `K` ([`PlanBuilder::prelu_slope`]) | [`Error::LengthMismatch`] (`prelu slope`) |
+//! | a non-finite PReLU slope, or slopes given to another activation | [`Error::InvalidActivation`] |
+//! | the output of [`Plan::forward_residual_in_place`] (which is also the residual) of the wrong length | [`Error::LengthMismatch`] (`output`) |
 //! | a forced kernel this CPU or build lacks | [`Error::KernelUnavailable`] |
-//! | a kernel name no kernel has (`KernelId::from_name`, `POINTWISE_KERNEL`) | [`Error::UnknownKernel`] |
+//! | a kernel name no kernel has (`KernelId::from_name`, `POINTWISE_KERNEL`, including a value that is not UTF-8) | [`Error::UnknownKernel`] |
 //! | `channel_shuffle` with groups = 0 or not dividing the channels | [`Error::InvalidShuffle`] |
 //! | a dedicated thread pool the OS cannot start | [`Error::ThreadPool`] |
 //!
 //! An empty input (N, H or W = 0) is not an error: `forward` checks the slice lengths and
-//! returns `Ok(())`. NaN and infinity in the data are not errors either: they propagate.
+//! returns `Ok(())`. NaN and infinity in the data are not errors either: they propagate to the
+//! outputs that read them, and only to those (outputs over padded pixels never read the
+//! weights).
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

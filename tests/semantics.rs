@@ -315,7 +315,9 @@ fn layout_cases() -> Vec<(Conv1x1, InputDims)> {
     for layout in [Layout::Nchw, Layout::Nhwc] {
         out.push((Conv1x1::new(3, 2).with_layout(layout), InputDims::new(1, 3, 3)));
         out.push((
-            Conv1x1::new(24, 40).with_layout(layout).with_activation(Activation::Silu),
+            Conv1x1::new(24, 40)
+                .with_layout(layout)
+                .with_activation(Activation::Silu),
             InputDims::new(2, 9, 13),
         ));
         out.push((
@@ -333,7 +335,9 @@ fn layout_cases() -> Vec<(Conv1x1, InputDims)> {
             InputDims::new(3, 11, 7),
         ));
         out.push((
-            Conv1x1::new(64, 64).with_layout(layout).with_activation(Activation::Relu),
+            Conv1x1::new(64, 64)
+                .with_layout(layout)
+                .with_activation(Activation::Relu),
             InputDims::new(1, 32, 33),
         ));
     }
@@ -406,7 +410,10 @@ fn plan_lengths_and_debug() {
     let dims = InputDims::new(2, 5, 8);
     assert_eq!(plan.input_len(dims).unwrap(), 2 * 6 * 5 * 8);
     assert_eq!(plan.output_len(dims).unwrap(), 2 * 10 * 3 * 4);
-    assert_eq!(plan.input_len(InputDims::new(usize::MAX, 2, 2)), Err(Error::SizeOverflow { what: "input length" }));
+    assert_eq!(
+        plan.input_len(InputDims::new(usize::MAX, 2, 2)),
+        Err(Error::SizeOverflow { what: "input length" })
+    );
     let mut ws = Workspace::new();
     assert_eq!(format!("{ws:?}"), "Workspace { task_scratches: 0 }");
     let x = vec![1.0; plan.input_len(dims).unwrap()];

@@ -148,7 +148,14 @@ fn in_place_residual_on_every_kernel_and_tiling() {
         })
         .with_activation(Activation::Prelu);
     for layout in [Layout::Nchw, Layout::Nhwc] {
-        let mut p = Problem::new(conv.with_layout(layout), InputDims::new(1, 2, 3), true, true, Data::Exact, 5);
+        let mut p = Problem::new(
+            conv.with_layout(layout),
+            InputDims::new(1, 2, 3),
+            true,
+            true,
+            Data::Exact,
+            5,
+        );
         p.w[4] = f32::NAN;
         let reference = p.reference();
         for kernel in kernels_under_test() {

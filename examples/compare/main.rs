@@ -6,7 +6,7 @@ mod machine;
 mod report;
 mod suite;
 
-use pointwise::{auto_kernel, available_kernels, compiled_target_features, KernelId, Layout, Threads};
+use pointwise::{auto_kernel, available_kernels, compiled_target_features, Activation, KernelId, Layout, Threads};
 use report::Row;
 use std::io::Write;
 use suite::Layer;
@@ -25,6 +25,9 @@ OPTIONS:
   --layer n,c,k,h,w[,stride[,pad[,groups]]]
                       a custom layer instead of the suite (repeatable)
   --layout nchw|nhwc  memory layout (default nchw)
+  --activation NAME   fuse this activation into every layer (default identity): identity,
+                      relu, relu6, clamp, leaky_relu, prelu, hardswish, hardsigmoid, sigmoid,
+                      tanh, silu, gelu, gelu_tanh; checked against its f64 formula
   --quick             short timings (for CI); numbers are noisier
   --format table|csv|json
                       stdout format (default table); the header goes to stderr for csv/json
@@ -41,7 +44,8 @@ READING THE NUMBERS:
               at the measured memory bandwidth would take, as a % of the measured time.
   vs mm     = speedup over the matrixmultiply kernel in the same run.
   max rel   = max |y - ref| / (sum|w*x| + |b|) over sampled outputs; a kernel whose error
-              exceeds 2*gamma(C/groups + 1) on any output is FAIL, and compare exits 1.
+              exceeds 2*gamma(C/groups + 1) on any output (times the activation's Lipschitz
+              constant, plus its stated error) is FAIL, and compare exits 1.
 ";
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +55,7 @@ pub struct Options {
     pub kernels: Vec<KernelId>,
     pub custom: Vec<Layer>,
     pub layout: Layout,
+    pub activation: Activation,
     pub quick: bool,
     pub format: Format,
     pub plot: Option<String>,
@@ -72,6 +77,7 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
         kernels: Vec::new(),
         custom: Vec::new(),
         layout: Layout::Nchw,
+        activation: Activation::Identity,
         quick: false,
         format: Format::Table,
         plot: None,
@@ -111,6 +117,11 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
                     "nhwc" => Layout::Nhwc,
                     v => return Err(format!("bad --layout {v} (nchw or nhwc)")),
                 }
+            }
+            "--activation" => {
+                let v = value("--activation")?;
+                o.activation = suite::activation_by_name(&v)
+                    .ok_or(format!("bad --activation {v} ({})", suite::ACTIVATION_NAMES))?;
             }
             "--format" => {
                 o.format = match value("--format")?.as_str() {
@@ -225,7 +236,10 @@ pub fn run(opts: &Options, show_progress: bool) -> Result<RunResult, String> {
         kernels.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
         auto_kernel()
     );
-    header += &format!("threads:          {}   layout: {:?}\n", opts.threads, opts.layout);
+    header += &format!(
+        "threads:          {}   layout: {:?}   activation: {:?}\n",
+        opts.threads, opts.layout, opts.activation
+    );
 
     // 2. The machine's limits.
     let peak_secs = if opts.quick { 0.05 } else { 0.3 };
@@ -264,7 +278,7 @@ pub fn run(opts: &Options, show_progress: bool) -> Result<RunResult, String> {
             if show_progress {
                 progress(done, total, &format!("{} {}", layer.name, kernel));
             }
-            let m = suite::measure(layer, opts.layout, kernel, threads, seconds);
+            let m = suite::measure(layer, opts.layout, opts.activation, kernel, threads, seconds);
             done += 1;
             if kernel == KernelId::MatrixMultiply {
                 mm_gflops = Some(m.gflops);
@@ -403,6 +417,11 @@ mod tests {
         assert_eq!(o.plot.as_deref(), Some("x.svg"));
         assert!(parse_args(&args("--threads all")).unwrap().threads >= 1);
         assert!(parse_args(&args("--help")).unwrap().help);
+        assert_eq!(
+            parse_args(&args("--activation gelu")).unwrap().activation,
+            Activation::Gelu
+        );
+        assert!(parse_args(&args("--activation swish")).is_err());
         let l = parse_args(&args("--layer 2,12,6,9,9,2,1,3")).unwrap().custom[0].clone();
         assert_eq!(
             (l.n, l.c, l.k, l.h, l.w, l.stride, l.pad, l.groups),
@@ -493,5 +512,17 @@ mod tests {
             assert!(r.max_rel_err.is_finite(), "{r:?}");
         }
         assert!(!result.peaks.is_empty() && result.peaks.iter().all(|p| p.1 > 0.0));
+    }
+
+    #[test]
+    fn every_activation_passes_its_check_on_every_kernel() {
+        for name in suite::ACTIVATION_NAMES.split(", ") {
+            let opts = parse_args(&args(&format!("--quick --layer 1,24,40,6,7,1,1 --activation {name}"))).unwrap();
+            let result = run(&opts, false).unwrap();
+            assert_eq!(result.rows.len(), result.kernels.len());
+            for r in &result.rows {
+                assert!(r.ok, "{name}: {r:?}");
+            }
+        }
     }
 }

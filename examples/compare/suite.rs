@@ -1,7 +1,38 @@
 //! The built-in layer suite, and running one layer on one kernel: median GFLOP/s over
 //! repeated runs, checked against an f64 reference on sampled outputs.
-use pointwise::{Conv1x1, InputDims, KernelChoice, KernelId, Layout, Padding, Plan, PlanOptions, Threads, Workspace};
+use pointwise::{
+    Activation, Conv1x1, InputDims, KernelChoice, KernelId, Layout, Padding, Plan, PlanOptions, Threads, Workspace,
+};
 use std::time::Instant;
+
+/// The test suite's f64 activation formulas and their error bounds.
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+/// The fused activation of a run: `--activation NAME`, with fixed parameters where it takes
+/// any (PReLU's slopes are drawn per channel in `[0.05, 0.45]`).
+pub fn activation_by_name(name: &str) -> Option<Activation> {
+    Some(match name {
+        "identity" => Activation::Identity,
+        "relu" => Activation::Relu,
+        "relu6" => Activation::Relu6,
+        "clamp" => Activation::Clamp { min: -1.0, max: 1.0 },
+        "leaky_relu" => Activation::LeakyRelu { alpha: 0.1 },
+        "prelu" => Activation::Prelu,
+        "hardswish" => Activation::HardSwish,
+        "hardsigmoid" => Activation::HardSigmoid { alpha: 0.2, beta: 0.5 },
+        "sigmoid" => Activation::Sigmoid,
+        "tanh" => Activation::Tanh,
+        "silu" => Activation::Silu,
+        "gelu" => Activation::Gelu,
+        "gelu_tanh" => Activation::GeluTanh,
+        _ => return None,
+    })
+}
+
+/// The names [`activation_by_name`] takes.
+pub const ACTIVATION_NAMES: &str =
+    "identity, relu, relu6, clamp, leaky_relu, prelu, hardswish, hardsigmoid, sigmoid, tanh, silu, gelu, gelu_tanh";
 
 /// One layer: `n` images of `c x h x w` to `k` channels.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,21 +159,33 @@ fn data(len: usize, seed: u64) -> Vec<f32> {
 
 /// Runs `layer` on `kernel`: times it for about `seconds` (median of runs, each run long
 /// enough to time reliably) and checks sampled outputs against an f64 reference.
-pub fn measure(layer: &Layer, layout: Layout, kernel: KernelId, threads: Threads, seconds: f64) -> Measurement {
-    let conv = layer.conv(layout);
+pub fn measure(
+    layer: &Layer,
+    layout: Layout,
+    act: Activation,
+    kernel: KernelId,
+    threads: Threads,
+    seconds: f64,
+) -> Measurement {
+    let conv = layer.conv(layout).with_activation(act);
     let dims = layer.dims();
     let x = data(conv.input_len(dims).expect("valid"), 1);
     let w = data(conv.weights_len().expect("valid"), 2);
     let bias = data(layer.k, 3);
+    let slope: Vec<f32> = data(layer.k, 4).iter().map(|v| 0.25 + 0.2 * v).collect();
     let options = PlanOptions::default()
         .with_kernel(KernelChoice::Force(kernel))
         .with_threads(threads);
-    let plan = Plan::new(&conv, &w, Some(&bias), options).expect("kernel is available");
+    let mut builder = Plan::builder(&conv, &w).bias(&bias).options(options);
+    if act.needs_slope() {
+        builder = builder.prelu_slope(&slope);
+    }
+    let plan = builder.build().expect("kernel is available");
     let out = plan.output_dims(dims).expect("valid");
     let mut y = vec![f32::NAN; out.len().expect("valid")];
     let mut ws = Workspace::new();
     plan.forward(&x, dims, None, &mut y, &mut ws).expect("valid");
-    let (max_rel_err, ok) = verify(layer, layout, &x, &w, &bias, &y);
+    let (max_rel_err, ok) = verify(layer, layout, act, &x, &w, &bias, &slope, &y);
 
     // Time: batches of at least ~2 ms, median over the budget (at least 5 batches).
     let t0 = Instant::now();
@@ -168,8 +211,19 @@ pub fn measure(layer: &Layer, layout: Layout, kernel: KernelId, threads: Threads
 }
 
 /// Compares up to ~4096 sampled outputs with an f64 reference. The error of each is divided
-/// by `sum |w x| + |b|`, and must stay within `2 gamma_(C/G + 1)`.
-fn verify(layer: &Layer, layout: Layout, x: &[f32], w: &[f32], bias: &[f32], y: &[f32]) -> (f64, bool) {
+/// by `sum |w x| + |b|`, and must stay within `2 gamma_(C/G + 1)` times the activation's
+/// Lipschitz constant, plus the activation's own stated error.
+#[allow(clippy::too_many_arguments)]
+fn verify(
+    layer: &Layer,
+    layout: Layout,
+    act: Activation,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    slope: &[f32],
+    y: &[f32],
+) -> (f64, bool) {
     let conv = layer.conv(layout);
     let out = conv.output_dims(layer.dims()).expect("valid");
     let (cg, kg) = (layer.c / layer.groups, layer.k / layer.groups);
@@ -213,9 +267,13 @@ fn verify(layer: &Layer, layout: Layout, x: &[f32], w: &[f32], bias: &[f32], y: 
                 mag += prod.abs();
             }
         }
-        let rel = (y[oi] as f64 - z).abs() / mag.max(f64::MIN_POSITIVE);
+        let s = f64::from(slope[k]);
+        let want = common::act64(act, z, s);
+        let err = (y[oi] as f64 - want).abs();
+        let rel = err / mag.max(f64::MIN_POSITIVE);
         worst = worst.max(rel);
-        if rel > bound + 1e-30 {
+        let allowed = common::lipschitz(act, s) * bound * mag + common::act_error(act, z, want) + 1e-30;
+        if err > allowed {
             ok = false;
         }
     }

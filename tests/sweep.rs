@@ -175,3 +175,45 @@ fn sweep_every_tile() {
         }
     }
 }
+
+/// FNV-1a over the bits of every output of the forward sweep (the plan's own tiling, and every
+/// tile forced, folded and not), one digest per kernel: a refactoring that must keep results
+/// bit-identical prints the same digests before and after. Run with
+/// `cargo test --release --test sweep -- --ignored --nocapture output_digest`.
+#[test]
+#[ignore = "prints digests for comparing two commits"]
+fn output_digest() {
+    let cases = cases();
+    for kernel in kernels_under_test() {
+        let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |y: &[f32]| {
+            for v in y {
+                for byte in v.to_bits().to_le_bytes() {
+                    hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+        };
+        let tiles = pointwise::testing::tiles(kernel).len();
+        for (p, _) in &cases {
+            eat(&p.run(options));
+            for tile in 0..tiles {
+                for fold in [false, true] {
+                    let mut plan = p.plan(options);
+                    plan.force_tiling(tile, fold).unwrap();
+                    let mut y = vec![f32::NAN; p.output_len()];
+                    plan.forward(
+                        &p.x,
+                        p.dims,
+                        p.residual.as_deref(),
+                        &mut y,
+                        &mut pointwise::Workspace::new(),
+                    )
+                    .unwrap();
+                    eat(&y);
+                }
+            }
+        }
+        println!("digest {kernel}: {hash:016x} over {} cases", cases.len());
+    }
+}

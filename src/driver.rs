@@ -163,6 +163,7 @@ pub(crate) struct TaskScratch {
     in_place: Vec<Option<usize>>,
     padded: Vec<u64>,
     out: Vec<f32>,
+    out_pixels: Vec<usize>,
 }
 
 /// One unit's views of its task's scratch.
@@ -177,6 +178,8 @@ pub(crate) struct UnitBuffers<'a> {
     pub padded: &'a mut [u64],
     /// matrixmultiply's output staging (grown by its user).
     pub out: &'a mut Vec<f32>,
+    /// matrixmultiply's output offset of each pixel (grown by its user).
+    pub out_pixels: &'a mut Vec<usize>,
 }
 
 impl TaskScratch {
@@ -198,6 +201,7 @@ impl TaskScratch {
             in_place: &mut self.in_place[..panels],
             padded: &mut self.padded[..panels],
             out: &mut self.out,
+            out_pixels: &mut self.out_pixels,
         }
     }
 }
@@ -572,29 +576,51 @@ pub(crate) unsafe fn run_tile_call<V: SimdF32, const MR: usize, const NV: usize>
 }
 
 /// The matrixmultiply kernel for a range of units: gather the block into a `cg x npix`
-/// matrix, one `sgemm` into scratch, then the scalar epilogue into the output (padded pixels
-/// take the epilogue of a zero sum, so they never see the weights).
+/// matrix, then one `sgemm` and the scalar epilogue. When the block's outputs form a strided
+/// matrix in the output, have no padded pixel and the residual is not the output itself, the
+/// product is written straight into the output and finished in place; otherwise it is staged
+/// in scratch and scattered (padded pixels take the epilogue of a zero sum, so they never see
+/// the weights, and an in-place residual is read before it is overwritten).
 pub(crate) fn run_units_matrixmultiply(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
     let g = &job.geom;
     let cg = g.cg;
     let ics = g.input_channel_stride();
+    let ocs = g.output_channel_stride();
     let ep = job.scalar_epilogue();
+    let residual_is_output = job.residual.0 == job.y.0.cast_const();
     for u in units {
         let unit = job.unit(u);
         let npix = unit.pixels.len();
         let kn = unit.channels.len();
         let chan0 = unit.group * g.kg + unit.channels.start;
         let buffers = scratch.buffers(npix * cg, npix, 0);
-        let (packed, offsets, out_scratch) = (buffers.packed, buffers.offsets, buffers.out);
-        if out_scratch.len() < kn * npix {
-            out_scratch.resize(kn * npix, 0.0);
-        }
+        let (packed, offsets, out_scratch, out_pixel) =
+            (buffers.packed, buffers.offsets, buffers.out, buffers.out_pixels);
         pixel_offsets(g, unit.pixels.start, offsets);
         // One panel as wide as the block: a row-major cg x npix matrix.
         pack_pixel_panels(job.x, offsets, unit.group * cg, cg, ics, npix, packed);
         let w = &job.weights[chan0 * cg..(chan0 + kn) * cg];
-        let out = &mut out_scratch[..kn * npix];
-        // SAFETY: `out` is kn x npix row-major, `w` kn x cg, `packed` cg x npix.
+        let padded = offsets.contains(&PADDED);
+        // Pixels evenly spaced in the output: NHWC, or NCHW within one image.
+        let (first, last) = (unit.pixels.start, unit.pixels.end - 1);
+        let pixel_stride = match g.layout {
+            Layout::Nhwc => Some(g.k),
+            Layout::Nchw => (first / g.p == last / g.p).then_some(1),
+        };
+        let direct = pixel_stride.is_some() && !padded && !residual_is_output;
+        let origin = job.out_offset(first, chan0);
+        let (c, rs, cs) = if let (true, Some(stride)) = (direct, pixel_stride) {
+            // SAFETY: `origin` is an element of the output.
+            (unsafe { job.y.0.add(origin) }, ocs, stride)
+        } else {
+            if out_scratch.len() < kn * npix {
+                out_scratch.resize(kn * npix, 0.0);
+            }
+            (out_scratch.as_mut_ptr(), npix, 1)
+        };
+        // SAFETY: C is kn x npix at strides (rs, cs): straight in the output (channels
+        // chan0.. of the unit's pixels, which no other unit writes) or the scratch buffer;
+        // `w` is kn x cg, `packed` cg x npix.
         unsafe {
             matrixmultiply::sgemm(
                 kn,
@@ -608,28 +634,45 @@ pub(crate) fn run_units_matrixmultiply(job: &Job, units: Range<usize>, scratch: 
                 npix as isize,
                 1,
                 0.0,
-                out.as_mut_ptr(),
-                npix as isize,
-                1,
+                c,
+                rs as isize,
+                cs as isize,
             );
         }
-        let out = &*out;
-        let offsets = &*offsets;
-        let finish = |r: usize, l: usize| {
-            let at = job.out_offset(unit.pixels.start + l, chan0 + r);
-            let acc = if offsets[l] == PADDED { 0.0 } else { out[r * npix + l] };
-            // SAFETY: `at` is an element of this unit's part of the output, whose shape the
-            // residual has; the residual element is read before the output element is written
-            // (they may be the same element).
-            unsafe {
-                let res = (!job.residual.0.is_null()).then(|| *job.residual.0.add(at));
-                *job.y.0.add(at) = ep.finish(acc, chan0 + r, res);
+        let res = job.residual.0;
+        if direct {
+            // The product sits in the output: finish it in place, row by row.
+            for r in 0..kn {
+                let channel = ep.channel(chan0 + r);
+                for l in 0..npix {
+                    let at = origin + r * rs + l * cs;
+                    // SAFETY: `at` is element (r, l) of the product, inside the output, whose
+                    // shape the residual (a separate buffer here) has.
+                    unsafe {
+                        let r = (!res.is_null()).then(|| *res.add(at));
+                        *job.y.0.add(at) = channel.finish(*job.y.0.add(at), r);
+                    }
+                }
             }
-        };
-        // Walk the output in its own order: channel planes (NCHW) or pixels (NHWC).
-        match g.layout {
-            Layout::Nchw => (0..kn).for_each(|r| (0..npix).for_each(|l| finish(r, l))),
-            Layout::Nhwc => (0..npix).for_each(|l| (0..kn).for_each(|r| finish(r, l))),
+            continue;
+        }
+        // Output offset of each pixel of the unit (computed once: it divides by Ho * Wo).
+        out_pixel.clear();
+        out_pixel.extend((0..npix).map(|l| job.out_offset(first + l, 0)));
+        for r in 0..kn {
+            let chan = chan0 + r;
+            let channel = ep.channel(chan);
+            for (l, (&pixel, &offset)) in out_pixel.iter().zip(offsets.iter()).enumerate() {
+                let at = pixel + chan * ocs;
+                // SAFETY: `at` is an element of this unit's part of the output, whose shape
+                // the residual has; `c` holds the product at (r, l); the residual element is
+                // read before the output element is written (they may be the same element).
+                unsafe {
+                    let acc = if offset == PADDED { 0.0 } else { *c.add(r * rs + l * cs) };
+                    let r = (!res.is_null()).then(|| *res.add(at));
+                    *job.y.0.add(at) = channel.finish(acc, r);
+                }
+            }
         }
     }
 }

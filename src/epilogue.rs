@@ -150,7 +150,7 @@ impl Activation {
 
     /// The activation applied to one value `z`, as every scalar path computes it; `slope` is
     /// the channel's PReLU slope (ignored by the others).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn apply(&self, z: f32, slope: f32) -> f32 {
         match *self {
             Activation::Identity => z,
@@ -256,15 +256,40 @@ impl ScalarEpilogue<'_> {
     /// The output value for accumulator `acc` of global channel `k` and residual `r`.
     #[inline(always)]
     pub fn finish(&self, acc: f32, k: usize, r: Option<f32>) -> f32 {
+        self.channel(k).finish(acc, r)
+    }
+
+    /// The output stage of channel `k`, for loops that run over one channel's outputs.
+    #[inline(always)]
+    pub fn channel(&self, k: usize) -> ChannelEpilogue {
+        ChannelEpilogue {
+            bias: self.bias.map(|b| b[k]),
+            slope: self.slope.map_or(0.0, |s| s[k]),
+            act: self.act,
+        }
+    }
+}
+
+/// [`ScalarEpilogue`] for one output channel.
+#[derive(Clone, Copy)]
+pub(crate) struct ChannelEpilogue {
+    bias: Option<f32>,
+    slope: f32,
+    act: Activation,
+}
+
+impl ChannelEpilogue {
+    /// `act(acc + bias + r)`.
+    #[inline(always)]
+    pub fn finish(&self, acc: f32, r: Option<f32>) -> f32 {
         let mut z = acc;
         if let Some(b) = self.bias {
-            z += b[k];
+            z += b;
         }
         if let Some(r) = r {
             z += r;
         }
-        let slope = self.slope.map_or(0.0, |s| s[k]);
-        self.act.apply(z, slope)
+        self.act.apply(z, self.slope)
     }
 }
 

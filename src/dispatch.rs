@@ -2,6 +2,7 @@
 //! and Auto's choice. Every ISA check in the crate lives in this file.
 use crate::error::{Error, Result};
 use std::fmt;
+#[cfg(feature = "testing")]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -78,12 +79,17 @@ impl KernelId {
     }
 
     /// How many forward calls this kernel has executed in this process (all plans, all
-    /// threads). Tests use it to prove that a forced kernel is the one that ran.
+    /// threads). Tests use it to prove that a forced kernel is the one that ran (`testing`
+    /// feature: normal builds keep no counter).
+    #[cfg(feature = "testing")]
     pub fn invocations(self) -> u64 {
         INVOCATIONS[self as usize].load(Ordering::Relaxed)
     }
 
+    /// Counts one call of this kernel (`testing` feature; nothing otherwise).
+    #[inline(always)]
     pub(crate) fn record_invocation(self) {
+        #[cfg(feature = "testing")]
         INVOCATIONS[self as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -93,6 +99,7 @@ pub(crate) fn kernel_names() -> String {
     KernelId::ALL.map(KernelId::name).join(", ")
 }
 
+#[cfg(feature = "testing")]
 static INVOCATIONS: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
 
 impl fmt::Display for KernelId {

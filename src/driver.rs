@@ -1,46 +1,23 @@
-//! The driver: splits one forward call into independent units of work, runs them on the
-//! calling thread or on rayon, and inside a unit runs the cache-blocked loop nest around the
-//! microkernel (pack a block of pixels once, then sweep every weight panel over it).
-//!
-//! Blocking. The microkernel runs the whole reduction (`C / groups` steps) in registers, so
-//! there is no KC loop and no partial sums are stored and reloaded: a 1x1 convolution's
-//! reduction is at most a few thousand channels, and the two panels a tile streams (for
-//! C = 2048, 8 x 2048 weights = 64 KiB and 2048 x 32 pixels = 256 KiB) are read sequentially,
-//! which the hardware prefetchers keep ahead of the FMAs from L2. The pixel block (the NC
-//! loop) is sized so its packed panels take `PACKED_PIXEL_BYTES` = half of a 1 MiB L2, and
-//! blocks are made equal so threads finish together; each unit sweeps its weight panels (the
-//! MC loop, all of them or a thread's share) over the block, so a weight panel is read once
-//! per block from L3 or memory and reused across the block's pixel panels. Packed panels are
-//! contiguous, so they cannot alias in L2; pixels read in place (NCHW rows, NHWC pixels) are
+//! The driver: the loop nest of one unit of work (see `schedule` for how a call is cut into
+//! units), generic over the SIMD tier and never naming one. A unit packs its block of pixels
+//! once (or reads them in place where the layout already gives the tile what it needs:
+//! NCHW rows of consecutive pixels, NHWC pixels with contiguous channels), then sweeps every
+//! weight panel of its channel range over it, one register tile at a time. Tiles whose lanes
+//! are contiguous in the output store straight into it (partial ones with masked stores);
+//! the others, and tiles over padded pixels, go through a stack tile and are scattered.
+//! Packed panels are contiguous, so they cannot alias in L2; pixels read in place are
 //! streamed once per weight panel.
-//!
-//! A *gemm* is one (group, image) product, or one group over all images when the batch is
-//! folded into the pixel axis. A *unit* is one block of a gemm's pixels times one range of its
-//! weight panels. Units never share an output element and the reduction is never split, so
-//! the result is bit-identical for every thread count.
-use crate::conv::{Geometry, Layout};
+use crate::conv::Geometry;
 use crate::epilogue::{Activation, ChannelAxis, ScalarEpilogue, TileEpilogue};
-use crate::kernels::simd::{gemm_tile, ColOperand, RowOperand, SimdF32};
+use crate::kernels::simd::{gemm_tile, ColOperand, Extent, RowOperand, Simd, SimdF32, WithSimd};
+use crate::kernels::Orientation;
 use crate::packing::{pack_pixel_panels, pixel_offsets, uniform_spacing, PanelBuf, WeightPanels, PADDED};
+use crate::schedule::{Schedule, Unit};
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-/// Which operand supplies the tile's rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Orientation {
-    /// Rows are output channels, vector lanes are pixels (NCHW's natural tile).
-    WeightRows,
-    /// Rows are pixels, vector lanes are output channels (NHWC's natural tile).
-    PixelRows,
-}
-
-/// Bytes of packed pixels a unit gathers at once: half of a 1 MiB L2, so that the block and
-/// the weight panel being swept over it stay in L2 together.
-pub(crate) const PACKED_PIXEL_BYTES: usize = 512 * 1024;
 /// Largest register tile any tier uses (`MR * NR`), sizing the stack tile for edges.
 pub(crate) const MAX_TILE: usize = 16 * 64;
-/// Below this many flops a call stays on the calling thread.
-pub(crate) const PARALLEL_MIN_FLOPS: usize = 1 << 22;
 
 /// A raw output pointer that units share; each unit writes a disjoint set of elements.
 #[derive(Clone, Copy)]
@@ -62,14 +39,9 @@ unsafe impl Sync for InPtr {}
 /// Everything a unit needs, borrowed from the plan and the call's arguments.
 pub(crate) struct Job<'a> {
     pub geom: Geometry,
-    /// Index of the tier's tile (`Tier::tiles`) the plan chose for this call.
-    pub tile: usize,
+    /// Tile, blocking and units.
+    pub sched: Schedule,
     pub orient: Orientation,
-    /// Whether full tiles can be stored straight into the output (their vector lanes are
-    /// contiguous there); otherwise every tile goes through a stack tile and is scattered.
-    pub direct: bool,
-    /// Whether a gemm spans all images (pixel axis of length `n * p`).
-    pub folded: bool,
     pub x: &'a [f32],
     pub y: OutPtr,
     /// The residual (output-shaped), or null. It may be the output itself (an in-place
@@ -83,51 +55,12 @@ pub(crate) struct Job<'a> {
     /// Raw `[K, C/G]` weights (matrixmultiply).
     pub weights: &'a [f32],
     pub act: Activation,
-    /// Pixels per packed block (a multiple of the pixel lanes).
-    pub pixel_block: usize,
-    /// Output channels per weight range of a unit.
-    pub channels_per_split: usize,
-    pub blocks_per_gemm: usize,
-    pub splits: usize,
-    pub units: usize,
-}
-
-/// One unit's coordinates.
-pub(crate) struct Unit {
-    pub group: usize,
-    /// Folded pixel range.
-    pub pixels: Range<usize>,
-    /// Output-channel range within the group.
-    pub channels: Range<usize>,
 }
 
 impl Job<'_> {
-    pub fn gemm_pixels(&self) -> usize {
-        if self.folded {
-            self.geom.n * self.geom.p
-        } else {
-            self.geom.p
-        }
-    }
-
+    /// The coordinates of unit `u`.
     pub fn unit(&self, u: usize) -> Unit {
-        let split = u % self.splits;
-        let rest = u / self.splits;
-        let block = rest % self.blocks_per_gemm;
-        let gemm = rest / self.blocks_per_gemm;
-        let group = gemm % self.geom.groups;
-        let img = if self.folded { 0 } else { gemm / self.geom.groups };
-        let start = img * self.geom.p;
-        let len = self.gemm_pixels();
-        let j0 = start + block * self.pixel_block;
-        let j1 = (j0 + self.pixel_block).min(start + len);
-        let k0 = split * self.channels_per_split;
-        let k1 = (k0 + self.channels_per_split).min(self.geom.kg);
-        Unit {
-            group,
-            pixels: j0..j1,
-            channels: k0..k1,
-        }
+        self.sched.unit(&self.geom, u)
     }
 
     /// The scalar form of the job's output stage.
@@ -150,7 +83,7 @@ impl Job<'_> {
 
     /// Output offset of (folded pixel, global output channel).
     #[inline(always)]
-    fn out_offset(&self, pixel: usize, channel: usize) -> usize {
+    pub fn out_offset(&self, pixel: usize, channel: usize) -> usize {
         self.geom.output_pixel_offset(pixel) + channel * self.geom.output_channel_stride()
     }
 }
@@ -206,18 +139,66 @@ impl TaskScratch {
     }
 }
 
-/// The microkernel loop nest for one orientation, `MR x (NV * V::LANES)` tiles.
+/// The loop nest of one tile, as an operation a tier runs inside its `#[target_feature]`
+/// entry point ([`Simd::vectorize`]).
+pub(crate) struct RunUnits<'a, const MR: usize, const NV: usize> {
+    job: &'a Job<'a>,
+    units: Range<usize>,
+    scratch: &'a mut TaskScratch,
+}
+
+impl<'a, const MR: usize, const NV: usize> RunUnits<'a, MR, NV> {
+    /// # Safety
+    /// As [`run_units`] (the tier is proven by the token that runs it).
+    pub unsafe fn new(job: &'a Job<'a>, units: Range<usize>, scratch: &'a mut TaskScratch) -> Self {
+        RunUnits { job, units, scratch }
+    }
+}
+
+impl<const MR: usize, const NV: usize> WithSimd for RunUnits<'_, MR, NV> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        // SAFETY: `new`'s contract.
+        unsafe { run_units::<S, MR, NV>(s, self.job, self.units, self.scratch) }
+    }
+}
+
+/// One microkernel call, as an operation for [`Simd::vectorize`].
+pub(crate) struct RunTileCall<'a, const MR: usize, const NV: usize> {
+    call: &'a TileCall<'a>,
+}
+
+impl<'a, const MR: usize, const NV: usize> RunTileCall<'a, MR, NV> {
+    /// # Safety
+    /// As [`run_tile_call`].
+    pub unsafe fn new(call: &'a TileCall<'a>) -> Self {
+        RunTileCall { call }
+    }
+}
+
+impl<const MR: usize, const NV: usize> WithSimd for RunTileCall<'_, MR, NV> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        // SAFETY: `new`'s contract.
+        unsafe { run_tile_call::<S, MR, NV>(s, self.call) }
+    }
+}
+
+/// The microkernel loop nest for one orientation, `MR x (NV * LANES)` tiles.
 ///
 /// # Safety
 /// The CPU must support `V`'s tier; `job` must describe buffers of the lengths its geometry
 /// implies (the plan checked them), with `job.panels` packed with lanes matching this tile.
 #[inline(always)]
-pub(crate) unsafe fn run_units<V: SimdF32, const MR: usize, const NV: usize>(
+pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
     job: &Job,
     units: Range<usize>,
     scratch: &mut TaskScratch,
 ) {
-    let nr = NV * V::LANES;
+    let nr = NV * S::F32::LANES;
     let weight_rows = job.orient == Orientation::WeightRows;
     let (wl, pl) = if weight_rows { (MR, nr) } else { (nr, MR) };
     let Some(panels) = job.panels else { return };
@@ -253,7 +234,7 @@ pub(crate) unsafe fn run_units<V: SimdF32, const MR: usize, const NV: usize>(
             spacing[panel] = in_place_spacing(offs);
             if spacing[panel].is_none() {
                 let dst = &mut packed[panel * cg * pl..(panel + 1) * cg * pl];
-                pack_pixel_panels(job.x, offs, c0, cg, ics, pl, dst);
+                pack_pixel_panels(job.x, offs, c0, cg, ics, pl, 0.0, dst);
             }
         }
         let first_panel = unit.channels.start / wl;
@@ -296,8 +277,9 @@ pub(crate) unsafe fn run_units<V: SimdF32, const MR: usize, const NV: usize>(
                 // input pixels of cg channels each); the tile targets are checked below or
                 // are stack arrays of MAX_TILE >= MR * NR elements.
                 unsafe {
-                    if job.direct && m == MR && n == nr && padded[pp] == 0 {
-                        store_direct::<V, MR, NV>(job, a, b, j0, chan0, weight_rows);
+                    if job.sched.direct && padded[pp] == 0 {
+                        let extent = Extent { m, n };
+                        store_direct::<S, MR, NV>(s, job, a, b, j0, chan0, extent, weight_rows);
                     } else {
                         let tile = TilePlace {
                             j0,
@@ -306,7 +288,7 @@ pub(crate) unsafe fn run_units<V: SimdF32, const MR: usize, const NV: usize>(
                             n,
                             padded: padded[pp],
                         };
-                        store_scattered::<V, MR, NV>(job, a, b, tile, weight_rows);
+                        store_scattered::<S, MR, NV>(s, job, a, b, tile, weight_rows);
                     }
                 }
             }
@@ -314,14 +296,18 @@ pub(crate) unsafe fn run_units<V: SimdF32, const MR: usize, const NV: usize>(
     }
 }
 
-/// A full tile whose vector lanes are contiguous in the output: computed straight into it.
+/// A tile whose vector lanes are contiguous in the output: computed straight into it, a
+/// partial tile with masked (or lane-by-lane) stores of its valid part.
 #[inline(always)]
-unsafe fn store_direct<V: SimdF32, const MR: usize, const NV: usize>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_direct<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
     job: &Job,
     a: RowOperand,
     b: ColOperand,
     j0: usize,
     chan0: usize,
+    extent: Extent,
     weight_rows: bool,
 ) {
     let g = &job.geom;
@@ -341,10 +327,11 @@ unsafe fn store_direct<V: SimdF32, const MR: usize, const NV: usize>(
         ldr: ldc,
         act: job.act,
     };
-    // SAFETY: `direct` is only set when a full tile's rows are `ldc` apart and its lanes
-    // contiguous inside the output (and the residual, which has the output's shape). An
-    // in-place residual is read register by register just before the same register is stored.
-    unsafe { gemm_tile::<V, MR, NV>(job.geom.cg, a, b, job.y.0.add(origin), ldc, &ep) }
+    // SAFETY: `direct` is only set when a tile's rows are `ldc` apart and its lanes contiguous
+    // inside the output (and the residual, which has the output's shape); the extent's rows
+    // and lanes are the unit's. An in-place residual is read register by register just
+    // before the same register is stored.
+    unsafe { gemm_tile::<S, MR, NV>(s, job.geom.cg, a, b, job.y.0.add(origin), ldc, &ep, extent) }
 }
 
 /// Where a tile lands: its first folded pixel and global output channel, its valid extent
@@ -362,7 +349,8 @@ pub(crate) struct TilePlace {
 /// output: computed into a stack tile (with bias and residual copied in), then the valid
 /// `m x n` part is scattered.
 #[inline(always)]
-unsafe fn store_scattered<V: SimdF32, const MR: usize, const NV: usize>(
+unsafe fn store_scattered<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
     job: &Job,
     a: RowOperand,
     b: ColOperand,
@@ -389,7 +377,7 @@ unsafe fn store_scattered<V: SimdF32, const MR: usize, const NV: usize>(
     };
     // SAFETY: addr(r, l) for r < m, l < n are elements of this unit's part of the output (and
     // of the residual, which has the output's shape); a and b are full panels.
-    unsafe { edge.run::<V, MR, NV>(a, b, addr, addr, job.y.0) }
+    unsafe { edge.run::<S, MR, NV>(s, a, b, addr, addr, job.y.0) }
 }
 
 /// A tile computed through the stack: bias and residual are copied into full-size stack
@@ -419,15 +407,17 @@ impl EdgeTile<'_> {
     /// `a`/`b` hold `kc` rows of `MR`/`NR` values; for `r < m`, `l < n`, `out_addr(r, l)` is a
     /// valid element of `out` and `res_addr(r, l)` of the residual; `m <= MR`, `n <= NR`.
     #[inline(always)]
-    pub(crate) unsafe fn run<V: SimdF32, const MR: usize, const NV: usize>(
+    pub(crate) unsafe fn run<S: Simd, const MR: usize, const NV: usize>(
         &self,
+        s: S,
         a: RowOperand,
         b: ColOperand,
         out_addr: impl Fn(usize, usize) -> usize,
         res_addr: impl Fn(usize, usize) -> usize,
         out: *mut f32,
     ) {
-        let nr = NV * V::LANES;
+        let nr = NV * S::F32::LANES;
+        let full = Extent { m: MR, n: nr };
         debug_assert!(self.m <= MR && self.n <= nr && MR * nr <= MAX_TILE && MR.max(nr) <= 64);
         // The register tile writes all MR x NR values of `tile` before any is read, so it needs
         // no initialisation; `res` is read in full, so its MR x NR part is zeroed first.
@@ -475,13 +465,13 @@ impl EdgeTile<'_> {
         };
         // SAFETY: the stack arrays hold MR * NR <= MAX_TILE values and 64 >= max(MR, NR)
         // channel values; a and b are full panels by the caller's guarantee.
-        unsafe { gemm_tile::<V, MR, NV>(self.kc, a, b, tile.as_mut_ptr().cast::<f32>(), nr, &ep) };
+        unsafe { gemm_tile::<S, MR, NV>(s, self.kc, a, b, tile.as_mut_ptr().cast::<f32>(), nr, &ep, full) };
         if self.padded_pixels != 0 {
             // The epilogue of a zero sum (kc = 0: the operands are not read), with the same
             // operations as any other tile, for the padded pixels.
             let mut zero_sum = [MaybeUninit::<f32>::uninit(); MAX_TILE];
             // SAFETY: as above; with kc = 0 the operand pointers are not dereferenced.
-            unsafe { gemm_tile::<V, MR, NV>(0, a, b, zero_sum.as_mut_ptr().cast::<f32>(), nr, &ep) };
+            unsafe { gemm_tile::<S, MR, NV>(s, 0, a, b, zero_sum.as_mut_ptr().cast::<f32>(), nr, &ep, full) };
             let pixels_are_rows = self.axis == ChannelAxis::Cols;
             for r in 0..self.m {
                 for l in 0..self.n {
@@ -519,160 +509,34 @@ pub(crate) struct TileCall<'a> {
     pub act: Activation,
 }
 
-/// Runs a [`TileCall`] with an `MR x (NV * LANES)` tile.
+/// Runs a [`TileCall`] with an `MR x (NV * LANES)` tile: straight into `c`, a partial tile
+/// with masked (or lane-by-lane) stores.
 ///
 /// # Safety
-/// The CPU must support `V`'s tier; the call's slices must have been checked against the tile
-/// shape (`crate::testing::run_tile` does), and `c` must be valid for `m` rows of `n` values
-/// at stride `ldc` (`MR` rows of `NR` when the tile is full).
+/// The call's slices must have been checked against the tile shape (`crate::testing::run_tile`
+/// does): `c` valid for `m` rows of `n` values at stride `ldc`, the residual likewise at its
+/// stride, bias and slopes for `m` rows (or `n` columns).
 #[inline(always)]
-pub(crate) unsafe fn run_tile_call<V: SimdF32, const MR: usize, const NV: usize>(call: &TileCall) {
-    let nr = NV * V::LANES;
-    if call.m == MR && call.n == nr {
-        let ep = TileEpilogue {
-            bias: call.bias.map_or(std::ptr::null(), <[f32]>::as_ptr),
-            slope: call.slope.map_or(std::ptr::null(), <[f32]>::as_ptr),
-            axis: call.axis,
-            residual: call.residual.map_or(std::ptr::null(), |(r, _)| r.as_ptr()),
-            ldr: call.residual.map_or(0, |(_, ld)| ld),
-            act: call.act,
-        };
-        // SAFETY: full tile inside the checked extents.
-        unsafe {
-            gemm_tile::<V, MR, NV>(
-                call.kc,
-                RowOperand::packed(call.a.as_ptr()),
-                ColOperand::packed(call.b.as_ptr()),
-                call.c,
-                call.ldc,
-                &ep,
-            )
-        };
-        return;
-    }
-    let ldr = call.residual.map_or(0, |(_, ld)| ld);
-    let ldc = call.ldc;
-    let edge = EdgeTile {
-        kc: call.kc,
-        m: call.m,
-        n: call.n,
-        bias: call.bias,
-        slope: call.slope,
+pub(crate) unsafe fn run_tile_call<S: Simd, const MR: usize, const NV: usize>(s: S, call: &TileCall) {
+    let ep = TileEpilogue {
+        bias: call.bias.map_or(std::ptr::null(), <[f32]>::as_ptr),
+        slope: call.slope.map_or(std::ptr::null(), <[f32]>::as_ptr),
         axis: call.axis,
-        residual: call.residual.map(|(r, _)| r.as_ptr()),
+        residual: call.residual.map_or(std::ptr::null(), |(r, _)| r.as_ptr()),
+        ldr: call.residual.map_or(0, |(_, ld)| ld),
         act: call.act,
-        padded_pixels: 0,
     };
-    // SAFETY: the caller checked m rows of n values at stride ldc (output) and ldr (residual).
+    // SAFETY: the extent and every slice were checked by the caller.
     unsafe {
-        edge.run::<V, MR, NV>(
+        gemm_tile::<S, MR, NV>(
+            s,
+            call.kc,
             RowOperand::packed(call.a.as_ptr()),
             ColOperand::packed(call.b.as_ptr()),
-            |r, l| r * ldc + l,
-            |r, l| r * ldr + l,
             call.c,
+            call.ldc,
+            &ep,
+            Extent { m: call.m, n: call.n },
         )
     };
-}
-
-/// The matrixmultiply kernel for a range of units: gather the block into a `cg x npix`
-/// matrix, then one `sgemm` and the scalar epilogue. When the block's outputs form a strided
-/// matrix in the output, have no padded pixel and the residual is not the output itself, the
-/// product is written straight into the output and finished in place; otherwise it is staged
-/// in scratch and scattered (padded pixels take the epilogue of a zero sum, so they never see
-/// the weights, and an in-place residual is read before it is overwritten).
-pub(crate) fn run_units_matrixmultiply(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
-    let g = &job.geom;
-    let cg = g.cg;
-    let ics = g.input_channel_stride();
-    let ocs = g.output_channel_stride();
-    let ep = job.scalar_epilogue();
-    let residual_is_output = job.residual.0 == job.y.0.cast_const();
-    for u in units {
-        let unit = job.unit(u);
-        let npix = unit.pixels.len();
-        let kn = unit.channels.len();
-        let chan0 = unit.group * g.kg + unit.channels.start;
-        let buffers = scratch.buffers(npix * cg, npix, 0);
-        let (packed, offsets, out_scratch, out_pixel) =
-            (buffers.packed, buffers.offsets, buffers.out, buffers.out_pixels);
-        pixel_offsets(g, unit.pixels.start, offsets);
-        // One panel as wide as the block: a row-major cg x npix matrix.
-        pack_pixel_panels(job.x, offsets, unit.group * cg, cg, ics, npix, packed);
-        let w = &job.weights[chan0 * cg..(chan0 + kn) * cg];
-        let padded = offsets.contains(&PADDED);
-        // Pixels evenly spaced in the output: NHWC, or NCHW within one image.
-        let (first, last) = (unit.pixels.start, unit.pixels.end - 1);
-        let pixel_stride = match g.layout {
-            Layout::Nhwc => Some(g.k),
-            Layout::Nchw => (first / g.p == last / g.p).then_some(1),
-        };
-        let direct = pixel_stride.is_some() && !padded && !residual_is_output;
-        let origin = job.out_offset(first, chan0);
-        let (c, rs, cs) = if let (true, Some(stride)) = (direct, pixel_stride) {
-            // SAFETY: `origin` is an element of the output.
-            (unsafe { job.y.0.add(origin) }, ocs, stride)
-        } else {
-            if out_scratch.len() < kn * npix {
-                out_scratch.resize(kn * npix, 0.0);
-            }
-            (out_scratch.as_mut_ptr(), npix, 1)
-        };
-        // SAFETY: C is kn x npix at strides (rs, cs): straight in the output (channels
-        // chan0.. of the unit's pixels, which no other unit writes) or the scratch buffer;
-        // `w` is kn x cg, `packed` cg x npix.
-        unsafe {
-            matrixmultiply::sgemm(
-                kn,
-                cg,
-                npix,
-                1.0,
-                w.as_ptr(),
-                cg as isize,
-                1,
-                packed.as_ptr(),
-                npix as isize,
-                1,
-                0.0,
-                c,
-                rs as isize,
-                cs as isize,
-            );
-        }
-        let res = job.residual.0;
-        if direct {
-            // The product sits in the output: finish it in place, row by row.
-            for r in 0..kn {
-                let channel = ep.channel(chan0 + r);
-                for l in 0..npix {
-                    let at = origin + r * rs + l * cs;
-                    // SAFETY: `at` is element (r, l) of the product, inside the output, whose
-                    // shape the residual (a separate buffer here) has.
-                    unsafe {
-                        let r = (!res.is_null()).then(|| *res.add(at));
-                        *job.y.0.add(at) = channel.finish(*job.y.0.add(at), r);
-                    }
-                }
-            }
-            continue;
-        }
-        // Output offset of each pixel of the unit (computed once: it divides by Ho * Wo).
-        out_pixel.clear();
-        out_pixel.extend((0..npix).map(|l| job.out_offset(first + l, 0)));
-        for r in 0..kn {
-            let chan = chan0 + r;
-            let channel = ep.channel(chan);
-            for (l, (&pixel, &offset)) in out_pixel.iter().zip(offsets.iter()).enumerate() {
-                let at = pixel + chan * ocs;
-                // SAFETY: `at` is an element of this unit's part of the output, whose shape
-                // the residual has; `c` holds the product at (r, l); the residual element is
-                // read before the output element is written (they may be the same element).
-                unsafe {
-                    let acc = if offset == PADDED { 0.0 } else { *c.add(r * rs + l * cs) };
-                    let r = (!res.is_null()).then(|| *res.add(at));
-                    *job.y.0.add(at) = channel.finish(acc, r);
-                }
-            }
-        }
-    }
 }

@@ -59,11 +59,11 @@ pub enum Error {
         /// The channel count.
         channels: usize,
     },
-    /// A test hook (`pointwise::testing`, `Plan::force_tiling`) was given a tile that the
-    /// kernel does not have or a tile extent outside it.
-    #[doc(hidden)]
+    /// A test hook (`testing` feature: `pointwise::testing`, `Plan::force_tile`) was given a
+    /// tile that the kernel does not have or a tile extent outside it.
+    #[cfg(feature = "testing")]
     #[error("invalid tile: {0}")]
-    InvalidTile(&'static str),
+    InvalidTile(String),
     /// A dedicated thread pool could not be created.
     #[error("could not build a thread pool: {0}")]
     ThreadPool(String),

@@ -9,11 +9,14 @@
 //! The crate is layered accordingly:
 //!
 //! - **plan** ([`Plan`]): validates a [`Conv1x1`] once, picks the kernel once, packs the weights;
-//! - **driver**: splits a call into independent blocks (threads), runs the cache-blocked loop;
+//! - **schedule**: from the problem, the kernel's tiles, the machine's caches and the threads,
+//!   the tile, the cache blocking and the units of work (a pure function);
+//! - **driver**: the loop nest of one unit, generic over the SIMD tier;
 //! - **packing**: gathers input pixels into panels, applying stride and padding;
-//! - **microkernels**: register tiles per instruction set (`kernels/x86_64/avx512.rs`,
-//!   `kernels/x86_64/avx2.rs`, `kernels/aarch64/neon.rs`, `kernels/portable.rs`), plus
-//!   `matrixmultiply` as the fallback and a plain reference kernel;
+//! - **microkernels**: a registry of named register tiles (`kernels/mod.rs`) over the tiers
+//!   (`kernels/x86_64/avx512.rs`, `kernels/x86_64/avx2.rs`, `kernels/aarch64/neon.rs`,
+//!   `kernels/portable.rs`), plus `kernels/matrixmultiply.rs` as the fallback and a plain
+//!   reference kernel;
 //! - **epilogue**: bias, residual and [`Activation`] applied in registers before the store.
 //!
 //! Every kernel gives IEEE results (denormals are computed, not flushed) and leaves the
@@ -71,10 +74,12 @@ mod driver;
 mod epilogue;
 mod error;
 mod kernels;
+mod machine;
 mod packing;
 mod plan;
+mod schedule;
 mod shuffle;
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use conv::{Conv1x1, InputDims, Layout, OutputDims, Padding};

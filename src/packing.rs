@@ -1,8 +1,11 @@
 //! Packing: the only place that knows about stride and padding.
 //!
-//! Both operands of the microkernel are stored as *lane panels*: `rows` consecutive groups of
-//! `lanes` values, where a row is one reduction step (one input channel) and a lane is one
-//! output channel (weights) or one output pixel (activations). Lanes past the end are zero.
+//! Both operands of the microkernel are stored as *lane panels* in a named [`PackedFormat`]:
+//! `rows` consecutive groups of `lanes` values, where a row is one reduction step (one input
+//! channel) and a lane is one output channel (weights) or one output pixel (activations);
+//! with `k_group` > 1 (bf16 and int8 dot-product instructions, which consume the reduction in
+//! pairs or fours) each lane holds `k_group` consecutive steps together. Lanes and steps past
+//! the end, and padded pixels, hold the format's padding value (zero for a sum).
 //!
 //! - Weights are packed once, at plan time, by [`pack_weight_panels`].
 //! - Activations are gathered per call by [`pack_pixel_panels`]: output pixel `j` reads the
@@ -17,10 +20,38 @@ pub(crate) type PanelBuf = AVec<f32, ConstAlign<64>>;
 /// A padded pixel in an offset list.
 pub(crate) const PADDED: isize = -1;
 
+/// How a kernel wants an operand packed: `lanes` per panel row, the reduction grouped by
+/// `k_group` (1: one step per row; 2 or 4: that many consecutive steps per lane, side by side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PackedFormat {
+    pub lanes: usize,
+    pub k_group: usize,
+}
+
+impl PackedFormat {
+    /// f32 lanes, one reduction step per row.
+    pub const fn f32(lanes: usize) -> PackedFormat {
+        PackedFormat { lanes, k_group: 1 }
+    }
+
+    /// Values in one panel of `k` reduction steps (rounded up to whole groups).
+    pub fn panel_len(&self, k: usize) -> usize {
+        k.div_ceil(self.k_group) * self.k_group * self.lanes
+    }
+
+    /// Index in a panel of (reduction step `c`, lane `lane`).
+    #[inline(always)]
+    pub fn index(&self, c: usize, lane: usize) -> usize {
+        let (group, within) = (c / self.k_group, c % self.k_group);
+        (group * self.lanes + lane) * self.k_group + within
+    }
+}
+
 /// Weights of every group packed into `lanes`-wide panels over output channels.
 #[derive(Clone)]
 pub(crate) struct WeightPanels {
     pub data: PanelBuf,
+    pub format: PackedFormat,
     pub lanes: usize,
     /// Panels per group, `ceil(kg / lanes)`.
     pub panels: usize,
@@ -33,31 +64,42 @@ impl WeightPanels {
     #[inline]
     pub fn panel_ptr(&self, g: usize, panel: usize) -> *const f32 {
         // The index is inside `data` for g < groups and panel < panels (see pack_weight_panels).
-        self.data[(g * self.panels + panel) * self.cg * self.lanes..].as_ptr()
+        self.data[(g * self.panels + panel) * self.format.panel_len(self.cg)..].as_ptr()
     }
 }
 
-/// Packs `weights` (`[groups * kg, cg]` row-major) into panels of `lanes` output channels:
-/// element `(g, panel, c, lane)` is `W[g*kg + panel*lanes + lane][c]`, zero past `kg`.
+/// Packs `weights` (`[groups * kg, cg]` row-major) into panels of `format.lanes` output
+/// channels: element `(g, panel, c, lane)` is `W[g*kg + panel*lanes + lane][c]` at
+/// `format.index(c, lane)` of its panel, `pad` past `kg` and past `cg` in the last group.
 /// The caller has checked `weights.len() == groups * kg * cg` and that the packed size fits.
-pub(crate) fn pack_weight_panels(weights: &[f32], groups: usize, kg: usize, cg: usize, lanes: usize) -> WeightPanels {
+pub(crate) fn pack_weight_panels(
+    weights: &[f32],
+    groups: usize,
+    kg: usize,
+    cg: usize,
+    format: PackedFormat,
+    pad: f32,
+) -> WeightPanels {
+    let lanes = format.lanes;
     let panels = kg.div_ceil(lanes);
-    let total = groups * panels * cg * lanes;
-    let mut data = PanelBuf::from_iter(64, std::iter::repeat_n(0.0f32, total));
+    let panel_len = format.panel_len(cg);
+    let total = groups * panels * panel_len;
+    let mut data = PanelBuf::from_iter(64, std::iter::repeat_n(pad, total));
     for g in 0..groups {
         for panel in 0..panels {
-            let dst = &mut data[(g * panels + panel) * cg * lanes..][..cg * lanes];
+            let dst = &mut data[(g * panels + panel) * panel_len..][..panel_len];
             for lane in 0..lanes.min(kg - panel * lanes) {
                 let k = g * kg + panel * lanes + lane;
                 let src = &weights[k * cg..(k + 1) * cg];
                 for (c, &w) in src.iter().enumerate() {
-                    dst[c * lanes + lane] = w;
+                    dst[format.index(c, lane)] = w;
                 }
             }
         }
     }
     WeightPanels {
         data,
+        format,
         lanes,
         panels,
         cg,
@@ -92,11 +134,12 @@ pub(crate) fn uniform_spacing(offs: &[isize], lanes: usize) -> Option<usize> {
 }
 
 /// Gathers the input pixels listed in `offsets` into `lanes`-wide panels of `cg` rows:
-/// element `(panel, c, lane)` is `x[offsets[panel*lanes + lane] + (c0 + c) * ics]`, zero for
+/// element `(panel, c, lane)` is `x[offsets[panel*lanes + lane] + (c0 + c) * ics]`, `pad` for
 /// padded pixels and for lanes past `offsets.len()`. `ics` is the input's channel stride
 /// (`H*W` in NCHW, 1 in NHWC) and `c0` the group's first channel.
 /// `out` must hold `ceil(offsets.len() / lanes) * cg * lanes` values.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn pack_pixel_panels(
     x: &[f32],
     offsets: &[isize],
@@ -104,28 +147,29 @@ pub(crate) fn pack_pixel_panels(
     cg: usize,
     ics: usize,
     lanes: usize,
+    pad: f32,
     out: &mut [f32],
 ) {
     for (panel, offs) in offsets.chunks(lanes).enumerate() {
         let dst = &mut out[panel * cg * lanes..(panel + 1) * cg * lanes];
         if ics == 1 {
-            pack_channel_contiguous(x, offs, c0, cg, lanes, dst);
+            pack_channel_contiguous(x, offs, c0, cg, lanes, pad, dst);
         } else {
-            pack_pixel_contiguous(x, offs, c0, cg, ics, lanes, dst);
+            pack_pixel_contiguous(x, offs, c0, cg, ics, lanes, pad, dst);
         }
     }
 }
 
 /// NHWC: each pixel's `cg` channels are contiguous; transpose them into the panel.
 #[inline(always)]
-fn pack_channel_contiguous(x: &[f32], offs: &[isize], c0: usize, cg: usize, lanes: usize, dst: &mut [f32]) {
+fn pack_channel_contiguous(x: &[f32], offs: &[isize], c0: usize, cg: usize, lanes: usize, pad: f32, dst: &mut [f32]) {
     if offs.len() < lanes {
-        dst.fill(0.0);
+        dst.fill(pad);
     }
     for (lane, &off) in offs.iter().enumerate() {
         if off == PADDED {
             for c in 0..cg {
-                dst[c * lanes + lane] = 0.0;
+                dst[c * lanes + lane] = pad;
             }
         } else {
             let src = &x[off as usize + c0..off as usize + c0 + cg];
@@ -138,7 +182,17 @@ fn pack_channel_contiguous(x: &[f32], offs: &[isize], c0: usize, cg: usize, lane
 
 /// NCHW: each channel is a plane; copy runs of consecutive pixels row by row.
 #[inline(always)]
-fn pack_pixel_contiguous(x: &[f32], offs: &[isize], c0: usize, cg: usize, ics: usize, lanes: usize, dst: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn pack_pixel_contiguous(
+    x: &[f32],
+    offs: &[isize],
+    c0: usize,
+    cg: usize,
+    ics: usize,
+    lanes: usize,
+    pad: f32,
+    dst: &mut [f32],
+) {
     if let Some(d) = uniform_spacing(offs, lanes) {
         let first = offs[0] as usize;
         // d is 0 for a one-lane panel: a copy of one value per row.
@@ -167,8 +221,107 @@ fn pack_pixel_contiguous(x: &[f32], offs: &[isize], c0: usize, cg: usize, ics: u
         for (lane, v) in row.iter_mut().enumerate() {
             *v = match offs.get(lane) {
                 Some(&o) if o != PADDED => x[o as usize + base],
-                _ => 0.0,
+                _ => pad,
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[K, C]` weights whose value names its position: `k * 1000 + c`.
+    fn named_weights(k: usize, c: usize) -> Vec<f32> {
+        (0..k * c).map(|i| ((i / c) * 1000 + i % c) as f32).collect()
+    }
+
+    #[test]
+    fn weight_panels_hold_every_weight_once_and_pad_the_rest() {
+        for k_group in [1, 2, 4] {
+            for (groups, kg, cg, lanes) in [(1, 8, 5, 8), (2, 13, 3, 4), (3, 1, 7, 16), (1, 33, 1, 32)] {
+                let w = named_weights(groups * kg, cg);
+                let format = PackedFormat { lanes, k_group };
+                let p = pack_weight_panels(&w, groups, kg, cg, format, -1.0);
+                let panel_len = format.panel_len(cg);
+                assert_eq!(p.data.len(), groups * kg.div_ceil(lanes) * panel_len);
+                let mut seen = 0;
+                for g in 0..groups {
+                    for panel in 0..p.panels {
+                        let base = (g * p.panels + panel) * panel_len;
+                        assert_eq!(p.panel_ptr(g, panel), p.data[base..].as_ptr());
+                        for c in 0..cg.div_ceil(k_group) * k_group {
+                            for lane in 0..lanes {
+                                let v = p.data[base + format.index(c, lane)];
+                                let k = panel * lanes + lane;
+                                if k < kg && c < cg {
+                                    assert_eq!(v, ((g * kg + k) * 1000 + c) as f32, "{format:?} g{g} k{k} c{c}");
+                                    seen += 1;
+                                } else {
+                                    assert_eq!(v, -1.0, "{format:?} padding at g{g} k{k} c{c}");
+                                }
+                            }
+                        }
+                    }
+                }
+                assert_eq!(seen, w.len());
+            }
+        }
+    }
+
+    #[test]
+    fn grouped_formats_keep_k_group_steps_side_by_side() {
+        let f = PackedFormat { lanes: 4, k_group: 2 };
+        // Steps 0 and 1 of lane 0, then steps 0 and 1 of lane 1, ...
+        assert_eq!(
+            [f.index(0, 0), f.index(1, 0), f.index(0, 1), f.index(1, 1)],
+            [0, 1, 2, 3]
+        );
+        assert_eq!(f.index(2, 0), 8);
+        assert_eq!(f.panel_len(3), 16);
+        let f1 = PackedFormat::f32(8);
+        assert_eq!((f1.index(3, 5), f1.panel_len(3)), (29, 24));
+    }
+
+    #[test]
+    fn pixel_panels_gather_strided_pixels_and_pad() {
+        // NCHW, 2 channels of a 1 x 6 image; pixels 0, 2, padding, 5, and one lane past the end.
+        let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let offsets = [0, 2, PADDED, 5];
+        for (ics, lanes) in [(6, 4), (6, 5), (6, 3)] {
+            let panels = offsets.len().div_ceil(lanes);
+            let mut out = vec![f32::NAN; panels * 2 * lanes];
+            pack_pixel_panels(&x, &offsets, 0, 2, ics, lanes, 7.5, &mut out);
+            for (i, &o) in offsets.iter().enumerate() {
+                let (panel, lane) = (i / lanes, i % lanes);
+                for c in 0..2 {
+                    let want = if o == PADDED { 7.5 } else { x[o as usize + c * ics] };
+                    assert_eq!(
+                        out[(panel * 2 + c) * lanes + lane],
+                        want,
+                        "lanes {lanes} pixel {i} c{c}"
+                    );
+                }
+            }
+            for i in offsets.len()..panels * lanes {
+                let (panel, lane) = (i / lanes, i % lanes);
+                assert_eq!(out[(panel * 2) * lanes + lane], 7.5);
+                assert_eq!(out[(panel * 2 + 1) * lanes + lane], 7.5);
+            }
+        }
+        // NHWC: channels contiguous; group offset c0.
+        let offsets = [0, 4, PADDED];
+        let mut out = vec![f32::NAN; 2 * 4];
+        pack_pixel_panels(&x, &offsets, 1, 2, 1, 4, 0.0, &mut out);
+        assert_eq!(out, [1.0, 5.0, 0.0, 0.0, 2.0, 6.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn uniform_spacing_needs_a_full_unpadded_panel() {
+        assert_eq!(uniform_spacing(&[3, 5, 7, 9], 4), Some(2));
+        assert_eq!(uniform_spacing(&[3, 5, 7], 4), None);
+        assert_eq!(uniform_spacing(&[3, PADDED, 7, 9], 4), None);
+        assert_eq!(uniform_spacing(&[3, 5, 8, 9], 4), None);
+        assert_eq!(uniform_spacing(&[4], 1), Some(0));
     }
 }

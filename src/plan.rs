@@ -2,13 +2,13 @@
 //! as many times as needed, writing into the caller's buffer.
 use crate::conv::{Conv1x1, Geometry, InputDims, Layout, OutputDims};
 use crate::dispatch::{KernelChoice, KernelId};
-use crate::driver::{
-    run_units_matrixmultiply, InPtr, Job, Orientation, OutPtr, TaskScratch, PACKED_PIXEL_BYTES, PARALLEL_MIN_FLOPS,
-};
+use crate::driver::{InPtr, Job, OutPtr, TaskScratch};
 use crate::epilogue::{Residual, ScalarEpilogue};
 use crate::error::{checked_product, Error, Result};
-use crate::kernels::{self, Tier, Tile};
+use crate::kernels::{self, Orientation, TileKernel};
+use crate::machine::machine;
 use crate::packing::{pack_weight_panels, WeightPanels};
+use crate::schedule::schedule;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -55,6 +55,7 @@ fn pool_registry() -> std::sync::MutexGuard<'static, HashMap<usize, Weak<rayon::
 }
 
 /// The live shared pools as `(threads of the pool, plans holding it)`, sorted (test hook).
+#[cfg(feature = "testing")]
 pub(crate) fn live_pools() -> Vec<(usize, usize)> {
     let mut live: Vec<(usize, usize)> = pool_registry()
         .values()
@@ -197,13 +198,14 @@ pub struct Plan {
     kernel: KernelId,
     /// Whether the kernel was chosen by Auto (then small problems take the reference loop).
     auto: bool,
-    tier: Option<Tier>,
+    /// The kernel's register tiles (empty for matrixmultiply and reference).
+    tiles: &'static [TileKernel],
     /// `[K, C/G]` row-major, whatever order the caller gave.
     weights: Vec<f32>,
     bias: Option<Vec<f32>>,
     /// PReLU slopes `[K]`, present exactly when the activation is PReLU.
     slope: Option<Vec<f32>>,
-    /// Weight panels for each of the tier's tiles (by index): the one the layout's typical
+    /// Weight panels for each of the kernel's tiles (by index): the one the layout's typical
     /// shapes use is packed by `new`, the others on the first call that needs them.
     panels: Vec<OnceLock<WeightPanels>>,
     threads: Threads,
@@ -357,8 +359,7 @@ impl Plan {
             _ => {}
         }
         let kernel = b.options.kernel.resolve()?;
-        let tier = kernels::tier(kernel);
-        debug_assert!(tier.is_none_or(|t| t.id == kernel));
+        let tiles = kernels::tiles(kernel);
         let pool = match b.options.threads {
             Threads::Count(n) if n > 1 => Some(shared_pool(n.min(MAX_THREADS))?),
             _ => None,
@@ -381,45 +382,61 @@ impl Plan {
             conv: *conv,
             kernel,
             auto: b.options.kernel == KernelChoice::Auto,
-            tier,
+            tiles,
             weights,
             bias: b.bias.map(<[f32]>::to_vec),
             slope: b.slope.map(<[f32]>::to_vec),
-            panels: (0..tier.map_or(0, |t| t.tiles.len()))
-                .map(|_| OnceLock::new())
-                .collect(),
+            panels: tiles.iter().map(|_| OnceLock::new()).collect(),
             threads: b.options.threads,
             pool,
             forced_tiling: None,
         };
-        if let Some(t) = tier {
-            // Pack for the first tile of the layout's natural orientation now.
-            let natural = match conv.layout {
-                Layout::Nchw => Orientation::WeightRows,
-                Layout::Nhwc => Orientation::PixelRows,
-            };
-            if let Some(index) = t.tiles.iter().position(|tile| tile.orient == natural) {
-                plan.weight_panels(index)?;
-            }
+        // Pack for the first tile of the layout's natural orientation now.
+        let natural = match conv.layout {
+            Layout::Nchw => Orientation::WeightRows,
+            Layout::Nhwc => Orientation::PixelRows,
+        };
+        if let Some(index) = tiles.iter().position(|t| t.tile.orient == natural) {
+            plan.weight_panels(index)?;
         }
         Ok(plan)
     }
 
-    /// Test hook: makes every later `forward` use the tier's tile `tile` (an index into
-    /// `pointwise::testing::tiles(kernel)`) and fold the batch into the pixel axis or not,
-    /// instead of the cost model's choice, so that tests reach every tile on every shape.
+    /// Test hook (`testing` feature): makes every later `forward` use the register tile named
+    /// `tile` (as `pointwise::testing::tiles(kernel)` lists them, e.g.
+    /// `avx512_f32_8x32_wrows`) and fold the batch into the pixel axis or not, instead of the
+    /// cost model's choice, so that tests reach every tile on every shape.
     ///
     /// # Errors
-    /// [`Error::InvalidTile`] when the kernel has no such tile.
-    #[doc(hidden)]
-    pub fn force_tiling(&mut self, tile: usize, fold_batch: bool) -> Result<()> {
-        match self.tier {
-            Some(t) if tile < t.tiles.len() => {
-                self.forced_tiling = Some((tile, fold_batch || self.conv.layout == Layout::Nhwc));
+    /// [`Error::InvalidTile`] when the plan's kernel has no tile of that name.
+    #[cfg(feature = "testing")]
+    pub fn force_tile(&mut self, tile: &str, fold_batch: bool) -> Result<()> {
+        match self.tiles.iter().position(|t| t.name == tile) {
+            Some(index) => {
+                self.forced_tiling = Some((index, fold_batch || self.conv.layout == Layout::Nhwc));
                 Ok(())
             }
-            _ => Err(Error::InvalidTile("this kernel has no such tile")),
+            None => Err(Error::InvalidTile(format!("{} has no tile {tile}", self.kernel))),
         }
+    }
+
+    /// The name of the register tile a forward call with `dims` runs, if the call runs one
+    /// (test hook, `testing` feature; `compare` prints it).
+    ///
+    /// # Errors
+    /// As [`Plan::output_dims`].
+    #[cfg(feature = "testing")]
+    pub fn tile_for(&self, dims: InputDims) -> Result<Option<&'static str>> {
+        let len = self.conv.input_len(dims)?;
+        let out = self.conv.output_dims(dims)?.len()?;
+        let Some(geom) = Geometry::new(&self.conv, dims, len, None, out)? else {
+            return Ok(None);
+        };
+        if self.kernel_for_macs(geom.p * geom.kg * geom.cg) != self.kernel || self.tiles.is_empty() {
+            return Ok(None);
+        }
+        let s = schedule(&geom, self.tiles, &machine(), 1, self.forced_tiling);
+        Ok(Some(self.tiles[s.tile].name))
     }
 
     /// The kernel this plan was made for: the forced one, or Auto's pick for this CPU. With
@@ -484,18 +501,33 @@ impl Plan {
     }
 
     fn weight_panels(&self, tile: usize) -> Result<&WeightPanels> {
-        let (Some(tier), Some(slot)) = (self.tier, self.panels.get(tile)) else {
+        let (Some(t), Some(slot)) = (self.tiles.get(tile), self.panels.get(tile)) else {
             return Err(Error::KernelUnavailable(self.kernel));
         };
-        let lanes = tier.tiles[tile].weight_lanes();
-        if let Some(same) = self.panels.iter().filter_map(OnceLock::get).find(|p| p.lanes == lanes) {
+        let format = t.weights;
+        if let Some(same) = self
+            .panels
+            .iter()
+            .filter_map(OnceLock::get)
+            .find(|p| p.format == format)
+        {
             return Ok(same);
         }
         let (g, c, k) = (self.conv.groups, self.conv.in_channels, self.conv.out_channels);
         let (cg, kg) = (c / g, k / g);
-        // Size check before packing: groups * ceil(kg / lanes) * lanes * cg values.
-        checked_product(&[g, kg.div_ceil(lanes), lanes, cg], "packed weights")?;
-        Ok(slot.get_or_init(|| pack_weight_panels(&self.weights, g, kg, cg, lanes)))
+        // Size check before packing: groups * ceil(kg / lanes) * lanes * cg values (rounded up
+        // to whole reduction groups).
+        let lanes = format.lanes;
+        checked_product(
+            &[
+                g,
+                kg.div_ceil(lanes),
+                lanes,
+                cg.div_ceil(format.k_group) * format.k_group,
+            ],
+            "packed weights",
+        )?;
+        Ok(slot.get_or_init(|| pack_weight_panels(&self.weights, g, kg, cg, format, 0.0)))
     }
 
     /// Computes `output = act(W * input + bias + residual)`.
@@ -570,45 +602,22 @@ impl Plan {
             kernels::reference::forward(&geom, input, &self.weights, scalar, residual, output);
             return Ok(());
         }
-        let choice = self.choose_tiling(&geom);
-        let (tile_index, folded, direct) = (choice.tile, choice.folded, choice.direct);
-        let (tile, panels) = match self.tier {
-            Some(t) => (Some(t.tiles[tile_index]), Some(self.weight_panels(tile_index)?)),
-            None => (None, None),
-        };
-        let orient = tile.map_or(Orientation::WeightRows, |t| t.orient);
-        let (weight_lanes, pixel_lanes) = tile.map_or((1, 1), |t| (t.weight_lanes(), t.pixel_lanes()));
-        let gemm_pixels = if folded { geom.n * geom.p } else { geom.p };
-        let by_cache = (PACKED_PIXEL_BYTES / (4 * geom.cg)).max(pixel_lanes);
-        let max_block = (by_cache / pixel_lanes * pixel_lanes).min(gemm_pixels.div_ceil(pixel_lanes) * pixel_lanes);
-        // Equal blocks (whole tiles each), so that threads given one block each finish together.
-        let blocks = gemm_pixels.div_ceil(max_block);
-        let pixel_block = gemm_pixels.div_ceil(blocks).div_ceil(pixel_lanes) * pixel_lanes;
-        let blocks_per_gemm = gemm_pixels.div_ceil(pixel_block);
-        let gemms = geom.groups * if folded { 1 } else { geom.n };
-        let flops = 2 * geom.n * geom.p * geom.k * geom.cg;
         let threads = match self.threads {
-            _ if flops < PARALLEL_MIN_FLOPS => 1,
             Threads::Single => 1,
             Threads::Count(n) => n.clamp(1, MAX_THREADS),
             Threads::Rayon => rayon::current_num_threads().max(1),
         };
-        let weight_panels_total = geom.kg.div_ceil(weight_lanes);
-        let base_units = gemms * blocks_per_gemm;
-        let splits = if threads > 1 && base_units < 2 * threads {
-            (2 * threads).div_ceil(base_units).min(weight_panels_total)
-        } else {
-            1
+        let sched = schedule(&geom, self.tiles, &machine(), threads, self.forced_tiling);
+        let tile = self.tiles.get(sched.tile);
+        let panels = match tile {
+            Some(_) => Some(self.weight_panels(sched.tile)?),
+            None => None,
         };
-        let channels_per_split = weight_panels_total.div_ceil(splits) * weight_lanes;
-        let splits = geom.kg.div_ceil(channels_per_split);
         let y = output.as_mut_ptr();
         let job = Job {
             geom,
-            tile: tile_index,
-            orient,
-            direct,
-            folded,
+            sched,
+            orient: tile.map_or(Orientation::WeightRows, |t| t.tile.orient),
             x: input,
             y: OutPtr(y),
             residual: InPtr(match residual {
@@ -621,27 +630,21 @@ impl Plan {
             panels,
             weights: &self.weights,
             act: self.conv.activation,
-            pixel_block,
-            channels_per_split,
-            blocks_per_gemm,
-            splits,
-            units: base_units * splits,
         };
-        let tier = self.tier;
-        let run_range = |range: std::ops::Range<usize>, scratch: &mut TaskScratch| match tier {
-            // SAFETY: the plan holds a tier only for a kernel dispatch reported available,
-            // the job's slices were length-checked by Geometry::new, and the panels were
-            // packed for this orientation's lanes.
+        let run_range = |range: std::ops::Range<usize>, scratch: &mut TaskScratch| match tile {
+            // SAFETY: the plan holds tiles only of a kernel dispatch reported available, the
+            // job's slices were length-checked by Geometry::new, and the panels were packed in
+            // the tile's weight format.
             Some(t) => unsafe { (t.run)(&job, range, scratch) },
-            None => run_units_matrixmultiply(&job, range, scratch),
+            None => kernels::matrixmultiply::run_units(&job, range, scratch),
         };
-        let tasks = threads.min(job.units);
+        let tasks = sched.tasks;
         let scratch = workspace.tasks(tasks);
         if tasks <= 1 {
-            run_range(0..job.units, &mut scratch[0]);
+            run_range(0..sched.units, &mut scratch[0]);
             return Ok(());
         }
-        let units = job.units;
+        let units = sched.units;
         let mut fan_out = move || {
             rayon::scope(|s| {
                 for (t, slot) in scratch.iter_mut().enumerate() {
@@ -657,101 +660,4 @@ impl Plan {
         }
         Ok(())
     }
-
-    /// Picks the register tile, batch folding and direct stores for a call's geometry by
-    /// estimating each candidate's time: vector FMAs over all tiles (padding lanes included)
-    /// plus the per-tile store cost, which is higher for tiles that must be scattered.
-    fn choose_tiling(&self, g: &Geometry) -> TilingChoice {
-        let Some(tier) = self.tier else {
-            // matrixmultiply: fold small NCHW images; NHWC pixels are uniformly strided.
-            let folded = g.layout == Layout::Nhwc || (g.n > 1 && g.p < 256);
-            return TilingChoice {
-                tile: 0,
-                folded,
-                direct: true,
-            };
-        };
-        let direct_for = |tile: &Tile, folded: bool| match (g.layout, tile.orient) {
-            (Layout::Nchw, Orientation::WeightRows) => !folded,
-            (Layout::Nhwc, Orientation::PixelRows) => true,
-            _ => false,
-        };
-        if let Some((tile, folded)) = self.forced_tiling {
-            return TilingChoice {
-                tile,
-                folded,
-                direct: direct_for(&tier.tiles[tile], folded),
-            };
-        }
-        let mut best: Option<(f64, TilingChoice)> = None;
-        let fold_options: &[bool] = match g.layout {
-            Layout::Nhwc => &[true],
-            Layout::Nchw if g.n > 1 => &[false, true],
-            Layout::Nchw => &[false],
-        };
-        for (index, tile) in tier.tiles.iter().enumerate() {
-            for &folded in fold_options {
-                let direct = direct_for(tile, folded);
-                let cost = tile_cost(g, tile, folded, direct);
-                if best.as_ref().is_none_or(|(c, _)| cost < *c) {
-                    best = Some((
-                        cost,
-                        TilingChoice {
-                            tile: index,
-                            folded,
-                            direct,
-                        },
-                    ));
-                }
-            }
-        }
-        best.map_or(
-            TilingChoice {
-                tile: 0,
-                folded: false,
-                direct: false,
-            },
-            |(_, c)| c,
-        )
-    }
-}
-
-/// The tile, folding and store mode one call uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct TilingChoice {
-    tile: usize,
-    folded: bool,
-    direct: bool,
-}
-
-/// Estimated cycles (up to a constant) to run geometry `g` with `tile`: the vector FMAs of
-/// every tile, padding lanes included, a fixed cost per tile (loop set-up, epilogue dispatch),
-/// and the stores: one per register for a direct tile, about two scalar moves per element
-/// (residual gather and scatter) otherwise.
-fn tile_cost(g: &Geometry, tile: &Tile, folded: bool, direct: bool) -> f64 {
-    let pixels = if folded { g.n * g.p } else { g.p };
-    let gemms = if folded { 1 } else { g.n } * g.groups;
-    let (rows, cols) = match tile.orient {
-        Orientation::WeightRows => (g.kg, pixels),
-        Orientation::PixelRows => (pixels, g.kg),
-    };
-    let tiles = (rows.div_ceil(tile.mr) * cols.div_ceil(tile.nr) * gemms) as f64;
-    let registers = (tile.mr * tile.vectors) as f64;
-    let per_tile_fma = g.cg as f64 * registers;
-    let per_tile_store = if direct {
-        registers
-    } else {
-        2.0 * (tile.mr * tile.nr) as f64
-    };
-    // Packing pixels: NHWC pixel rows, and NCHW weight rows at unit width stride, are read in
-    // place; strided NCHW rows are gathered a row at a time (~1/4 cycle per value); anything
-    // else is a scalar transposition (~1 per value), once per unit.
-    let pack_per_value = match (g.layout, tile.orient) {
-        (Layout::Nhwc, Orientation::PixelRows) => 0.0,
-        (Layout::Nchw, Orientation::WeightRows) if g.sw == 1 => 0.0,
-        (Layout::Nchw, Orientation::WeightRows) => 0.25,
-        _ => 1.0,
-    };
-    let packing = pack_per_value * (pixels * gemms) as f64 * g.cg as f64;
-    tiles * (per_tile_fma + 40.0 + per_tile_store) + packing
 }

@@ -1,20 +1,17 @@
-//! Hooks for the crate's own tests, benchmarks and tools: the tile list of each SIMD kernel
-//! and a checked entry point for one microkernel call. Not part of the stable API.
+//! Hooks for the crate's own tests, benchmarks and tools (the `testing` cargo feature, which
+//! normal builds do not have): the register tiles of each kernel by name, a checked entry
+//! point for one microkernel call, and the shared thread pools. Not part of the stable API.
 use crate::dispatch::KernelId;
-use crate::driver::{Orientation, TileCall};
+use crate::driver::TileCall;
 use crate::epilogue::{Activation, ChannelAxis};
 use crate::error::{Error, Result};
-use crate::kernels;
-
-/// The live thread pools shared by plans with `Threads::Count`, as `(threads, plans holding
-/// it)`, sorted.
-pub fn live_thread_pools() -> Vec<(usize, usize)> {
-    crate::plan::live_pools()
-}
+use crate::kernels::{self, Orientation};
 
 /// One register tile of a SIMD kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TileInfo {
+    /// `{isa}_{type}_{mr}x{nr}_{wrows|prows}`, as `Plan::force_tile` takes it.
+    pub name: &'static str,
     /// Rows are output channels (NCHW's natural tile) rather than pixels.
     pub weight_rows: bool,
     /// Rows of the tile.
@@ -25,22 +22,29 @@ pub struct TileInfo {
 
 /// The register tiles `kernel` is compiled for (empty for non-SIMD kernels).
 pub fn tiles(kernel: KernelId) -> Vec<TileInfo> {
-    kernels::tier(kernel).map_or(Vec::new(), |t| {
-        t.tiles
-            .iter()
-            .map(|tile| TileInfo {
-                weight_rows: tile.orient == Orientation::WeightRows,
-                mr: tile.mr,
-                nr: tile.nr,
-            })
-            .collect()
-    })
+    kernels::tiles(kernel)
+        .iter()
+        .map(|t| TileInfo {
+            name: t.name,
+            weight_rows: t.tile.orient == Orientation::WeightRows,
+            mr: t.tile.mr,
+            nr: t.tile.nr,
+        })
+        .collect()
 }
 
-/// Runs one microkernel call of `kernel`'s tile `tile`: `C[m x n] = act(A * B + bias + R)`
-/// where `a` is an MR-lane panel (`kc` rows of `mr` values), `b` an NR-lane panel (`kc` rows
-/// of `nr`), `c` has row stride `ldc`, the bias runs along rows (`bias_per_row`) or columns,
-/// and the residual has its own row stride. Only the `m x n` part of `c` is written.
+/// The live thread pools shared by plans with `Threads::Count`, as `(threads, plans holding
+/// it)`, sorted.
+pub fn live_thread_pools() -> Vec<(usize, usize)> {
+    crate::plan::live_pools()
+}
+
+/// Runs one microkernel call of `kernel`'s tile `tile` (an index into [`tiles`]):
+/// `C[m x n] = act(A * B + bias + R)` where `a` is an MR-lane panel (`kc` rows of `mr`
+/// values), `b` an NR-lane panel (`kc` rows of `nr`), `c` has row stride `ldc`, the bias runs
+/// along rows (`bias_per_row`) or columns, and the residual has its own row stride. Only the
+/// `m x n` part of `c` is written, and only that part of the residual (and of a column bias)
+/// is read: a partial tile stores with masks (AVX-512) or lane by lane.
 ///
 /// # Errors
 /// [`Error::KernelUnavailable`], [`Error::InvalidTile`] for a tile index or an extent outside
@@ -62,13 +66,18 @@ pub fn run_tile(
     act: Activation,
 ) -> Result<()> {
     act.validate()?;
-    let tier = match kernels::tier(kernel) {
-        Some(t) if kernel.is_available() => t,
-        _ => return Err(Error::KernelUnavailable(kernel)),
+    if !kernel.is_available() {
+        return Err(Error::KernelUnavailable(kernel));
+    }
+    let Some(entry) = kernels::tiles(kernel).get(tile) else {
+        return Err(match kernels::tiles(kernel).is_empty() {
+            true => Error::KernelUnavailable(kernel),
+            false => Error::InvalidTile("no such tile".into()),
+        });
     };
-    let shape = *tier.tiles.get(tile).ok_or(Error::InvalidTile("no such tile"))?;
+    let shape = entry.tile;
     if m == 0 || n == 0 || m > shape.mr || n > shape.nr {
-        return Err(Error::InvalidTile("m or n outside the tile"));
+        return Err(Error::InvalidTile("m or n outside the tile".into()));
     }
     let need = |what: &'static str, len: usize, expected: Option<usize>| match expected {
         Some(e) if len >= e => Ok(()),
@@ -81,22 +90,16 @@ pub fn run_tile(
     };
     need("a", a.len(), kc.checked_mul(shape.mr))?;
     need("b", b.len(), kc.checked_mul(shape.nr))?;
-    // A full tile stores (and reads residual and bias) over the whole tile.
-    let (rows, cols) = if m == shape.mr && n == shape.nr {
-        (shape.mr, shape.nr)
-    } else {
-        (m, n)
-    };
     let extent = |ld: usize| {
-        if ld < cols {
+        if ld < n {
             None
         } else {
-            (rows - 1).checked_mul(ld).and_then(|v| v.checked_add(cols))
+            (m - 1).checked_mul(ld).and_then(|v| v.checked_add(n))
         }
     };
     need("output", c.len(), extent(ldc))?;
     if let Some(b) = bias {
-        need("bias", b.len(), Some(if bias_per_row { rows } else { cols }))?;
+        need("bias", b.len(), Some(if bias_per_row { m } else { n }))?;
     }
     if let Some((r, ldr)) = residual {
         need("residual", r.len(), extent(ldr))?;
@@ -120,7 +123,7 @@ pub fn run_tile(
         act,
     };
     // SAFETY: the kernel is available on this CPU and every extent was checked above.
-    unsafe { (tier.tile_call)(tile, &call) };
+    unsafe { (entry.call)(&call) };
     kernel.record_invocation();
     Ok(())
 }

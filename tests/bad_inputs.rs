@@ -3,7 +3,7 @@
 //! the buffer is untouched, and every `forward` entry runs on each kernel under test and checks
 //! that no kernel ran.
 //!
-//! The doc-hidden test hooks (`Plan::force_tiling`, `pointwise::testing::run_tile`) are in the
+//! The test hooks of the `testing` feature (`Plan::force_tile`, `pointwise::testing::run_tile`) are in the
 //! catalogue too: they are public, so they get the same treatment.
 //!
 //! Below the catalogue: the valid edge inputs next to it (empty inputs are a no-op, kernel
@@ -68,8 +68,8 @@ enum Call {
     KernelName(&'static str),
     /// `KernelChoice::resolve`.
     Resolve(KernelChoice),
-    /// `Plan::force_tiling` (test hook) on a valid plan forced onto `kernel`.
-    ForceTiling { kernel: KernelId, tile: usize },
+    /// `Plan::force_tile` (test hook) on a valid plan forced onto `kernel`.
+    ForceTiling { kernel: KernelId, tile: &'static str },
     /// `pointwise::testing::run_tile` (test hook) with slices of these lengths.
     RunTile(TileArgs),
     /// `channel_shuffle` with slices of these lengths.
@@ -677,14 +677,22 @@ fn catalogue() -> Vec<Entry> {
     ));
 
     // --- Test hooks: forced tilings and single microkernel calls. ---
-    let no_tile = Error::InvalidTile("this kernel has no such tile");
     for k in kernels_under_test() {
-        let tiles = testing::tiles(k).len();
-        c.push(entry(
-            format!("force_tiling: tile {tiles} of {k}, which has {tiles}"),
-            Call::ForceTiling { kernel: k, tile: tiles },
-            no_tile.clone(),
-        ));
+        // A name no kernel has, and (for tiled kernels) another kernel's tile.
+        let mut names = vec!["avx512_f32_9x9_wrows"];
+        let other = KernelId::ALL
+            .into_iter()
+            .filter(|&o| o != k)
+            .flat_map(testing::tiles)
+            .next();
+        names.extend(other.map(|t| t.name));
+        for name in names {
+            c.push(entry(
+                format!("force_tile: {name} on {k}"),
+                Call::ForceTiling { kernel: k, tile: name },
+                Error::InvalidTile(format!("{k} has no tile {name}")),
+            ));
+        }
     }
     // The portable kernel runs everywhere; a full tile with kc = 4 needs a 4 x MR panel,
     // a 4 x NR panel and an MR x NR output.
@@ -703,7 +711,7 @@ fn catalogue() -> Vec<Entry> {
         bias: Some(mr),
         residual: Some((mr * nr, nr)),
     };
-    let outside = Error::InvalidTile("m or n outside the tile");
+    let outside = Error::InvalidTile("m or n outside the tile".into());
     for k in KernelId::ALL.into_iter().filter(|k| !k.is_available()) {
         c.push(entry(
             format!("run_tile: unavailable kernel {k}"),
@@ -716,7 +724,7 @@ fn catalogue() -> Vec<Entry> {
         (
             "no such tile",
             TileArgs { tile: tiles, ..tile },
-            Error::InvalidTile("no such tile"),
+            Error::InvalidTile("no such tile".into()),
         ),
         ("m = 0", TileArgs { m: 0, ..tile }, outside.clone()),
         ("n = 0", TileArgs { n: 0, ..tile }, outside.clone()),
@@ -929,7 +937,7 @@ fn run(e: &Entry) -> Result<(), String> {
         Call::ForceTiling { kernel, tile } => {
             let options = PlanOptions::default().with_kernel(KernelChoice::Force(*kernel));
             let mut plan = Plan::new(&base(), &data(24), None, options).map_err(|err| format!("plan: {err}"))?;
-            expect(plan.force_tiling(*tile, false), "force_tiling")
+            expect(plan.force_tile(tile, false), "force_tile")
         }
         Call::RunTile(t) => {
             let mut out = vec![SENTINEL; t.c];

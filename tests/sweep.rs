@@ -157,7 +157,8 @@ fn sweep_every_tile() {
                         continue;
                     }
                     let mut plan = p.plan(options);
-                    plan.force_tiling(tile, fold).unwrap();
+                    plan.force_tile(pointwise::testing::tiles(kernel)[tile].name, fold)
+                        .unwrap();
                     let mut y = vec![f32::NAN; p.output_len()];
                     plan.forward(
                         &p.x,
@@ -200,7 +201,8 @@ fn output_digest() {
             for tile in 0..tiles {
                 for fold in [false, true] {
                     let mut plan = p.plan(options);
-                    plan.force_tiling(tile, fold).unwrap();
+                    plan.force_tile(pointwise::testing::tiles(kernel)[tile].name, fold)
+                        .unwrap();
                     let mut y = vec![f32::NAN; p.output_len()];
                     plan.forward(
                         &p.x,

@@ -5,7 +5,7 @@
 //!
 //! Each problem runs twice per SIMD kernel: as the plan chooses (the direct loop for the
 //! smallest channel counts, the tiled driver above that) and with one of the kernel's tiles
-//! forced (`Plan::force_tiling`, folded or not, rotating over the grid), so that under miri the
+//! forced (`Plan::force_tile`, folded or not, rotating over the grid), so that under miri the
 //! packing (unit-run copies, strided and padded gathers, in-place reads), the driver's tiling
 //! and edge tiles and the portable, matrixmultiply and reference kernels all run.
 mod common;
@@ -21,7 +21,8 @@ fn run(p: &Problem, kernel: KernelId, tiling: Option<(usize, bool)>) -> Vec<f32>
     let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
     let mut plan = p.plan(options);
     if let Some((tile, fold)) = tiling {
-        plan.force_tiling(tile, fold).unwrap();
+        plan.force_tile(pointwise::testing::tiles(kernel)[tile].name, fold)
+            .unwrap();
     }
     let mut y = vec![f32::NAN; p.output_len()];
     plan.forward(&p.x, p.dims, p.residual.as_deref(), &mut y, &mut Workspace::new())
@@ -166,7 +167,8 @@ fn in_place_residual_on_every_kernel_and_tiling() {
             for tiling in tilings {
                 let mut plan = p.plan(options);
                 if let Some((tile, fold)) = tiling {
-                    plan.force_tiling(tile, fold).unwrap();
+                    plan.force_tile(pointwise::testing::tiles(kernel)[tile].name, fold)
+                        .unwrap();
                 }
                 let mut y = p.residual.clone().unwrap();
                 plan.forward_residual_in_place(&p.x, p.dims, &mut y, &mut Workspace::new())

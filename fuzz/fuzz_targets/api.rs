@@ -93,7 +93,9 @@ fuzz_target!(|case: ApiCase| {
     let Ok(mut plan) = plan else { return };
     if let Some((tile, fold)) = case.tiling() {
         // Rejected for kernels without tiles and indices past the last tile.
-        let _ = plan.force_tiling(tile, fold);
+        let tiles = pointwise::testing::tiles(plan.kernel());
+        let name = tiles.get(tile).map_or("no_such_tile", |t| t.name);
+        let _ = plan.force_tile(name, fold);
     }
 
     // Forward: slices of the given lengths, output pre-filled with the sentinel.

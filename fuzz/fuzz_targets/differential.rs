@@ -19,7 +19,8 @@ fn run(p: &Problem, kernel: KernelId, threads: Threads, tiling: Option<(usize, b
         .with_threads(threads);
     let mut plan = p.plan(options);
     if let Some((tile, fold)) = tiling {
-        plan.force_tiling(tile, fold).expect("tile in range");
+        plan.force_tile(testing::tiles(kernel)[tile].name, fold)
+            .expect("tile in range");
     }
     match (&p.residual, in_place) {
         (Some(r), true) => {

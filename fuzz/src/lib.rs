@@ -126,7 +126,8 @@ pub struct ApiCase {
     pub kernel: u8,
     /// `% 6`: Single, Count(0), Count(1), Count(2), Count(3), Rayon.
     pub threads: u8,
-    /// 0: the plan's own tiling; `t > 0`: `force_tiling((t - 1) / 2, (t - 1) % 2 == 1)`.
+    /// 0: the plan's own tiling; `t > 0`: `force_tile` of tile `(t - 1) / 2` of the kernel's
+    /// list (a name no tile has past its end), folded when `(t - 1) % 2 == 1`.
     pub tiling: u8,
     pub n: u32,
     pub h: u32,
@@ -303,7 +304,7 @@ pub struct DiffCase {
     pub residual: bool,
     /// Small integers (every kernel bit-exact for the piecewise-linear activations) or reals.
     pub exact: bool,
-    /// 0: the plan's own tiling; `t > 0`: on SIMD kernels also `force_tiling(tile, fold)` with
+    /// 0: the plan's own tiling; `t > 0`: on SIMD kernels also `force_tile` of the tile with
     /// `tile = (t - 1) / 2 % tiles`, `fold = (t - 1) % 2 == 1`.
     pub tiling: u8,
     /// Odd: also run with `Threads::Count(2)`.

@@ -1,8 +1,16 @@
-//! Kernels, one folder per instruction set: `x86_64/avx512.rs`, `x86_64/avx2.rs`,
-//! `aarch64/neon.rs`, and `portable.rs` (the `wide` crate) for everything else. Each SIMD tier
-//! supplies a vector type and its tile shapes; the tile body itself (`simd::gemm_tile`) and
-//! the loop nest around it (`driver::run_units`) are written once and compiled into each
-//! tier's `#[target_feature]` entry point. `reference.rs` is the plain-loop checker.
+//! The kernel registry, and the kernels: one folder per instruction set (`x86_64/avx512.rs`,
+//! `x86_64/avx2.rs`, `aarch64/neon.rs`), `portable.rs` (the `wide` crate) for everything else,
+//! `matrixmultiply.rs` (the fallback) and `reference.rs` (the plain-loop checker).
+//!
+//! A SIMD tier file supplies only its capability token and register type (`simd::Simd`,
+//! `simd::SimdF32`) with one `#[target_feature]` entry point (`Simd::vectorize`). The tile
+//! body (`simd::gemm_tile`) and the loop nest around it (`driver`) are generic code that never
+//! names a tier. This file turns the two into data: each [`TileKernel`] names one register
+//! tile of one tier (`avx512_f32_8x32_wrows`: ISA, element type, rows x lanes, orientation),
+//! its packed formats, and the loop nest and single-tile entry points instantiated for it.
+//! Adding a tile is one line here; adding an ISA is a tier file plus its tile list here (and
+//! its row in `dispatch`'s kernel table).
+pub(crate) mod matrixmultiply;
 pub(crate) mod portable;
 pub(crate) mod reference;
 pub(crate) mod simd;
@@ -13,14 +21,32 @@ pub(crate) mod aarch64;
 pub(crate) mod x86_64;
 
 use crate::dispatch::KernelId;
-use crate::driver::{Job, Orientation, TaskScratch, TileCall};
+use crate::driver::{Job, RunTileCall, RunUnits, TaskScratch, TileCall};
+use crate::packing::PackedFormat;
+use simd::{Simd, SimdF32};
 use std::ops::Range;
 
-/// Runs a range of a job's units with the tile `job.tile`; `unsafe` because it executes the
-/// tier's instructions.
-pub(crate) type UnitRunner = unsafe fn(&Job, Range<usize>, &mut TaskScratch);
+/// Which operand supplies a tile's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Orientation {
+    /// Rows are output channels, vector lanes are pixels (NCHW's natural tile).
+    WeightRows,
+    /// Rows are pixels, vector lanes are output channels (NHWC's natural tile).
+    PixelRows,
+}
 
-/// A register tile: `mr` rows by `nr` vector lanes, in one orientation.
+impl Orientation {
+    /// The suffix in tile names.
+    #[cfg(test)]
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Orientation::WeightRows => "wrows",
+            Orientation::PixelRows => "prows",
+        }
+    }
+}
+
+/// A register tile's shape: `mr` rows by `nr` vector lanes, in one orientation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Tile {
     pub orient: Orientation,
@@ -32,7 +58,7 @@ pub(crate) struct Tile {
 
 impl Tile {
     /// Lanes of the weight panels this tile reads.
-    pub fn weight_lanes(&self) -> usize {
+    pub const fn weight_lanes(&self) -> usize {
         match self.orient {
             Orientation::WeightRows => self.mr,
             Orientation::PixelRows => self.nr,
@@ -40,7 +66,7 @@ impl Tile {
     }
 
     /// Lanes of the pixel panels this tile reads.
-    pub fn pixel_lanes(&self) -> usize {
+    pub const fn pixel_lanes(&self) -> usize {
         match self.orient {
             Orientation::WeightRows => self.nr,
             Orientation::PixelRows => self.mr,
@@ -48,81 +74,177 @@ impl Tile {
     }
 }
 
-/// One SIMD tier as the plan sees it.
+/// Runs a range of a job's units with one tile.
+///
+/// # Safety
+/// As `driver::run_units`: the job's slices were checked against its geometry, and its weight
+/// panels are packed in this tile's weight format.
+pub(crate) type UnitRunner = unsafe fn(&Job, Range<usize>, &mut TaskScratch);
+
+/// Runs one microkernel call with one tile.
+///
+/// # Safety
+/// As `driver::run_tile_call`.
+pub(crate) type TileRunner = unsafe fn(&TileCall);
+
+/// One register tile of one tier, as data.
 #[derive(Clone, Copy)]
-pub(crate) struct Tier {
-    pub id: KernelId,
-    /// The register tiles this tier is compiled for; the plan picks one per call shape.
-    pub tiles: &'static [Tile],
+pub(crate) struct TileKernel {
+    /// `{isa}_{type}_{mr}x{nr}_{wrows|prows}`.
+    pub name: &'static str,
+    /// The kernel (checked against the name by the registry's tests).
+    #[allow(dead_code)]
+    pub kernel: KernelId,
+    pub tile: Tile,
+    /// The packed formats of its weight and pixel operands.
+    pub weights: PackedFormat,
+    /// The pixel panels' format (the driver packs pixels per unit in it).
+    #[allow(dead_code)]
+    pub pixels: PackedFormat,
     pub run: UnitRunner,
-    /// Runs one microkernel call with tile `index` (microkernel tests).
-    pub tile_call: TileRunner,
+    /// One microkernel call (the `testing` hook `run_tile`).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub call: TileRunner,
 }
 
-/// Runs one [`TileCall`] with the tile of the given index; `unsafe` as [`UnitRunner`].
-pub(crate) type TileRunner = unsafe fn(usize, &TileCall);
+impl std::borrow::Borrow<Tile> for TileKernel {
+    fn borrow(&self) -> &Tile {
+        &self.tile
+    }
+}
 
-/// Declares a tier's tiles once: the `TILES` table the plan chooses from and the `run_tile`
-/// dispatcher that instantiates the loop nest for each (`$idx` is the table index).
-macro_rules! tile_table {
-    ($v:ty; $($idx:literal => ($orient:ident, $mr:literal x $nv:literal)),+ $(,)?) => {
-        pub(crate) const TILES: &[$crate::kernels::Tile] = &[$(
-            $crate::kernels::Tile {
-                orient: $crate::driver::Orientation::$orient,
-                mr: $mr,
-                nr: $nv * <$v as $crate::kernels::simd::SimdF32>::LANES,
-                vectors: $nv,
-            }
-        ),+];
+impl std::fmt::Debug for TileKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
 
-        /// Runs `units` with the tile the job selected.
-        ///
-        /// # Safety
-        /// As `driver::run_units`, on a CPU with this tier's features.
-        #[inline(always)]
-        unsafe fn run_tile(
-            job: &$crate::driver::Job,
-            units: std::ops::Range<usize>,
-            scratch: &mut $crate::driver::TaskScratch,
-        ) {
-            // SAFETY: forwarded contract; job.tile indexes TILES, whose shapes match.
-            unsafe {
-                match job.tile {
-                    $($idx => $crate::driver::run_units::<$v, $mr, $nv>(job, units, scratch),)+
-                    _ => debug_assert!(false, "tile index out of range"),
-                }
-            }
-        }
-
-        /// Runs one microkernel call with tile `index`.
-        ///
-        /// # Safety
-        /// As `driver::run_tile_call`, on a CPU with this tier's features.
-        #[inline(always)]
-        unsafe fn run_one_tile(index: usize, call: &$crate::driver::TileCall) {
-            // SAFETY: forwarded contract; index selects the matching shape.
-            unsafe {
-                match index {
-                    $($idx => $crate::driver::run_tile_call::<$v, $mr, $nv>(call),)+
-                    _ => debug_assert!(false, "tile index out of range"),
-                }
-            }
-        }
+/// The loop nest for tier `S` with an `MR x (NV * LANES)` tile.
+///
+/// # Safety
+/// As [`UnitRunner`].
+unsafe fn run_units_with<S: Simd, const MR: usize, const NV: usize>(
+    job: &Job,
+    units: Range<usize>,
+    scratch: &mut TaskScratch,
+) {
+    // The plan holds this runner only for a kernel dispatch reported available.
+    let Some(s) = S::try_new() else {
+        debug_assert!(false, "{} selected on a CPU without it", S::KERNEL);
+        return;
     };
+    // SAFETY: forwarded contract.
+    s.vectorize(unsafe { RunUnits::<MR, NV>::new(job, units, scratch) })
 }
-pub(crate) use tile_table;
 
-/// The SIMD tier for a kernel id, when this build has it (availability on the running CPU is
-/// checked by `dispatch`).
-pub(crate) fn tier(id: KernelId) -> Option<Tier> {
-    match id {
+/// One microkernel call for tier `S` with an `MR x (NV * LANES)` tile.
+///
+/// # Safety
+/// As [`TileRunner`].
+unsafe fn run_tile_call_with<S: Simd, const MR: usize, const NV: usize>(call: &TileCall) {
+    let Some(s) = S::try_new() else {
+        debug_assert!(false, "{} selected on a CPU without it", S::KERNEL);
+        return;
+    };
+    // SAFETY: forwarded contract.
+    s.vectorize(unsafe { RunTileCall::<MR, NV>::new(call) })
+}
+
+/// A registry entry: `tile!(Tier, "name", Orientation, MR x NV)`, NV vector registers per row.
+macro_rules! tile {
+    ($simd:ty, $name:literal, $orient:ident, $mr:literal x $nv:literal) => {{
+        let tile = Tile {
+            orient: Orientation::$orient,
+            mr: $mr,
+            nr: $nv * <<$simd as Simd>::F32 as SimdF32>::LANES,
+            vectors: $nv,
+        };
+        TileKernel {
+            name: $name,
+            kernel: <$simd as Simd>::KERNEL,
+            tile,
+            weights: PackedFormat::f32(tile.weight_lanes()),
+            pixels: PackedFormat::f32(tile.pixel_lanes()),
+            run: run_units_with::<$simd, $mr, $nv>,
+            call: run_tile_call_with::<$simd, $mr, $nv>,
+        }
+    }};
+}
+
+#[cfg(target_arch = "x86_64")]
+const AVX512: &[TileKernel] = {
+    use x86_64::avx512::Avx512;
+    &[
+        tile!(Avx512, "avx512_f32_8x32_wrows", WeightRows, 8 x 2),
+        tile!(Avx512, "avx512_f32_8x32_prows", PixelRows, 8 x 2),
+        tile!(Avx512, "avx512_f32_7x32_prows", PixelRows, 7 x 2),
+        tile!(Avx512, "avx512_f32_8x48_prows", PixelRows, 8 x 3),
+        tile!(Avx512, "avx512_f32_8x16_prows", PixelRows, 8 x 1),
+    ]
+};
+
+#[cfg(target_arch = "x86_64")]
+const AVX2: &[TileKernel] = {
+    use x86_64::avx2::Avx2;
+    &[
+        tile!(Avx2, "avx2_f32_6x16_wrows", WeightRows, 6 x 2),
+        tile!(Avx2, "avx2_f32_6x16_prows", PixelRows, 6 x 2),
+    ]
+};
+
+#[cfg(target_arch = "aarch64")]
+const NEON: &[TileKernel] = {
+    use aarch64::neon::Neon;
+    &[
+        tile!(Neon, "neon_f32_8x12_wrows", WeightRows, 8 x 3),
+        tile!(Neon, "neon_f32_8x12_prows", PixelRows, 8 x 3),
+    ]
+};
+
+const PORTABLE: &[TileKernel] = {
+    use portable::Portable;
+    &[
+        tile!(Portable, "portable_f32_6x8_wrows", WeightRows, 6 x 1),
+        tile!(Portable, "portable_f32_6x8_prows", PixelRows, 6 x 1),
+    ]
+};
+
+/// The register tiles of a kernel in this build, in the order the plan's cost model breaks
+/// ties (the layout's natural tile first); empty for kernels that are not register-tiled.
+pub(crate) fn tiles(kernel: KernelId) -> &'static [TileKernel] {
+    match kernel {
         #[cfg(target_arch = "x86_64")]
-        KernelId::Avx512 => Some(x86_64::avx512::TIER),
+        KernelId::Avx512 => AVX512,
         #[cfg(target_arch = "x86_64")]
-        KernelId::Avx2 => Some(x86_64::avx2::TIER),
+        KernelId::Avx2 => AVX2,
         #[cfg(target_arch = "aarch64")]
-        KernelId::Neon => Some(aarch64::neon::TIER),
-        KernelId::Portable => Some(portable::TIER),
-        _ => None,
+        KernelId::Neon => NEON,
+        KernelId::Portable => PORTABLE,
+        _ => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_names_say_what_the_tile_is() {
+        for kernel in KernelId::ALL {
+            for t in tiles(kernel) {
+                let want = format!(
+                    "{}_f32_{}x{}_{}",
+                    kernel.name(),
+                    t.tile.mr,
+                    t.tile.nr,
+                    t.tile.orient.suffix()
+                );
+                assert_eq!(t.name, want);
+                assert_eq!(t.kernel, kernel);
+                assert_eq!(t.weights.lanes, t.tile.weight_lanes());
+                assert_eq!(t.pixels.lanes, t.tile.pixel_lanes());
+                assert!(t.tile.mr * t.tile.nr <= crate::driver::MAX_TILE, "{}", t.name);
+            }
+        }
     }
 }

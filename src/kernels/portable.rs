@@ -5,107 +5,93 @@
 //! Tile: 6 rows x 8 lanes = 6 accumulators. With 128-bit registers that is 12 of the 16 SSE
 //! registers, leaving room for the B row and the broadcast without spills; the tier aims at
 //! correctness everywhere, not at peak.
-use super::simd::SimdF32;
-use super::{tile_table, Tier};
 use crate::dispatch::KernelId;
-use crate::driver::{Job, TaskScratch, TileCall};
-use std::ops::Range;
+use crate::kernels::simd::{Simd, SimdF32, WithSimd};
 use wide::f32x8;
 
+/// The portable tier's token: `wide` is safe code on every target, so it always exists.
+#[derive(Clone, Copy)]
+pub(crate) struct Portable(());
+
+/// Eight f32 lanes of `wide`.
 #[derive(Clone, Copy)]
 pub(crate) struct Wide(f32x8);
 
-// SAFETY: `wide` is safe code on every target; the pointer contracts are the trait's.
-unsafe impl SimdF32 for Wide {
-    const LANES: usize = 8;
+impl Simd for Portable {
+    type F32 = Wide;
+    const KERNEL: KernelId = KernelId::Portable;
+
+    fn try_new() -> Option<Self> {
+        Some(Portable(()))
+    }
+
     #[inline(always)]
-    unsafe fn zero() -> Self {
+    fn vectorize<Op: WithSimd>(self, op: Op) -> Op::Output {
+        op.with_simd(self)
+    }
+
+    #[inline(always)]
+    fn zero(self) -> Wide {
         Wide(f32x8::ZERO)
     }
     #[inline(always)]
-    unsafe fn splat(x: f32) -> Self {
+    fn splat(self, x: f32) -> Wide {
         Wide(f32x8::splat(x))
     }
     #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self {
+    unsafe fn load(self, p: *const f32) -> Wide {
         // SAFETY: the caller guarantees 8 readable values.
         Wide(f32x8::from(unsafe { (p as *const [f32; 8]).read_unaligned() }))
     }
+}
+
+impl SimdF32 for Wide {
+    const LANES: usize = 8;
     #[inline(always)]
     unsafe fn store(self, p: *mut f32) {
         // SAFETY: the caller guarantees 8 writable values.
         unsafe { (p as *mut [f32; 8]).write_unaligned(self.0.to_array()) }
     }
     #[inline(always)]
-    unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self {
+    fn mul_add(a: Self, b: Self, c: Self) -> Self {
         Wide(a.0.mul_add(b.0, c.0))
     }
     #[inline(always)]
-    unsafe fn add(self, o: Self) -> Self {
+    fn add(self, o: Self) -> Self {
         Wide(self.0 + o.0)
     }
     #[inline(always)]
-    unsafe fn sub(self, o: Self) -> Self {
+    fn sub(self, o: Self) -> Self {
         Wide(self.0 - o.0)
     }
     #[inline(always)]
-    unsafe fn mul(self, o: Self) -> Self {
+    fn mul(self, o: Self) -> Self {
         Wide(self.0 * o.0)
     }
     #[inline(always)]
-    unsafe fn div(self, o: Self) -> Self {
+    fn div(self, o: Self) -> Self {
         Wide(self.0 / o.0)
     }
     #[inline(always)]
-    unsafe fn select_lt(self, t: Self, then: Self) -> Self {
-        Wide(self.0.simd_lt(t.0).bitselect(then.0, self.0))
+    fn select_lt(self, t: Self, then: Self) -> Self {
+        Self::blend_lt(self, t, then, self)
     }
     #[inline(always)]
-    unsafe fn select_gt(self, t: Self, then: Self) -> Self {
-        Wide(self.0.simd_gt(t.0).bitselect(then.0, self.0))
+    fn select_gt(self, t: Self, then: Self) -> Self {
+        Self::blend_lt(t, self, then, self)
     }
     #[inline(always)]
-    unsafe fn blend_lt(a: Self, b: Self, then: Self, otherwise: Self) -> Self {
+    fn blend_lt(a: Self, b: Self, then: Self, otherwise: Self) -> Self {
         Wide(a.0.simd_lt(b.0).bitselect(then.0, otherwise.0))
     }
     #[inline(always)]
-    unsafe fn round(self) -> Self {
+    fn round(self) -> Self {
         Wide(self.0.round())
     }
     #[inline(always)]
-    unsafe fn pow2i(self) -> Self {
+    fn pow2i(self) -> Self {
         // Integral lanes in [-126, 127]: build the exponent field lane by lane.
         let n = self.0.round_int().to_array();
         Wide(f32x8::from(n.map(|e| f32::from_bits(((e + 127) as u32) << 23))))
     }
 }
-
-/// Entry point: the whole loop nest for a range of units.
-///
-/// # Safety
-/// As `driver::run_units`; `wide` needs no CPU feature beyond the build's.
-unsafe fn run(job: &Job, units: Range<usize>, scratch: &mut TaskScratch) {
-    // SAFETY: forwarded contract.
-    unsafe { run_tile(job, units, scratch) }
-}
-
-tile_table!(Wide;
-    0 => (WeightRows, 6 x 1),
-    1 => (PixelRows, 6 x 1),
-);
-
-/// Entry point for one microkernel call (tests).
-///
-/// # Safety
-/// As `driver::run_tile_call`; the CPU must have this tier's features (dispatch checks it).
-unsafe fn tile_call(index: usize, call: &TileCall) {
-    // SAFETY: forwarded contract.
-    unsafe { run_one_tile(index, call) }
-}
-
-pub(crate) const TIER: Tier = Tier {
-    id: KernelId::Portable,
-    tiles: TILES,
-    run,
-    tile_call,
-};

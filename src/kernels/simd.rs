@@ -1,140 +1,197 @@
-//! The vector operations a microkernel needs, as one trait each SIMD tier implements, and the
-//! parts written once on top of it: the register-tile body, the vectorized exponential and
-//! the fused epilogue. Everything here is `#[inline(always)]`, so it compiles into the
-//! `#[target_feature]` entry point of the tier that instantiates it.
+//! The SIMD abstraction every microkernel is written against, and the parts written once on
+//! top of it: the register-tile body, the vectorized exponential and the fused epilogue.
+//!
+//! - [`Simd`] is a tier's *capability token*: a zero-sized value that only
+//!   [`Simd::try_new`] makes, after dispatch found the tier's CPU features. Its
+//!   [`Simd::vectorize`] runs a generic operation ([`WithSimd`], the pattern of the `pulp`
+//!   crate) inside the tier's one `#[target_feature]` function, into which the whole
+//!   operation inlines.
+//! - [`SimdF32`] is the tier's register of f32 lanes. Registers are only made through a token
+//!   (`zero`, `splat`, `load`), so holding one proves the CPU has the tier: the arithmetic on
+//!   them is safe. Loads and stores through raw pointers stay `unsafe`.
+//!
+//! Everything here is `#[inline(always)]`, so it compiles into the entry point of the tier
+//! that instantiates it.
+use crate::dispatch::KernelId;
 use crate::epilogue::{
     Activation, ChannelAxis, TileEpilogue, ERFC_POLY, FRAC_1_SQRT_2, GELU_CUBIC, GELU_SQRT_2_OVER_PI, HARD_SWISH_FLOOR,
     ONE_SIXTH, SMOOTH_FLOOR, TANH_POLY, TANH_POLY_LIMIT,
 };
 
-/// One SIMD register of f32 lanes.
-///
-/// # Safety
-/// Implementations use intrinsics of their tier; callers must only run them on a CPU that has
-/// the tier's features (the dispatch layer guarantees it), and pointers must be valid for
-/// `LANES` elements.
-pub(crate) unsafe trait SimdF32: Copy {
+/// A SIMD tier's capability token (see the module docs).
+pub(crate) trait Simd: Copy + Send + Sync + 'static {
+    /// The tier's register of f32 lanes.
+    type F32: SimdF32;
+    /// The kernel this tier implements.
+    const KERNEL: KernelId;
+    /// The token, when this CPU (and this build) can run the tier.
+    fn try_new() -> Option<Self>;
+    /// Runs `op` inside the tier's `#[target_feature]` function.
+    fn vectorize<Op: WithSimd>(self, op: Op) -> Op::Output;
+    /// A register of zeros.
+    fn zero(self) -> Self::F32;
+    /// A register with every lane `x`.
+    fn splat(self, x: f32) -> Self::F32;
+    /// Loads `LANES` values.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading `LANES` f32 values.
+    unsafe fn load(self, p: *const f32) -> Self::F32;
+    /// Loads the first `n` values (`n <= LANES`); the other lanes are zero.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading `n` f32 values.
+    #[inline(always)]
+    unsafe fn load_first(self, p: *const f32, n: usize) -> Self::F32 {
+        debug_assert!(n <= Self::F32::LANES && Self::F32::LANES <= 16);
+        let mut tmp = [0.0f32; 16];
+        // SAFETY: the caller guarantees n readable values; tmp holds 16 >= n.
+        unsafe { std::ptr::copy_nonoverlapping(p, tmp.as_mut_ptr(), n) };
+        // SAFETY: tmp holds 16 >= LANES values.
+        unsafe { self.load(tmp.as_ptr()) }
+    }
+}
+
+/// An operation generic over the SIMD tier, run by [`Simd::vectorize`].
+pub(crate) trait WithSimd {
+    type Output;
+    fn with_simd<S: Simd>(self, simd: S) -> Self::Output;
+}
+
+/// One SIMD register of f32 lanes; a value exists only through a [`Simd`] token.
+pub(crate) trait SimdF32: Copy {
     const LANES: usize;
-    unsafe fn zero() -> Self;
-    unsafe fn splat(x: f32) -> Self;
-    unsafe fn load(p: *const f32) -> Self;
+    /// Stores the `LANES` values.
+    ///
+    /// # Safety
+    /// `p` must be valid for writing `LANES` f32 values.
     unsafe fn store(self, p: *mut f32);
+    /// Stores the first `n` values (`n <= LANES`) and nothing else.
+    ///
+    /// # Safety
+    /// `p` must be valid for writing `n` f32 values.
+    #[inline(always)]
+    unsafe fn store_first(self, p: *mut f32, n: usize) {
+        debug_assert!(n <= Self::LANES && Self::LANES <= 16);
+        let mut tmp = [0.0f32; 16];
+        // SAFETY: tmp holds 16 >= LANES values; the caller guarantees n writable values.
+        unsafe {
+            self.store(tmp.as_mut_ptr());
+            std::ptr::copy_nonoverlapping(tmp.as_ptr(), p, n);
+        }
+    }
     /// `a * b + c`, fused where the tier has FMA.
-    unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self;
-    unsafe fn add(self, o: Self) -> Self;
-    unsafe fn sub(self, o: Self) -> Self;
-    unsafe fn mul(self, o: Self) -> Self;
-    unsafe fn div(self, o: Self) -> Self;
+    fn mul_add(a: Self, b: Self, c: Self) -> Self;
+    fn add(self, o: Self) -> Self;
+    fn sub(self, o: Self) -> Self;
+    fn mul(self, o: Self) -> Self;
+    fn div(self, o: Self) -> Self;
     /// Lane-wise `if self < t { then } else { self }` (NaN stays NaN).
-    unsafe fn select_lt(self, t: Self, then: Self) -> Self;
+    fn select_lt(self, t: Self, then: Self) -> Self;
     /// Lane-wise `if self > t { then } else { self }` (NaN stays NaN).
-    unsafe fn select_gt(self, t: Self, then: Self) -> Self;
+    fn select_gt(self, t: Self, then: Self) -> Self;
     /// Lane-wise `if a < b { then } else { otherwise }` (a NaN comparison takes `otherwise`).
-    unsafe fn blend_lt(a: Self, b: Self, then: Self, otherwise: Self) -> Self;
+    fn blend_lt(a: Self, b: Self, then: Self, otherwise: Self) -> Self;
     /// Round to nearest integer, ties to even.
-    unsafe fn round(self) -> Self;
+    fn round(self) -> Self;
     /// `2^n` for integral lanes `n` in `[-126, 127]`.
-    unsafe fn pow2i(self) -> Self;
+    fn pow2i(self) -> Self;
 }
 
 /// `exp(x)` with a relative error of about 2 ulp for results in the normal range: `+inf` for
 /// `x > 88` (past `exp(88) = 1.65e38`; the true overflow is at 88.72), `0` for `x < -87`
 /// (where the result is below the normal range). NaN propagates.
 #[inline(always)]
-pub(crate) unsafe fn exp<V: SimdF32>(x: V) -> V {
-    // SAFETY (whole body): plain lane arithmetic on the caller's tier.
-    unsafe {
-        let hi = V::splat(88.0);
-        let lo = V::splat(-87.0);
-        let xc = x.select_gt(hi, hi).select_lt(lo, lo);
-        let n = xc.mul(V::splat(std::f32::consts::LOG2_E)).round();
-        // Cody-Waite reduction: r = x - n ln2 in two steps, |r| <= ln2 / 2.
-        let r = V::mul_add(n, V::splat(-0.693_359_4), xc);
-        let r = V::mul_add(n, V::splat(2.121_944_4e-4), r);
-        // Minimax polynomial for (e^r - 1 - r) / r^2 (the Cephes expf coefficients).
-        let mut p = V::splat(1.987_569_1e-4);
-        p = V::mul_add(p, r, V::splat(1.398_2e-3));
-        p = V::mul_add(p, r, V::splat(8.333_452e-3));
-        p = V::mul_add(p, r, V::splat(4.166_579_6e-2));
-        p = V::mul_add(p, r, V::splat(1.666_666_5e-1));
-        p = V::mul_add(p, r, V::splat(0.5));
-        let r2 = r.mul(r);
-        let e = V::mul_add(p, r2, r).add(V::splat(1.0)).mul(n.pow2i());
-        let e = V::blend_lt(hi, x, V::splat(f32::INFINITY), e);
-        V::blend_lt(x, lo, V::zero(), e)
-    }
+pub(crate) fn exp<S: Simd>(s: S, x: S::F32) -> S::F32 {
+    type V<S> = <S as Simd>::F32;
+    let hi = s.splat(88.0);
+    let lo = s.splat(-87.0);
+    let xc = x.select_gt(hi, hi).select_lt(lo, lo);
+    let n = xc.mul(s.splat(std::f32::consts::LOG2_E)).round();
+    // Cody-Waite reduction: r = x - n ln2 in two steps, |r| <= ln2 / 2.
+    let r = V::<S>::mul_add(n, s.splat(-0.693_359_4), xc);
+    let r = V::<S>::mul_add(n, s.splat(2.121_944_4e-4), r);
+    // Minimax polynomial for (e^r - 1 - r) / r^2 (the Cephes expf coefficients).
+    let mut p = s.splat(1.987_569_1e-4);
+    p = V::<S>::mul_add(p, r, s.splat(1.398_2e-3));
+    p = V::<S>::mul_add(p, r, s.splat(8.333_452e-3));
+    p = V::<S>::mul_add(p, r, s.splat(4.166_579_6e-2));
+    p = V::<S>::mul_add(p, r, s.splat(1.666_666_5e-1));
+    p = V::<S>::mul_add(p, r, s.splat(0.5));
+    let r2 = r.mul(r);
+    let e = V::<S>::mul_add(p, r2, r).add(s.splat(1.0)).mul(n.pow2i());
+    let e = V::<S>::blend_lt(hi, x, s.splat(f32::INFINITY), e);
+    V::<S>::blend_lt(x, lo, s.zero(), e)
 }
 
 /// The activation on one register, with the formulas of [`Activation`] (the same operations
 /// as `Activation::apply`, in the same order); `slope` holds the lanes' PReLU slopes.
 #[inline(always)]
-pub(crate) unsafe fn activate<V: SimdF32>(z: V, act: Activation, slope: V) -> V {
-    // SAFETY (whole body): plain lane arithmetic on the caller's tier.
-    unsafe {
-        let zero = V::zero();
-        let one = V::splat(1.0);
-        match act {
-            Activation::Identity => z,
-            Activation::Relu => z.select_lt(zero, zero),
-            Activation::Relu6 => {
-                let six = V::splat(6.0);
-                z.select_lt(zero, zero).select_gt(six, six)
+pub(crate) fn activate<S: Simd>(s: S, z: S::F32, act: Activation, slope: S::F32) -> S::F32 {
+    type V<S> = <S as Simd>::F32;
+    let zero = s.zero();
+    let one = s.splat(1.0);
+    match act {
+        Activation::Identity => z,
+        Activation::Relu => z.select_lt(zero, zero),
+        Activation::Relu6 => {
+            let six = s.splat(6.0);
+            z.select_lt(zero, zero).select_gt(six, six)
+        }
+        Activation::Clamp { min, max } => {
+            let (lo, hi) = (s.splat(min), s.splat(max));
+            z.select_lt(lo, lo).select_gt(hi, hi)
+        }
+        Activation::LeakyRelu { alpha } => z.select_lt(zero, z.mul(s.splat(alpha))),
+        Activation::Prelu => z.select_lt(zero, z.mul(slope)),
+        Activation::HardSwish => {
+            let six = s.splat(6.0);
+            let floor = s.splat(HARD_SWISH_FLOOR);
+            let z = z.select_lt(floor, floor);
+            let r = z.add(s.splat(3.0)).select_lt(zero, zero).select_gt(six, six);
+            z.mul(r.mul(s.splat(ONE_SIXTH)))
+        }
+        Activation::HardSigmoid { alpha, beta } => {
+            let t = z.mul(s.splat(alpha)).add(s.splat(beta));
+            t.select_lt(zero, zero).select_gt(one, one)
+        }
+        Activation::Sigmoid => one.div(one.add(exp(s, zero.sub(z)))),
+        Activation::Tanh => {
+            let a = V::<S>::blend_lt(z, zero, zero.sub(z), z);
+            let z2 = z.mul(z);
+            let mut p = s.splat(TANH_POLY[0]);
+            for &c in &TANH_POLY[1..] {
+                p = p.mul(z2).add(s.splat(c));
             }
-            Activation::Clamp { min, max } => {
-                let (lo, hi) = (V::splat(min), V::splat(max));
-                z.select_lt(lo, lo).select_gt(hi, hi)
+            let small = a.add(a.mul(z2).mul(p));
+            let two = s.splat(2.0);
+            let large = one.sub(two.div(exp(s, two.mul(a)).add(one)));
+            let r = V::<S>::blend_lt(a, s.splat(TANH_POLY_LIMIT), small, large);
+            V::<S>::blend_lt(z, zero, zero.sub(r), r)
+        }
+        Activation::Silu => {
+            let floor = s.splat(SMOOTH_FLOOR);
+            let z = z.select_lt(floor, floor);
+            z.div(one.add(exp(s, zero.sub(z))))
+        }
+        Activation::Gelu => {
+            let floor = s.splat(SMOOTH_FLOOR);
+            let z = z.select_lt(floor, floor);
+            let x = V::<S>::blend_lt(z, zero, zero.sub(z), z).mul(s.splat(FRAC_1_SQRT_2));
+            let t = one.div(one.add(s.splat(0.5).mul(x)));
+            let mut p = zero;
+            for &c in &ERFC_POLY {
+                p = p.mul(t).add(s.splat(c));
             }
-            Activation::LeakyRelu { alpha } => z.select_lt(zero, z.mul(V::splat(alpha))),
-            Activation::Prelu => z.select_lt(zero, z.mul(slope)),
-            Activation::HardSwish => {
-                let six = V::splat(6.0);
-                let floor = V::splat(HARD_SWISH_FLOOR);
-                let z = z.select_lt(floor, floor);
-                let r = z.add(V::splat(3.0)).select_lt(zero, zero).select_gt(six, six);
-                z.mul(r.mul(V::splat(ONE_SIXTH)))
-            }
-            Activation::HardSigmoid { alpha, beta } => {
-                let t = z.mul(V::splat(alpha)).add(V::splat(beta));
-                t.select_lt(zero, zero).select_gt(one, one)
-            }
-            Activation::Sigmoid => one.div(one.add(exp(zero.sub(z)))),
-            Activation::Tanh => {
-                let a = V::blend_lt(z, zero, zero.sub(z), z);
-                let z2 = z.mul(z);
-                let mut p = V::splat(TANH_POLY[0]);
-                for &c in &TANH_POLY[1..] {
-                    p = p.mul(z2).add(V::splat(c));
-                }
-                let small = a.add(a.mul(z2).mul(p));
-                let two = V::splat(2.0);
-                let large = one.sub(two.div(exp(two.mul(a)).add(one)));
-                let r = V::blend_lt(a, V::splat(TANH_POLY_LIMIT), small, large);
-                V::blend_lt(z, zero, zero.sub(r), r)
-            }
-            Activation::Silu => {
-                let floor = V::splat(SMOOTH_FLOOR);
-                let z = z.select_lt(floor, floor);
-                z.div(one.add(exp(zero.sub(z))))
-            }
-            Activation::Gelu => {
-                let floor = V::splat(SMOOTH_FLOOR);
-                let z = z.select_lt(floor, floor);
-                let x = V::blend_lt(z, zero, zero.sub(z), z).mul(V::splat(FRAC_1_SQRT_2));
-                let t = one.div(one.add(V::splat(0.5).mul(x)));
-                let mut p = zero;
-                for &c in &ERFC_POLY {
-                    p = p.mul(t).add(V::splat(c));
-                }
-                let half_erfc = V::splat(0.5).mul(t.mul(exp(p.sub(x.mul(x)))));
-                z.mul(V::blend_lt(z, zero, half_erfc, one.sub(half_erfc)))
-            }
-            Activation::GeluTanh => {
-                let floor = V::splat(SMOOTH_FLOOR);
-                let z = z.select_lt(floor, floor);
-                let cube = V::splat(GELU_CUBIC).mul(z).mul(z).mul(z);
-                let t = V::splat(GELU_SQRT_2_OVER_PI).mul(z.add(cube));
-                z.div(one.add(exp(V::splat(-2.0).mul(t))))
-            }
+            let half_erfc = s.splat(0.5).mul(t.mul(exp(s, p.sub(x.mul(x)))));
+            z.mul(V::<S>::blend_lt(z, zero, half_erfc, one.sub(half_erfc)))
+        }
+        Activation::GeluTanh => {
+            let floor = s.splat(SMOOTH_FLOOR);
+            let z = z.select_lt(floor, floor);
+            let cube = s.splat(GELU_CUBIC).mul(z).mul(z).mul(z);
+            let t = s.splat(GELU_SQRT_2_OVER_PI).mul(z.add(cube));
+            z.div(one.add(exp(s, s.splat(-2.0).mul(t))))
         }
     }
 }
@@ -182,103 +239,142 @@ impl ColOperand {
     }
 }
 
-/// A full `MR x (NV * LANES)` register tile: `C = act(A * B + bias + R)`.
+/// The valid part of a register tile: the first `m` rows and `n` lanes are stored (and their
+/// residual and column-axis channel values read); nothing outside them is touched.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Extent {
+    pub m: usize,
+    pub n: usize,
+}
+
+/// A `MR x (NV * LANES)` register tile: `C = act(A * B + bias + R)` over its `extent`.
 ///
 /// `a` is the MR-lane operand (see [`RowOperand`]), `b` the NR-lane one (`kc` steps of
-/// `NR = NV * LANES` values, see [`ColOperand`]); the whole reduction runs in registers and the epilogue is
-/// applied before the one store of each register.
+/// `NR = NV * LANES` values, see [`ColOperand`]); the whole reduction runs in registers and
+/// the epilogue is applied before the one store of each register. A partial extent stores its
+/// last register of each row with [`SimdF32::store_first`] (masked on AVX-512).
 ///
 /// # Safety
 /// `a` must address `kc` steps of `MR` lanes and `b` `kc` steps of `NR` values; `c` must be
-/// writable for `MR` rows of `NR` values at row stride `ldc`; the epilogue's bias (MR or NR
-/// values along its axis) and residual (`MR` rows of `NR` at stride `ldr`) must be readable
-/// when non-null.
+/// writable for `extent.m` rows of `extent.n` values at row stride `ldc`; the epilogue's bias
+/// and slopes (`MR` values, or `extent.n` along columns) and residual (`extent.m` rows of
+/// `extent.n` at stride `ldr`) must be readable when non-null.
 #[inline(always)]
-pub(crate) unsafe fn gemm_tile<V: SimdF32, const MR: usize, const NV: usize>(
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_tile<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
     kc: usize,
     a: RowOperand,
     b: ColOperand,
     c: *mut f32,
     ldc: usize,
     ep: &TileEpilogue,
+    extent: Extent,
 ) {
     // SAFETY: forwarded contract; the packed flags select constant-stride instantiations.
     unsafe {
         match (a.packed, b.packed) {
-            (true, true) => gemm_tile_strided::<V, MR, NV, true, true>(kc, a, b, c, ldc, ep),
-            (false, true) => gemm_tile_strided::<V, MR, NV, false, true>(kc, a, b, c, ldc, ep),
-            (true, false) => gemm_tile_strided::<V, MR, NV, true, false>(kc, a, b, c, ldc, ep),
-            (false, false) => gemm_tile_strided::<V, MR, NV, false, false>(kc, a, b, c, ldc, ep),
+            (true, true) => gemm_tile_strided::<S, MR, NV, true, true>(s, kc, a, b, c, ldc, ep, extent),
+            (false, true) => gemm_tile_strided::<S, MR, NV, false, true>(s, kc, a, b, c, ldc, ep, extent),
+            (true, false) => gemm_tile_strided::<S, MR, NV, true, false>(s, kc, a, b, c, ldc, ep, extent),
+            (false, false) => gemm_tile_strided::<S, MR, NV, false, false>(s, kc, a, b, c, ldc, ep, extent),
         }
     }
 }
 
 /// [`gemm_tile`] with the strides fixed at compile time for packed operands.
 #[inline(always)]
-unsafe fn gemm_tile_strided<V: SimdF32, const MR: usize, const NV: usize, const PA: bool, const PB: bool>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_tile_strided<S: Simd, const MR: usize, const NV: usize, const PA: bool, const PB: bool>(
+    s: S,
     kc: usize,
     a: RowOperand,
     b: ColOperand,
     c: *mut f32,
     ldc: usize,
     ep: &TileEpilogue,
+    extent: Extent,
 ) {
+    let lanes = S::F32::LANES;
     let (rs, ks) = if PA { (1, MR) } else { (a.rs, a.ks) };
-    let b_ks = if PB { NV * V::LANES } else { b.ks };
-    let a = a.ptr;
-    let b = b.ptr;
-    // SAFETY: every access below stays inside the extents the caller guarantees.
-    unsafe {
-        let mut acc = [[V::zero(); NV]; MR];
-        let (mut a, mut b) = (a, b);
-        for _ in 0..kc {
-            let mut bv = [V::zero(); NV];
-            for (j, v) in bv.iter_mut().enumerate() {
-                *v = V::load(b.add(j * V::LANES));
-            }
-            for (r, row) in acc.iter_mut().enumerate() {
-                let ar = V::splat(*a.add(r * rs));
-                for j in 0..NV {
-                    row[j] = V::mul_add(ar, bv[j], row[j]);
-                }
-            }
-            // After the last step these point one step past the operand, which for an operand
-            // read in place can be past the end of the caller's buffer: wrapping arithmetic
-            // keeps that unread pointer free of undefined behaviour.
-            a = a.wrapping_add(ks);
-            b = b.wrapping_add(b_ks);
+    let b_ks = if PB { NV * lanes } else { b.ks };
+    let mut acc = [[s.zero(); NV]; MR];
+    let (mut a, mut b) = (a.ptr, b.ptr);
+    for _ in 0..kc {
+        let mut bv = [s.zero(); NV];
+        for (j, v) in bv.iter_mut().enumerate() {
+            // SAFETY: b addresses kc steps of NR values (the caller's contract).
+            *v = unsafe { s.load(b.add(j * lanes)) };
         }
-        let rows_axis = ep.axis == ChannelAxis::Rows;
-        for (r, row) in acc.iter().enumerate() {
-            // Per-row channel values (weight rows), broadcast once per row.
-            let row_bias = if !ep.bias.is_null() && rows_axis {
-                V::splat(*ep.bias.add(r))
-            } else {
-                V::zero()
-            };
-            let row_slope = if !ep.slope.is_null() && rows_axis {
-                V::splat(*ep.slope.add(r))
-            } else {
-                V::zero()
-            };
-            for (j, &v) in row.iter().enumerate() {
-                let mut z = v;
-                if !ep.bias.is_null() {
-                    z = if rows_axis {
-                        z.add(row_bias)
-                    } else {
-                        z.add(V::load(ep.bias.add(j * V::LANES)))
-                    };
-                }
-                if !ep.residual.is_null() {
-                    z = z.add(V::load(ep.residual.add(r * ep.ldr + j * V::LANES)));
-                }
-                let slope = if ep.slope.is_null() || rows_axis {
-                    row_slope
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: a addresses kc steps of MR lanes (the caller's contract).
+            let ar = s.splat(unsafe { *a.add(r * rs) });
+            for j in 0..NV {
+                row[j] = S::F32::mul_add(ar, bv[j], row[j]);
+            }
+        }
+        // After the last step these point one step past the operand, which for an operand
+        // read in place can be past the end of the caller's buffer: wrapping arithmetic keeps
+        // that unread pointer free of undefined behaviour.
+        a = a.wrapping_add(ks);
+        b = b.wrapping_add(b_ks);
+    }
+    let rows_axis = ep.axis == ChannelAxis::Rows;
+    for (r, row) in acc.iter().enumerate().take(extent.m) {
+        // Per-row channel values (weight rows), broadcast once per row.
+        // SAFETY (both): along rows, bias and slopes hold MR values (the caller's contract).
+        let row_bias = if !ep.bias.is_null() && rows_axis {
+            s.splat(unsafe { *ep.bias.add(r) })
+        } else {
+            s.zero()
+        };
+        let row_slope = if !ep.slope.is_null() && rows_axis {
+            s.splat(unsafe { *ep.slope.add(r) })
+        } else {
+            s.zero()
+        };
+        for (j, &v) in row.iter().enumerate() {
+            let first = j * lanes;
+            if first >= extent.n {
+                break;
+            }
+            let valid = (extent.n - first).min(lanes);
+            // Reads `valid` values at `p`: a full register, or the first lanes of one.
+            // SAFETY (callers of `read`): every pointer below addresses at least `valid`
+            // readable values of the bias, slopes or residual (the caller's contract).
+            let read = |p: *const f32| unsafe {
+                if valid == lanes {
+                    s.load(p)
                 } else {
-                    V::load(ep.slope.add(j * V::LANES))
+                    s.load_first(p, valid)
+                }
+            };
+            let mut z = v;
+            if !ep.bias.is_null() {
+                z = if rows_axis {
+                    z.add(row_bias)
+                } else {
+                    z.add(read(ep.bias.wrapping_add(first)))
                 };
-                activate(z, ep.act, slope).store(c.add(r * ldc + j * V::LANES));
+            }
+            if !ep.residual.is_null() {
+                z = z.add(read(ep.residual.wrapping_add(r * ep.ldr + first)));
+            }
+            let slope = if ep.slope.is_null() || rows_axis {
+                row_slope
+            } else {
+                read(ep.slope.wrapping_add(first))
+            };
+            let out = activate(s, z, ep.act, slope);
+            let dst = c.wrapping_add(r * ldc + first);
+            // SAFETY: row r < extent.m, lanes first..first + valid <= extent.n are inside the
+            // output (the caller's contract).
+            unsafe {
+                if valid == lanes {
+                    out.store(dst);
+                } else {
+                    out.store_first(dst, valid);
+                }
             }
         }
     }

@@ -56,14 +56,14 @@ fn detect() -> MachineParams {
 #[cfg(all(target_arch = "x86_64", not(miri)))]
 fn cpuid_caches() -> Option<MachineParams> {
     use std::arch::x86_64::__cpuid_count;
-    // SAFETY (every __cpuid_count below): CPUID exists on every x86_64 CPU; the leaves asked
-    // for are within the maximum the CPU reports.
-    let vendor = unsafe { __cpuid_count(0, 0) };
+    // CPUID exists on every x86_64 CPU; the leaves asked for are within the maximum the CPU
+    // reports.
+    let vendor = __cpuid_count(0, 0);
     let max_basic = vendor.eax;
     // "AuthenticAMD" / "HygonGenuine": ebx holds the first four bytes.
     let amd_like = matches!(&vendor.ebx.to_le_bytes(), b"Auth" | b"Hygo");
     let leaf = if amd_like {
-        let max_ext = unsafe { __cpuid_count(0x8000_0000, 0) }.eax;
+        let max_ext = __cpuid_count(0x8000_0000, 0).eax;
         if max_ext < 0x8000_001D {
             return None;
         }
@@ -81,7 +81,7 @@ fn cpuid_caches() -> Option<MachineParams> {
         source: "cpuid",
     };
     for sub in 0..16 {
-        let r = unsafe { __cpuid_count(leaf, sub) };
+        let r = __cpuid_count(leaf, sub);
         let kind = r.eax & 0x1f; // 0: no more caches, 1: data, 2: instruction, 3: unified
         if kind == 0 {
             break;

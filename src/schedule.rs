@@ -1,0 +1,358 @@
+//! The schedule: a pure function from (problem, the kernel's tiles, the machine's parameters,
+//! threads) to the register tile, the batch folding, the store mode, the cache blocking and
+//! the units of work. Nothing here reads global state, so the same inputs give the same
+//! schedule, and the invariants are unit-tested below.
+//!
+//! Blocking. The microkernel runs the whole reduction (`C / groups` steps) in registers: no
+//! partial sums are stored and reloaded, and the reduction is never split, so the result is
+//! bit-identical for every thread count. The two panels a tile streams (for C = 2048,
+//! 8 x 2048 weights = 64 KiB and 2048 x 32 pixels = 256 KiB) are read sequentially, which the
+//! prefetchers keep ahead of the FMAs from L2. The pixel block (the NC loop) is sized so its
+//! packed panels take half of this core's L2 (read from the machine), and blocks are made
+//! equal so threads finish together; each unit sweeps its weight panels (the MC loop, all of
+//! them or a thread's share) over the block, so a weight panel is read once per block and
+//! reused across the block's pixel panels.
+//!
+//! A *gemm* is one (group, image) product, or one group over all images when the batch is
+//! folded into the pixel axis. A *unit* is one block of a gemm's pixels times one range of
+//! its output channels. Units never share an output element.
+use crate::conv::{Geometry, Layout};
+use crate::kernels::{Orientation, Tile};
+use crate::machine::MachineParams;
+use std::borrow::Borrow;
+use std::ops::Range;
+
+/// Below this many flops a call stays on the calling thread.
+pub(crate) const PARALLEL_MIN_FLOPS: usize = 1 << 22;
+
+/// How one call runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Schedule {
+    /// Index of the chosen tile in the kernel's tile list (0 for kernels without tiles).
+    pub tile: usize,
+    /// Whether a gemm spans all images (pixel axis of length `n * p`).
+    pub folded: bool,
+    /// Whether tiles store straight into the output (their vector lanes are contiguous
+    /// there); otherwise through a stack tile, scattered.
+    pub direct: bool,
+    /// Reduction steps per tile call: always the whole `C / groups` (see the module docs).
+    pub kc: usize,
+    /// Pixels per block (a multiple of the pixel lanes).
+    pub pixel_block: usize,
+    pub blocks_per_gemm: usize,
+    /// Output channels per unit (a multiple of the weight lanes).
+    pub channels_per_split: usize,
+    pub splits: usize,
+    pub units: usize,
+    /// Tasks to spread the units over (1: the calling thread).
+    pub tasks: usize,
+}
+
+/// One unit's coordinates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unit {
+    pub group: usize,
+    /// Folded pixel range.
+    pub pixels: Range<usize>,
+    /// Output-channel range within the group.
+    pub channels: Range<usize>,
+}
+
+impl Schedule {
+    /// Pixels of one gemm.
+    pub fn gemm_pixels(&self, g: &Geometry) -> usize {
+        if self.folded {
+            g.n * g.p
+        } else {
+            g.p
+        }
+    }
+
+    /// The coordinates of unit `u` (`u < units`).
+    pub fn unit(&self, g: &Geometry, u: usize) -> Unit {
+        let split = u % self.splits;
+        let rest = u / self.splits;
+        let block = rest % self.blocks_per_gemm;
+        let gemm = rest / self.blocks_per_gemm;
+        let group = gemm % g.groups;
+        let img = if self.folded { 0 } else { gemm / g.groups };
+        let start = img * g.p;
+        let j0 = start + block * self.pixel_block;
+        let j1 = (j0 + self.pixel_block).min(start + self.gemm_pixels(g));
+        let k0 = split * self.channels_per_split;
+        let k1 = (k0 + self.channels_per_split).min(g.kg);
+        Unit {
+            group,
+            pixels: j0..j1,
+            channels: k0..k1,
+        }
+    }
+}
+
+/// The schedule of geometry `g` on a kernel with `tiles` (empty: the matrixmultiply kernel),
+/// on a machine with `machine`'s caches, with at most `threads` threads; `forced` fixes the
+/// (tile, fold) choice (the tile-forcing test hook).
+pub(crate) fn schedule<T: Borrow<Tile>>(
+    g: &Geometry,
+    tiles: &[T],
+    machine: &MachineParams,
+    threads: usize,
+    forced: Option<(usize, bool)>,
+) -> Schedule {
+    let (tile, folded, direct) = choose_tiling(g, tiles, forced);
+    let (weight_lanes, pixel_lanes) = tiles
+        .get(tile)
+        .map_or((1, 1), |t| (t.borrow().weight_lanes(), t.borrow().pixel_lanes()));
+    let gemm_pixels = if folded { g.n * g.p } else { g.p };
+    // Packed pixel panels of one block take half of L2, beside the weight panel swept over it.
+    let packed_bytes = machine.l2 / 2;
+    let by_cache = (packed_bytes / (4 * g.cg)).max(pixel_lanes);
+    let max_block = (by_cache / pixel_lanes * pixel_lanes).min(gemm_pixels.div_ceil(pixel_lanes) * pixel_lanes);
+    // Equal blocks (whole tiles each), so that threads given one block each finish together.
+    let blocks = gemm_pixels.div_ceil(max_block);
+    let pixel_block = gemm_pixels.div_ceil(blocks).div_ceil(pixel_lanes) * pixel_lanes;
+    let blocks_per_gemm = gemm_pixels.div_ceil(pixel_block);
+    let gemms = g.groups * if folded { 1 } else { g.n };
+    let flops = 2 * g.n * g.p * g.k * g.cg;
+    let threads = if flops < PARALLEL_MIN_FLOPS { 1 } else { threads.max(1) };
+    let weight_panels = g.kg.div_ceil(weight_lanes);
+    let base_units = gemms * blocks_per_gemm;
+    // Too few blocks for the threads: split the output channels too (never the reduction).
+    let splits = if threads > 1 && base_units < 2 * threads {
+        (2 * threads).div_ceil(base_units).min(weight_panels)
+    } else {
+        1
+    };
+    let channels_per_split = weight_panels.div_ceil(splits) * weight_lanes;
+    let splits = g.kg.div_ceil(channels_per_split);
+    let units = base_units * splits;
+    Schedule {
+        tile,
+        folded,
+        direct,
+        kc: g.cg,
+        pixel_block,
+        blocks_per_gemm,
+        channels_per_split,
+        splits,
+        units,
+        tasks: threads.min(units),
+    }
+}
+
+/// Picks the register tile, batch folding and direct stores by estimating each candidate's
+/// time ([`tile_cost`]); ties go to the earlier tile.
+fn choose_tiling<T: Borrow<Tile>>(g: &Geometry, tiles: &[T], forced: Option<(usize, bool)>) -> (usize, bool, bool) {
+    if tiles.is_empty() {
+        // matrixmultiply: fold small NCHW images; NHWC pixels are uniformly strided.
+        let folded = g.layout == Layout::Nhwc || (g.n > 1 && g.p < 256);
+        return (0, folded, true);
+    }
+    let direct_for = |tile: &Tile, folded: bool| match (g.layout, tile.orient) {
+        (Layout::Nchw, Orientation::WeightRows) => !folded,
+        (Layout::Nhwc, Orientation::PixelRows) => true,
+        _ => false,
+    };
+    if let Some((tile, folded)) = forced {
+        return (tile, folded, direct_for(tiles[tile].borrow(), folded));
+    }
+    let fold_options: &[bool] = match g.layout {
+        Layout::Nhwc => &[true],
+        Layout::Nchw if g.n > 1 => &[false, true],
+        Layout::Nchw => &[false],
+    };
+    let mut best: Option<(f64, (usize, bool, bool))> = None;
+    for (index, tile) in tiles.iter().map(Borrow::borrow).enumerate() {
+        for &folded in fold_options {
+            let direct = direct_for(tile, folded);
+            let cost = tile_cost(g, tile, folded, direct);
+            if best.as_ref().is_none_or(|(c, _)| cost < *c) {
+                best = Some((cost, (index, folded, direct)));
+            }
+        }
+    }
+    best.map_or((0, false, false), |(_, choice)| choice)
+}
+
+/// Estimated cycles (up to a constant) to run geometry `g` with `tile`: the vector FMAs of
+/// every tile, padding lanes included, a fixed cost per tile (loop set-up, epilogue dispatch),
+/// and the stores: one per register for a direct tile, about two scalar moves per element
+/// (residual gather and scatter) otherwise.
+fn tile_cost(g: &Geometry, tile: &Tile, folded: bool, direct: bool) -> f64 {
+    let pixels = if folded { g.n * g.p } else { g.p };
+    let gemms = if folded { 1 } else { g.n } * g.groups;
+    let (rows, cols) = match tile.orient {
+        Orientation::WeightRows => (g.kg, pixels),
+        Orientation::PixelRows => (pixels, g.kg),
+    };
+    let tiles = (rows.div_ceil(tile.mr) * cols.div_ceil(tile.nr) * gemms) as f64;
+    let registers = (tile.mr * tile.vectors) as f64;
+    let per_tile_fma = g.cg as f64 * registers;
+    let per_tile_store = if direct {
+        registers
+    } else {
+        2.0 * (tile.mr * tile.nr) as f64
+    };
+    // Packing pixels: NHWC pixel rows, and NCHW weight rows at unit width stride, are read in
+    // place; strided NCHW rows are gathered a row at a time (~1/4 cycle per value); anything
+    // else is a scalar transposition (~1 per value), once per unit.
+    let pack_per_value = match (g.layout, tile.orient) {
+        (Layout::Nhwc, Orientation::PixelRows) => 0.0,
+        (Layout::Nchw, Orientation::WeightRows) if g.sw == 1 => 0.0,
+        (Layout::Nchw, Orientation::WeightRows) => 0.25,
+        _ => 1.0,
+    };
+    let packing = pack_per_value * (pixels * gemms) as f64 * g.cg as f64;
+    tiles * (per_tile_fma + 40.0 + per_tile_store) + packing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv::{Conv1x1, InputDims, Padding};
+
+    fn geometry(conv: Conv1x1, dims: InputDims) -> Geometry {
+        let input = conv.input_len(dims).unwrap();
+        let output = conv.output_dims(dims).unwrap().len().unwrap();
+        Geometry::new(&conv, dims, input, None, output).unwrap().unwrap()
+    }
+
+    fn tile(orient: Orientation, mr: usize, nr: usize) -> Tile {
+        Tile {
+            orient,
+            mr,
+            nr,
+            vectors: nr / 8,
+        }
+    }
+
+    /// Tile lists like the tiers': one per orientation, plus a narrow one.
+    fn tile_lists() -> Vec<Vec<Tile>> {
+        vec![
+            vec![],
+            vec![
+                tile(Orientation::WeightRows, 6, 16),
+                tile(Orientation::PixelRows, 6, 16),
+            ],
+            vec![
+                tile(Orientation::WeightRows, 8, 32),
+                tile(Orientation::PixelRows, 8, 32),
+                tile(Orientation::PixelRows, 7, 32),
+                tile(Orientation::PixelRows, 8, 8),
+            ],
+        ]
+    }
+
+    fn problems() -> Vec<Geometry> {
+        let mut out = Vec::new();
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            for (c, k, groups, n, h, w, stride, pad) in [
+                (64, 256, 1, 1, 56, 56, 1, 0),
+                (2048, 512, 1, 1, 7, 7, 1, 0),
+                (256, 512, 1, 2, 28, 28, 2, 0),
+                (24, 36, 3, 3, 5, 9, 1, 1),
+                (3, 5, 1, 4, 17, 1, 3, 2),
+                (4096, 8, 8, 1, 64, 64, 1, 0),
+                (1, 1, 1, 1, 1, 1, 1, 0),
+            ] {
+                let conv = Conv1x1::new(c, k)
+                    .with_groups(groups)
+                    .with_layout(layout)
+                    .with_stride(stride, stride)
+                    .with_padding(Padding::uniform(pad));
+                out.push(geometry(conv, InputDims::new(n, h, w)));
+            }
+        }
+        out
+    }
+
+    fn machines() -> [MachineParams; 3] {
+        let m = |l2| MachineParams {
+            l1d: 32 << 10,
+            l2,
+            l3: 32 << 20,
+            source: "test",
+        };
+        [m(256 << 10), m(1 << 20), m(2 << 20)]
+    }
+
+    #[test]
+    fn every_output_element_is_covered_exactly_once() {
+        for g in problems() {
+            for tiles in tile_lists() {
+                for machine in machines() {
+                    for threads in [1, 2, 3, 16] {
+                        let s = schedule(&g, &tiles, &machine, threads, None);
+                        let mut count = vec![0u8; g.n * g.p * g.k];
+                        for u in 0..s.units {
+                            let unit = s.unit(&g, u);
+                            assert!(!unit.pixels.is_empty() && !unit.channels.is_empty(), "{s:?}");
+                            for j in unit.pixels.clone() {
+                                for k in unit.channels.clone() {
+                                    count[j * g.k + unit.group * g.kg + k] += 1;
+                                }
+                            }
+                        }
+                        assert!(count.iter().all(|&c| c == 1), "{g:?} {s:?}");
+                        // Blocks are whole tiles of pixels and channel ranges whole weight panels.
+                        if let Some(t) = tiles.get(s.tile) {
+                            assert_eq!(s.pixel_block % t.pixel_lanes(), 0);
+                            assert_eq!(s.channels_per_split % t.weight_lanes(), 0);
+                        }
+                        assert!(s.tasks >= 1 && s.tasks <= threads.max(1) && s.tasks <= s.units);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_reduction_is_never_split() {
+        for g in problems() {
+            for tiles in tile_lists() {
+                for threads in [1, 2, 7, 64] {
+                    let s = schedule(&g, &tiles, &machines()[1], threads, None);
+                    assert_eq!(s.kc, g.cg, "{s:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn schedules_are_deterministic_and_follow_the_cache() {
+        let g = &problems()[0];
+        let tiles = &tile_lists()[2];
+        for machine in machines() {
+            assert_eq!(
+                schedule(g, tiles, &machine, 2, None),
+                schedule(g, tiles, &machine, 2, None)
+            );
+        }
+        // A larger L2 never gives smaller pixel blocks.
+        let blocks: Vec<usize> = machines()
+            .iter()
+            .map(|m| schedule(&problems()[1], tiles, m, 1, None).pixel_block)
+            .collect();
+        assert!(blocks.windows(2).all(|b| b[0] <= b[1]), "{blocks:?}");
+        // The block's packed panels fit half of L2 (or are one panel wide).
+        for m in machines() {
+            for g in problems() {
+                let s = schedule(&g, tiles, &m, 1, None);
+                let lanes = tiles[s.tile].pixel_lanes();
+                assert!(
+                    s.pixel_block == lanes || s.pixel_block * g.cg * 4 <= m.l2 / 2 + lanes * g.cg * 4,
+                    "{s:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn small_calls_stay_on_the_calling_thread_and_forced_tiles_hold() {
+        let g = &problems()[6];
+        let s = schedule(g, &tile_lists()[2], &machines()[0], 16, None);
+        assert_eq!((s.tasks, s.splits), (1, 1));
+        let forced = schedule(&problems()[0], &tile_lists()[2], &machines()[0], 1, Some((3, false)));
+        assert_eq!((forced.tile, forced.folded, forced.direct), (3, false, false));
+    }
+}

@@ -319,10 +319,89 @@ unsafe fn gemm_tile_strided<S: Simd, const MR: usize, const NV: usize, const PA:
         a = a.wrapping_add(ks);
         b = b.wrapping_add(b_ks);
     }
+    if extent.m == MR && extent.n == NV * lanes {
+        // SAFETY: a full extent: the caller's contract covers the whole tile.
+        unsafe { finish_full::<S, MR, NV>(s, &acc, c, ldc, ep) }
+    } else {
+        // A partial tile (rare) works on a copy in memory, so that its extent-dependent loops
+        // cannot keep the accumulators above out of registers.
+        let acc = std::hint::black_box(acc);
+        // SAFETY: forwarded contract.
+        unsafe { finish_partial::<S, MR, NV>(s, acc, c, ldc, ep, extent) }
+    }
+}
+
+/// The epilogue of a full tile: bias, residual, activation, one store per register.
+///
+/// # Safety
+/// As [`gemm_tile`] with a full extent.
+#[inline(always)]
+unsafe fn finish_full<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    acc: &[[S::F32; NV]; MR],
+    c: *mut f32,
+    ldc: usize,
+    ep: &TileEpilogue,
+) {
+    let lanes = S::F32::LANES;
     let rows_axis = ep.axis == ChannelAxis::Rows;
-    for (r, row) in acc.iter().enumerate().take(extent.m) {
+    for (r, row) in acc.iter().enumerate() {
         // Per-row channel values (weight rows), broadcast once per row.
         // SAFETY (both): along rows, bias and slopes hold MR values (the caller's contract).
+        let row_bias = if !ep.bias.is_null() && rows_axis {
+            s.splat(unsafe { *ep.bias.add(r) })
+        } else {
+            s.zero()
+        };
+        let row_slope = if !ep.slope.is_null() && rows_axis {
+            s.splat(unsafe { *ep.slope.add(r) })
+        } else {
+            s.zero()
+        };
+        for (j, &v) in row.iter().enumerate() {
+            // SAFETY (every access below): the whole tile's bias, slopes, residual and output
+            // are inside the caller's buffers.
+            unsafe {
+                let mut z = v;
+                if !ep.bias.is_null() {
+                    z = if rows_axis {
+                        z.add(row_bias)
+                    } else {
+                        z.add(s.load(ep.bias.add(j * lanes)))
+                    };
+                }
+                if !ep.residual.is_null() {
+                    z = z.add(s.load(ep.residual.add(r * ep.ldr + j * lanes)));
+                }
+                let slope = if ep.slope.is_null() || rows_axis {
+                    row_slope
+                } else {
+                    s.load(ep.slope.add(j * lanes))
+                };
+                activate(s, z, ep.act, slope).store(c.add(r * ldc + j * lanes));
+            }
+        }
+    }
+}
+
+/// The epilogue of a partial tile: the same operations as [`finish_full`] on the extent's
+/// rows and lanes only, with masked (or lane-by-lane) loads and stores at its right edge.
+///
+/// # Safety
+/// As [`gemm_tile`].
+#[inline(always)]
+unsafe fn finish_partial<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    acc: [[S::F32; NV]; MR],
+    c: *mut f32,
+    ldc: usize,
+    ep: &TileEpilogue,
+    extent: Extent,
+) {
+    let lanes = S::F32::LANES;
+    let rows_axis = ep.axis == ChannelAxis::Rows;
+    for (r, row) in acc.iter().enumerate().take(extent.m) {
+        // SAFETY (both): along rows, bias and slopes hold a value per row of the extent.
         let row_bias = if !ep.bias.is_null() && rows_axis {
             s.splat(unsafe { *ep.bias.add(r) })
         } else {
@@ -340,8 +419,8 @@ unsafe fn gemm_tile_strided<S: Simd, const MR: usize, const NV: usize, const PA:
             }
             let valid = (extent.n - first).min(lanes);
             // Reads `valid` values at `p`: a full register, or the first lanes of one.
-            // SAFETY (callers of `read`): every pointer below addresses at least `valid`
-            // readable values of the bias, slopes or residual (the caller's contract).
+            // SAFETY (callers): `p` addresses at least `valid` readable values of the bias,
+            // slopes or residual (the caller's contract).
             let read = |p: *const f32| unsafe {
                 if valid == lanes {
                     s.load(p)

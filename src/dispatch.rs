@@ -24,27 +24,76 @@ pub enum KernelId {
     Reference,
 }
 
+/// One row of the kernel table: the kernel, its name, whether it is register-tiled, and its
+/// availability test on the detected features.
+struct KernelRow {
+    id: KernelId,
+    name: &'static str,
+    microkernel: bool,
+    available: fn(&CpuFeatures) -> bool,
+}
+
+/// The kernel table, in Auto's order of preference and in `KernelId`'s declaration order:
+/// the kernel list, the names (and so the `UnknownKernel` message) and availability all come
+/// from it.
+const KERNELS: [KernelRow; 6] = [
+    KernelRow {
+        id: KernelId::Avx512,
+        name: "avx512",
+        microkernel: true,
+        available: |f| f.avx512,
+    },
+    KernelRow {
+        id: KernelId::Avx2,
+        name: "avx2",
+        microkernel: true,
+        available: |f| f.avx2_fma,
+    },
+    KernelRow {
+        id: KernelId::Neon,
+        name: "neon",
+        microkernel: true,
+        available: |f| f.neon,
+    },
+    KernelRow {
+        id: KernelId::Portable,
+        name: "portable",
+        microkernel: true,
+        available: |_| true,
+    },
+    KernelRow {
+        id: KernelId::MatrixMultiply,
+        name: "matrixmultiply",
+        microkernel: false,
+        available: |_| true,
+    },
+    KernelRow {
+        id: KernelId::Reference,
+        name: "reference",
+        microkernel: false,
+        available: |_| true,
+    },
+];
+
 impl KernelId {
     /// Every kernel this crate has, in Auto's order of preference.
-    pub const ALL: [KernelId; 6] = [
-        KernelId::Avx512,
-        KernelId::Avx2,
-        KernelId::Neon,
-        KernelId::Portable,
-        KernelId::MatrixMultiply,
-        KernelId::Reference,
-    ];
+    pub const ALL: [KernelId; 6] = {
+        let mut all = [KernelId::Reference; 6];
+        let mut i = 0;
+        while i < KERNELS.len() {
+            all[i] = KERNELS[i].id;
+            i += 1;
+        }
+        all
+    };
+
+    fn row(self) -> &'static KernelRow {
+        &KERNELS[self as usize]
+    }
 
     /// The kernel's name, as `POINTWISE_KERNEL` and [`KernelId::from_name`] spell it.
     pub fn name(self) -> &'static str {
-        match self {
-            KernelId::Avx512 => "avx512",
-            KernelId::Avx2 => "avx2",
-            KernelId::Neon => "neon",
-            KernelId::Portable => "portable",
-            KernelId::MatrixMultiply => "matrixmultiply",
-            KernelId::Reference => "reference",
-        }
+        self.row().name
     }
 
     /// Parses a kernel name (case-insensitive).
@@ -61,21 +110,12 @@ impl KernelId {
 
     /// Whether this CPU (and this build's target) can run the kernel.
     pub fn is_available(self) -> bool {
-        let f = cpu_features();
-        match self {
-            KernelId::Avx512 => f.avx512,
-            KernelId::Avx2 => f.avx2_fma,
-            KernelId::Neon => f.neon,
-            KernelId::Portable | KernelId::MatrixMultiply | KernelId::Reference => true,
-        }
+        (self.row().available)(&cpu_features())
     }
 
     /// Whether the kernel is one of the register-tiled SIMD microkernels.
     pub fn is_microkernel(self) -> bool {
-        matches!(
-            self,
-            KernelId::Avx512 | KernelId::Avx2 | KernelId::Neon | KernelId::Portable
-        )
+        self.row().microkernel
     }
 
     /// How many forward calls this kernel has executed in this process (all plans, all
@@ -91,6 +131,19 @@ impl KernelId {
     pub(crate) fn record_invocation(self) {
         #[cfg(feature = "testing")]
         INVOCATIONS[self as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_in_declaration_order() {
+        for (i, row) in KERNELS.iter().enumerate() {
+            assert_eq!(row.id as usize, i, "{}", row.name);
+            assert_eq!(KernelId::from_name(row.name), Ok(row.id));
+        }
     }
 }
 

@@ -95,6 +95,7 @@ pub(crate) struct TaskScratch {
     offsets: Vec<isize>,
     in_place: Vec<Option<usize>>,
     padded: Vec<u64>,
+    partial: Vec<f32>,
     out: Vec<f32>,
     out_pixels: Vec<usize>,
 }
@@ -109,6 +110,8 @@ pub(crate) struct UnitBuffers<'a> {
     pub in_place: &'a mut [Option<usize>],
     /// Per pixel panel: bit `i` set when the panel's pixel `i` is padding.
     pub padded: &'a mut [u64],
+    /// Partial sums between reduction blocks.
+    pub partial: &'a mut [f32],
     /// matrixmultiply's output staging (grown by its user).
     pub out: &'a mut Vec<f32>,
     /// matrixmultiply's output offset of each pixel (grown by its user).
@@ -116,7 +119,10 @@ pub(crate) struct UnitBuffers<'a> {
 }
 
 impl TaskScratch {
-    pub fn buffers(&mut self, packed_len: usize, pixels: usize, panels: usize) -> UnitBuffers<'_> {
+    pub fn buffers(&mut self, packed_len: usize, pixels: usize, panels: usize, partial: usize) -> UnitBuffers<'_> {
+        if self.partial.len() < partial {
+            self.partial.resize(partial, 0.0);
+        }
         let grow = self.packed.as_ref().is_none_or(|p| p.len() < packed_len);
         if grow {
             self.packed = Some(PanelBuf::from_iter(64, std::iter::repeat_n(0.0f32, packed_len)));
@@ -133,6 +139,7 @@ impl TaskScratch {
             offsets: &mut self.offsets[..pixels],
             in_place: &mut self.in_place[..panels],
             padded: &mut self.padded[..panels],
+            partial: &mut self.partial[..partial],
             out: &mut self.out,
             out_pixels: &mut self.out_pixels,
         }
@@ -215,15 +222,34 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize>(
         Some(d) if read_in_place && (!weight_rows || d == 1) => Some(d),
         _ => None,
     };
+    let kc = job.sched.kc;
+    let blocks = cg.div_ceil(kc);
+    let tile_len = MR * nr;
     for u in units {
         let unit = job.unit(u);
         let npix = unit.pixels.len();
-        let buffers = scratch.buffers(npix.div_ceil(pl) * pl * cg, npix, npix.div_ceil(pl));
-        let (packed, offsets, spacing, padded) = (buffers.packed, buffers.offsets, buffers.in_place, buffers.padded);
+        let pixel_panels = npix.div_ceil(pl);
+        let first_panel = unit.channels.start / wl;
+        let last_panel = unit.channels.end.div_ceil(wl);
+        // Partial sums between reduction blocks: one MR x NR tile per (weight panel, pixel
+        // panel) of the unit (none when the reduction is one block).
+        let partial_len = if blocks > 1 {
+            (last_panel - first_panel) * pixel_panels * tile_len
+        } else {
+            0
+        };
+        let buffers = scratch.buffers(pixel_panels * pl * kc, npix, pixel_panels, partial_len);
+        let (packed, offsets, spacing, padded, partial) = (
+            buffers.packed,
+            buffers.offsets,
+            buffers.in_place,
+            buffers.padded,
+            buffers.partial,
+        );
         pixel_offsets(g, unit.pixels.start, offsets);
         let c0 = unit.group * cg;
         debug_assert!(pl <= 64);
-        // Decided once per panel: read in place, or packed here; and which pixels are padding
+        // Decided once per panel: read in place, or packed; and which pixels are padding
         // (their outputs are the epilogue of a zero sum and never read the weights).
         for (panel, offs) in offsets.chunks(pl).enumerate() {
             padded[panel] = offs
@@ -232,63 +258,88 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize>(
                 .filter(|&(_, &o)| o == PADDED)
                 .fold(0u64, |mask, (i, _)| mask | 1 << i);
             spacing[panel] = in_place_spacing(offs);
-            if spacing[panel].is_none() {
-                let dst = &mut packed[panel * cg * pl..(panel + 1) * cg * pl];
-                pack_pixel_panels(job.x, offs, c0, cg, ics, pl, 0.0, dst);
-            }
         }
-        let first_panel = unit.channels.start / wl;
-        let last_panel = unit.channels.end.div_ceil(wl);
-        for wp in first_panel..last_panel {
-            let k0 = wp * wl;
-            let kn = wl.min(g.kg - k0);
-            let wptr = panels.panel_ptr(unit.group, wp);
-            let chan0 = unit.group * g.kg + k0;
-            for (pp, ppanel) in packed.chunks_exact(cg * pl).enumerate() {
-                let j0 = unit.pixels.start + pp * pl;
-                let jn = pl.min(unit.pixels.end - j0);
-                // In place, offsets[j0] + c0 * ics is an input element; lanes offsets[j0] + r * d,
-                // r < pl, are the panel's pixels, each with cg channels ics apart.
-                let first = offsets[pp * pl] as usize;
-                let in_place = spacing[pp].map(|d| (job.x[first + c0 * ics..].as_ptr(), d));
-                let (a, b, m, n) = if weight_rows {
-                    let b = match in_place {
-                        Some((ptr, _)) => ColOperand {
-                            ptr,
-                            ks: ics,
-                            packed: false,
-                        },
-                        None => ColOperand::packed(ppanel.as_ptr()),
-                    };
-                    (RowOperand::packed(wptr), b, kn, jn)
-                } else {
-                    let a = match in_place {
-                        Some((ptr, d)) => RowOperand {
-                            ptr,
-                            rs: d,
-                            ks: ics,
-                            packed: false,
-                        },
-                        None => RowOperand::packed(ppanel.as_ptr()),
-                    };
-                    (a, ColOperand::packed(wptr), jn, kn)
-                };
-                // SAFETY: a and b address full panels of cg steps (packed, or MR evenly spaced
-                // input pixels of cg channels each); the tile targets are checked below or
-                // are stack arrays of MAX_TILE >= MR * NR elements.
-                unsafe {
-                    if job.sched.direct && padded[pp] == 0 {
-                        let extent = Extent { m, n };
-                        store_direct::<S, MR, NV>(s, job, a, b, j0, chan0, extent, weight_rows);
-                    } else {
-                        let tile = TilePlace {
-                            j0,
-                            chan0,
-                            m,
-                            n,
-                            padded: padded[pp],
+        for block in 0..blocks {
+            // Reduction steps k0..k0 + kb of this block: channels c0 + k0.. of the group.
+            let k0 = block * kc;
+            let kb = kc.min(cg - k0);
+            let last = block + 1 == blocks;
+            for (panel, offs) in offsets.chunks(pl).enumerate() {
+                if spacing[panel].is_none() {
+                    let dst = &mut packed[panel * kc * pl..][..kb * pl];
+                    pack_pixel_panels(job.x, offs, c0 + k0, kb, ics, pl, 0.0, dst);
+                }
+            }
+            for wp in first_panel..last_panel {
+                let ch0 = wp * wl;
+                let kn = wl.min(g.kg - ch0);
+                // Packed weight rows are reduction steps of `wl` lanes.
+                let wptr = panels.panel_ptr(unit.group, wp).wrapping_add(k0 * wl);
+                let chan0 = unit.group * g.kg + ch0;
+                for pp in 0..pixel_panels {
+                    let ppanel = packed[pp * kc * pl..].as_ptr();
+                    let j0 = unit.pixels.start + pp * pl;
+                    let jn = pl.min(unit.pixels.end - j0);
+                    // In place, offsets[j0] + (c0 + k0) * ics is an input element; lanes
+                    // offsets[j0] + r * d, r < pl, are the panel's pixels, each with kb
+                    // channels ics apart.
+                    let first = offsets[pp * pl] as usize;
+                    let in_place = spacing[pp].map(|d| (job.x[first + (c0 + k0) * ics..].as_ptr(), d));
+                    let (a, b, m, n) = if weight_rows {
+                        let b = match in_place {
+                            Some((ptr, _)) => ColOperand {
+                                ptr,
+                                ks: ics,
+                                packed: false,
+                            },
+                            None => ColOperand::packed(ppanel),
                         };
-                        store_scattered::<S, MR, NV>(s, job, a, b, tile, weight_rows);
+                        (RowOperand::packed(wptr), b, kn, jn)
+                    } else {
+                        let a = match in_place {
+                            Some((ptr, d)) => RowOperand {
+                                ptr,
+                                rs: d,
+                                ks: ics,
+                                packed: false,
+                            },
+                            None => RowOperand::packed(ppanel),
+                        };
+                        (a, ColOperand::packed(wptr), jn, kn)
+                    };
+                    let sums = partial
+                        .as_mut_ptr()
+                        .wrapping_add(((wp - first_panel) * pixel_panels + pp) * tile_len);
+                    let steps = Steps {
+                        kc: kb,
+                        init: if block == 0 {
+                            std::ptr::null()
+                        } else {
+                            sums.cast_const()
+                        },
+                    };
+                    // SAFETY: a and b address full panels of kb steps (packed, or MR evenly
+                    // spaced input pixels of kb channels each); partial sums are whole
+                    // MR x NR tiles of `partial`; the output targets are checked below or
+                    // are stack arrays of MAX_TILE >= MR * NR elements.
+                    unsafe {
+                        if !last {
+                            let full = Extent { m: MR, n: nr };
+                            let ep = TileEpilogue::partial_sums();
+                            gemm_tile::<S, MR, NV>(s, kb, steps.init, a, b, sums, nr, &ep, full);
+                        } else if job.sched.direct && padded[pp] == 0 {
+                            let extent = Extent { m, n };
+                            store_direct::<S, MR, NV>(s, job, steps, a, b, j0, chan0, extent, weight_rows);
+                        } else {
+                            let tile = TilePlace {
+                                j0,
+                                chan0,
+                                m,
+                                n,
+                                padded: padded[pp],
+                            };
+                            store_scattered::<S, MR, NV>(s, job, steps, a, b, tile, weight_rows);
+                        }
                     }
                 }
             }
@@ -303,6 +354,7 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize>(
 unsafe fn store_direct<S: Simd, const MR: usize, const NV: usize>(
     s: S,
     job: &Job,
+    steps: Steps,
     a: RowOperand,
     b: ColOperand,
     j0: usize,
@@ -331,7 +383,7 @@ unsafe fn store_direct<S: Simd, const MR: usize, const NV: usize>(
     // inside the output (and the residual, which has the output's shape); the extent's rows
     // and lanes are the unit's. An in-place residual is read register by register just
     // before the same register is stored.
-    unsafe { gemm_tile::<S, MR, NV>(s, job.geom.cg, a, b, job.y.0.add(origin), ldc, &ep, extent) }
+    unsafe { gemm_tile::<S, MR, NV>(s, steps.kc, steps.init, a, b, job.y.0.add(origin), ldc, &ep, extent) }
 }
 
 /// Where a tile lands: its first folded pixel and global output channel, its valid extent
@@ -345,6 +397,14 @@ pub(crate) struct TilePlace {
     pub padded: u64,
 }
 
+/// The reduction a tile call runs: `kc` steps, from zero or from the partial sums at `init`
+/// (an `MR x NR` tile of earlier reduction blocks; null for the first).
+#[derive(Clone, Copy)]
+pub(crate) struct Steps {
+    pub kc: usize,
+    pub init: *const f32,
+}
+
 /// An edge tile, a tile over padded pixels, or any tile whose lanes are not contiguous in the
 /// output: computed into a stack tile (with bias and residual copied in), then the valid
 /// `m x n` part is scattered.
@@ -352,6 +412,7 @@ pub(crate) struct TilePlace {
 unsafe fn store_scattered<S: Simd, const MR: usize, const NV: usize>(
     s: S,
     job: &Job,
+    steps: Steps,
     a: RowOperand,
     b: ColOperand,
     t: TilePlace,
@@ -365,7 +426,7 @@ unsafe fn store_scattered<S: Simd, const MR: usize, const NV: usize>(
         }
     };
     let edge = EdgeTile {
-        kc: job.geom.cg,
+        steps,
         m: t.m,
         n: t.n,
         bias: job.bias.map(|b| &b[t.chan0..]),
@@ -385,7 +446,7 @@ unsafe fn store_scattered<S: Simd, const MR: usize, const NV: usize>(
 /// `out + addr(r, l)`. This is how partial tiles avoid touching memory past the caller's
 /// buffers.
 pub(crate) struct EdgeTile<'a> {
-    pub kc: usize,
+    pub steps: Steps,
     pub m: usize,
     pub n: usize,
     /// Bias starting at the tile's first channel, at least `m` (or `n`) values.
@@ -465,13 +526,26 @@ impl EdgeTile<'_> {
         };
         // SAFETY: the stack arrays hold MR * NR <= MAX_TILE values and 64 >= max(MR, NR)
         // channel values; a and b are full panels by the caller's guarantee.
-        unsafe { gemm_tile::<S, MR, NV>(s, self.kc, a, b, tile.as_mut_ptr().cast::<f32>(), nr, &ep, full) };
+        unsafe {
+            gemm_tile::<S, MR, NV>(
+                s,
+                self.steps.kc,
+                self.steps.init,
+                a,
+                b,
+                tile.as_mut_ptr().cast::<f32>(),
+                nr,
+                &ep,
+                full,
+            )
+        };
         if self.padded_pixels != 0 {
             // The epilogue of a zero sum (kc = 0: the operands are not read), with the same
             // operations as any other tile, for the padded pixels.
             let mut zero_sum = [MaybeUninit::<f32>::uninit(); MAX_TILE];
             // SAFETY: as above; with kc = 0 the operand pointers are not dereferenced.
-            unsafe { gemm_tile::<S, MR, NV>(s, 0, a, b, zero_sum.as_mut_ptr().cast::<f32>(), nr, &ep, full) };
+            let zero = std::ptr::null();
+            unsafe { gemm_tile::<S, MR, NV>(s, 0, zero, a, b, zero_sum.as_mut_ptr().cast::<f32>(), nr, &ep, full) };
             let pixels_are_rows = self.axis == ChannelAxis::Cols;
             for r in 0..self.m {
                 for l in 0..self.n {
@@ -531,6 +605,7 @@ pub(crate) unsafe fn run_tile_call<S: Simd, const MR: usize, const NV: usize>(s:
         gemm_tile::<S, MR, NV>(
             s,
             call.kc,
+            std::ptr::null(),
             RowOperand::packed(call.a.as_ptr()),
             ColOperand::packed(call.b.as_ptr()),
             call.c,

@@ -243,6 +243,21 @@ pub(crate) struct TileEpilogue {
     pub act: Activation,
 }
 
+impl TileEpilogue {
+    /// The output stage of a reduction block that is not the last: store the partial sums as
+    /// they are (no bias, no residual, identity).
+    pub fn partial_sums() -> TileEpilogue {
+        TileEpilogue {
+            bias: std::ptr::null(),
+            slope: std::ptr::null(),
+            axis: ChannelAxis::Rows,
+            residual: std::ptr::null(),
+            ldr: 0,
+            act: Activation::Identity,
+        }
+    }
+}
+
 /// The scalar epilogue: `act(acc + bias[k] + r)` for one output element of channel `k`.
 /// The one scalar definition of the output stage.
 #[derive(Clone, Copy)]

@@ -8,7 +8,7 @@ use crate::error::{checked_product, Error, Result};
 use crate::kernels::{self, Orientation, TileKernel};
 use crate::machine::machine;
 use crate::packing::{pack_weight_panels, WeightPanels};
-use crate::schedule::schedule;
+use crate::schedule::{schedule, Forced};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -210,8 +210,8 @@ pub struct Plan {
     panels: Vec<OnceLock<WeightPanels>>,
     threads: Threads,
     pool: Option<Arc<rayon::ThreadPool>>,
-    /// Test hook: a fixed (tile index, fold batch) instead of the cost model's choice.
-    forced_tiling: Option<(usize, bool)>,
+    /// Test hooks: choices fixed instead of the cost model's.
+    forced: Forced,
 }
 
 impl std::fmt::Debug for Plan {
@@ -389,7 +389,7 @@ impl Plan {
             panels: tiles.iter().map(|_| OnceLock::new()).collect(),
             threads: b.options.threads,
             pool,
-            forced_tiling: None,
+            forced: Forced::default(),
         };
         // Pack for the first tile of the layout's natural orientation now.
         let natural = match conv.layout {
@@ -413,11 +413,19 @@ impl Plan {
     pub fn force_tile(&mut self, tile: &str, fold_batch: bool) -> Result<()> {
         match self.tiles.iter().position(|t| t.name == tile) {
             Some(index) => {
-                self.forced_tiling = Some((index, fold_batch || self.conv.layout == Layout::Nhwc));
+                self.forced.tiling = Some((index, fold_batch || self.conv.layout == Layout::Nhwc));
                 Ok(())
             }
             None => Err(Error::InvalidTile(format!("{} has no tile {tile}", self.kernel))),
         }
+    }
+
+    /// Test hook (`testing` feature): makes every later `forward` on a register-tiled kernel
+    /// run the reduction in blocks of `kc` steps (clamped to `1..=C/G`), as the schedule does
+    /// by itself only for reductions too long for the cache. The result is the same bits.
+    #[cfg(feature = "testing")]
+    pub fn force_reduction_block(&mut self, kc: usize) {
+        self.forced.kc = Some(kc);
     }
 
     /// The name of the register tile a forward call with `dims` runs, if the call runs one
@@ -435,7 +443,7 @@ impl Plan {
         if self.kernel_for_macs(geom.p * geom.kg * geom.cg) != self.kernel || self.tiles.is_empty() {
             return Ok(None);
         }
-        let s = schedule(&geom, self.tiles, &machine(), 1, self.forced_tiling);
+        let s = schedule(&geom, self.tiles, &machine(), 1, self.forced);
         Ok(Some(self.tiles[s.tile].name))
     }
 
@@ -464,7 +472,7 @@ impl Plan {
     }
 
     fn kernel_for_macs(&self, macs_per_gemm: usize) -> KernelId {
-        if self.auto && self.forced_tiling.is_none() && macs_per_gemm <= SMALL_PROBLEM_MACS {
+        if self.auto && self.forced == Forced::default() && macs_per_gemm <= SMALL_PROBLEM_MACS {
             KernelId::Reference
         } else {
             self.kernel
@@ -607,7 +615,7 @@ impl Plan {
             Threads::Count(n) => n.clamp(1, MAX_THREADS),
             Threads::Rayon => rayon::current_num_threads().max(1),
         };
-        let sched = schedule(&geom, self.tiles, &machine(), threads, self.forced_tiling);
+        let sched = schedule(&geom, self.tiles, &machine(), threads, self.forced);
         let tile = self.tiles.get(sched.tile);
         let panels = match tile {
             Some(_) => Some(self.weight_panels(sched.tile)?),

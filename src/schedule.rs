@@ -4,10 +4,13 @@
 //! schedule, and the invariants are unit-tested below.
 //!
 //! Blocking. The microkernel runs the whole reduction (`C / groups` steps) in registers: no
-//! partial sums are stored and reloaded, and the reduction is never split, so the result is
-//! bit-identical for every thread count. The two panels a tile streams (for C = 2048,
-//! 8 x 2048 weights = 64 KiB and 2048 x 32 pixels = 256 KiB) are read sequentially, which the
-//! prefetchers keep ahead of the FMAs from L2. The pixel block (the NC loop) is sized so its
+//! partial sums are stored and reloaded, and the reduction is never split across threads, so
+//! the result is bit-identical for every thread count. The two panels a tile streams (for
+//! C = 2048, 8 x 2048 weights = 64 KiB and 2048 x 32 pixels = 256 KiB) are read
+//! sequentially, which the prefetchers keep ahead of the FMAs from L2. Only when one pixel
+//! panel and one weight panel of the whole reduction exceed half of L2 is the reduction
+//! blocked (`kc`): each block's partial sums are stored as whole tiles and reloaded by the
+//! next, in order, which gives the same bits as one block. The pixel block (the NC loop) is sized so its
 //! packed panels take half of this core's L2 (read from the machine), and blocks are made
 //! equal so threads finish together; each unit sweeps its weight panels (the MC loop, all of
 //! them or a thread's share) over the block, so a weight panel is read once per block and
@@ -35,7 +38,8 @@ pub(crate) struct Schedule {
     /// Whether tiles store straight into the output (their vector lanes are contiguous
     /// there); otherwise through a stack tile, scattered.
     pub direct: bool,
-    /// Reduction steps per tile call: always the whole `C / groups` (see the module docs).
+    /// Reduction steps per block: the whole `C / groups`, unless one pixel panel and one
+    /// weight panel of it would not fit the packed budget (see the module docs).
     pub kc: usize,
     /// Pixels per block (a multiple of the pixel lanes).
     pub pixel_block: usize,
@@ -89,24 +93,43 @@ impl Schedule {
     }
 }
 
+/// Choices the test hooks fix instead of the cost model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Forced {
+    /// (tile index, fold the batch).
+    pub tiling: Option<(usize, bool)>,
+    /// Reduction steps per block.
+    pub kc: Option<usize>,
+}
+
 /// The schedule of geometry `g` on a kernel with `tiles` (empty: the matrixmultiply kernel),
-/// on a machine with `machine`'s caches, with at most `threads` threads; `forced` fixes the
-/// (tile, fold) choice (the tile-forcing test hook).
+/// on a machine with `machine`'s caches, with at most `threads` threads; `forced` fixes
+/// choices for the test hooks.
 pub(crate) fn schedule<T: Borrow<Tile>>(
     g: &Geometry,
     tiles: &[T],
     machine: &MachineParams,
     threads: usize,
-    forced: Option<(usize, bool)>,
+    forced: Forced,
 ) -> Schedule {
-    let (tile, folded, direct) = choose_tiling(g, tiles, forced);
+    let (tile, folded, direct) = choose_tiling(g, tiles, forced.tiling);
     let (weight_lanes, pixel_lanes) = tiles
         .get(tile)
         .map_or((1, 1), |t| (t.borrow().weight_lanes(), t.borrow().pixel_lanes()));
     let gemm_pixels = if folded { g.n * g.p } else { g.p };
     // Packed pixel panels of one block take half of L2, beside the weight panel swept over it.
     let packed_bytes = machine.l2 / 2;
-    let by_cache = (packed_bytes / (4 * g.cg)).max(pixel_lanes);
+    // Reduction blocks: the whole reduction when one pixel panel and one weight panel of it fit
+    // that budget (every layer of common networks), else as many steps as fit, a multiple of 8.
+    // Blocks accumulate in order, so the result is the same bits either way.
+    let per_step = 4 * (pixel_lanes + weight_lanes);
+    let kc = match forced.kc {
+        _ if tiles.is_empty() => g.cg,
+        Some(kc) => kc.clamp(1, g.cg),
+        None if g.cg * per_step <= packed_bytes => g.cg,
+        None => (packed_bytes / per_step / 8 * 8).clamp(8, g.cg),
+    };
+    let by_cache = (packed_bytes / (4 * kc)).max(pixel_lanes);
     let max_block = (by_cache / pixel_lanes * pixel_lanes).min(gemm_pixels.div_ceil(pixel_lanes) * pixel_lanes);
     // Equal blocks (whole tiles each), so that threads given one block each finish together.
     let blocks = gemm_pixels.div_ceil(max_block);
@@ -130,7 +153,7 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
         tile,
         folded,
         direct,
-        kc: g.cg,
+        kc,
         pixel_block,
         blocks_per_gemm,
         channels_per_split,
@@ -291,7 +314,7 @@ mod tests {
             for tiles in tile_lists() {
                 for machine in machines() {
                     for threads in [1, 2, 3, 16] {
-                        let s = schedule(&g, &tiles, &machine, threads, None);
+                        let s = schedule(&g, &tiles, &machine, threads, Forced::default());
                         let mut count = vec![0u8; g.n * g.p * g.k];
                         for u in 0..s.units {
                             let unit = s.unit(&g, u);
@@ -316,15 +339,36 @@ mod tests {
     }
 
     #[test]
-    fn the_reduction_is_never_split() {
+    fn the_reduction_is_blocked_only_past_the_cache_budget() {
         for g in problems() {
             for tiles in tile_lists() {
                 for threads in [1, 2, 7, 64] {
-                    let s = schedule(&g, &tiles, &machines()[1], threads, None);
-                    assert_eq!(s.kc, g.cg, "{s:?}");
+                    for m in machines() {
+                        let s = schedule(&g, &tiles, &m, threads, Forced::default());
+                        let lanes = tiles.get(s.tile).map_or(0, |t| t.pixel_lanes() + t.weight_lanes());
+                        if g.cg * 4 * lanes <= m.l2 / 2 || tiles.is_empty() {
+                            assert_eq!(s.kc, g.cg, "{s:?}");
+                        } else {
+                            assert!(s.kc < g.cg && s.kc % 8 == 0 && s.kc * 4 * lanes <= m.l2 / 2, "{s:?}");
+                        }
+                        // The same for every thread count.
+                        assert_eq!(s.kc, schedule(&g, &tiles, &m, 1, Forced::default()).kc);
+                    }
                 }
             }
         }
+        // Forced blocks are clamped to the reduction.
+        let g = &all_problems()[0];
+        let forced = |kc| Forced {
+            tiling: None,
+            kc: Some(kc),
+        };
+        assert_eq!(schedule(g, &tile_lists()[2], &machines()[1], 1, forced(0)).kc, 1);
+        assert_eq!(schedule(g, &tile_lists()[2], &machines()[1], 1, forced(17)).kc, 17);
+        assert_eq!(
+            schedule(g, &tile_lists()[2], &machines()[1], 1, forced(1 << 20)).kc,
+            g.cg
+        );
     }
 
     #[test]
@@ -333,23 +377,23 @@ mod tests {
         let tiles = &tile_lists()[2];
         for machine in machines() {
             assert_eq!(
-                schedule(g, tiles, &machine, 2, None),
-                schedule(g, tiles, &machine, 2, None)
+                schedule(g, tiles, &machine, 2, Forced::default()),
+                schedule(g, tiles, &machine, 2, Forced::default())
             );
         }
         // A larger L2 never gives smaller pixel blocks.
         let blocks: Vec<usize> = machines()
             .iter()
-            .map(|m| schedule(&all_problems()[1], tiles, m, 1, None).pixel_block)
+            .map(|m| schedule(&all_problems()[1], tiles, m, 1, Forced::default()).pixel_block)
             .collect();
         assert!(blocks.windows(2).all(|b| b[0] <= b[1]), "{blocks:?}");
         // The block's packed panels fit half of L2 (or are one panel wide).
         for m in machines() {
             for g in problems() {
-                let s = schedule(&g, tiles, &m, 1, None);
+                let s = schedule(&g, tiles, &m, 1, Forced::default());
                 let lanes = tiles[s.tile].pixel_lanes();
                 assert!(
-                    s.pixel_block == lanes || s.pixel_block * g.cg * 4 <= m.l2 / 2 + lanes * g.cg * 4,
+                    s.pixel_block == lanes || s.pixel_block * s.kc * 4 <= m.l2 / 2 + lanes * s.kc * 4,
                     "{s:?}"
                 );
             }
@@ -359,15 +403,13 @@ mod tests {
     #[test]
     fn small_calls_stay_on_the_calling_thread_and_forced_tiles_hold() {
         let g = &all_problems()[6];
-        let s = schedule(g, &tile_lists()[2], &machines()[0], 16, None);
+        let s = schedule(g, &tile_lists()[2], &machines()[0], 16, Forced::default());
         assert_eq!((s.tasks, s.splits), (1, 1));
-        let forced = schedule(
-            &all_problems()[0],
-            &tile_lists()[2],
-            &machines()[0],
-            1,
-            Some((3, false)),
-        );
+        let tiling = Forced {
+            tiling: Some((3, false)),
+            kc: None,
+        };
+        let forced = schedule(&all_problems()[0], &tile_lists()[2], &machines()[0], 1, tiling);
         assert_eq!((forced.tile, forced.folded, forced.direct), (3, false, false));
     }
 }

@@ -219,3 +219,66 @@ fn output_digest() {
         println!("digest {kernel}: {hash:016x} over {} cases", cases.len());
     }
 }
+
+/// The reduction run in blocks (partial sums stored as whole tiles and reloaded in order)
+/// gives the same bits as one block, on every tile, with padding and a NaN weight, separate
+/// and in-place residuals, groups, batches and both layouts.
+#[test]
+fn blocked_reduction_equals_one_block() {
+    let shapes: &[(usize, usize, usize, usize, usize, usize)] = if reduced() {
+        &[(40, 24, 2, 2, 5, 7), (33, 17, 1, 1, 9, 4)]
+    } else {
+        &[
+            (40, 24, 2, 2, 5, 7),
+            (33, 17, 1, 1, 9, 4),
+            (64, 72, 4, 3, 6, 6),
+            (129, 8, 1, 1, 16, 16),
+        ]
+    };
+    for kernel in kernels_under_test().into_iter().filter(|k| k.is_microkernel()) {
+        let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        for (i, &(c, k, groups, n, h, w)) in shapes.iter().enumerate() {
+            for layout in [Layout::Nchw, Layout::Nhwc] {
+                let conv = Conv1x1::new(c, k)
+                    .with_groups(groups)
+                    .with_layout(layout)
+                    .with_padding(PADDINGS[i % 3])
+                    .with_activation(ACTIVATIONS[(i * 5 + 3) % ACTIVATIONS.len()]);
+                let mut p = Problem::new(conv, InputDims::new(n, h, w), true, true, Data::Real, 70 + i as u64);
+                p.w[3] = f32::NAN;
+                for tile in pointwise::testing::tiles(kernel) {
+                    for fold in [false, true] {
+                        let run = |kc: Option<usize>, in_place: bool| {
+                            let mut plan = p.plan(options);
+                            plan.force_tile(tile.name, fold).unwrap();
+                            if let Some(kc) = kc {
+                                plan.force_reduction_block(kc);
+                            }
+                            let mut ws = pointwise::Workspace::new();
+                            let r = p.residual.as_deref().unwrap();
+                            let mut y = vec![f32::NAN; p.output_len()];
+                            if in_place {
+                                y.copy_from_slice(r);
+                                plan.forward_residual_in_place(&p.x, p.dims, &mut y, &mut ws).unwrap();
+                            } else {
+                                plan.forward(&p.x, p.dims, Some(r), &mut y, &mut ws).unwrap();
+                            }
+                            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                        };
+                        let whole = run(None, false);
+                        for kc in [1, 3, 8, c / groups - 1] {
+                            for in_place in [false, true] {
+                                assert_eq!(
+                                    run(Some(kc), in_place),
+                                    whole,
+                                    "{} fold {fold} kc {kc} in_place {in_place} {conv:?}",
+                                    tile.name
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -25,7 +25,7 @@ pub(crate) fn run_units(job: &Job, units: Range<usize>, scratch: &mut TaskScratc
         let npix = unit.pixels.len();
         let kn = unit.channels.len();
         let chan0 = unit.group * g.kg + unit.channels.start;
-        let buffers = scratch.buffers(npix * cg, npix, 0);
+        let buffers = scratch.buffers(npix * cg, npix, 0, 0);
         let (packed, offsets, out_scratch, out_pixel) =
             (buffers.packed, buffers.offsets, buffers.out, buffers.out_pixels);
         pixel_offsets(g, unit.pixels.start, offsets);

@@ -247,23 +247,28 @@ pub(crate) struct Extent {
     pub n: usize,
 }
 
-/// A `MR x (NV * LANES)` register tile: `C = act(A * B + bias + R)` over its `extent`.
+/// A `MR x (NV * LANES)` register tile: `C = act(init + A * B + bias + R)` over its `extent`.
 ///
 /// `a` is the MR-lane operand (see [`RowOperand`]), `b` the NR-lane one (`kc` steps of
-/// `NR = NV * LANES` values, see [`ColOperand`]); the whole reduction runs in registers and
-/// the epilogue is applied before the one store of each register. A partial extent stores its
-/// last register of each row with [`SimdF32::store_first`] (masked on AVX-512).
+/// `NR = NV * LANES` values, see [`ColOperand`]); the reduction runs in registers, starting
+/// from zero or, when `init` is non-null, from the partial sums of earlier reduction blocks
+/// (an `MR x NR` tile, row-major), and the epilogue is applied before the one store of each
+/// register. (Storing partial sums is the epilogue [`TileEpilogue::partial_sums`].) A partial
+/// extent stores its last register of each row with [`SimdF32::store_first`] (masked on
+/// AVX-512).
 ///
 /// # Safety
-/// `a` must address `kc` steps of `MR` lanes and `b` `kc` steps of `NR` values; `c` must be
-/// writable for `extent.m` rows of `extent.n` values at row stride `ldc`; the epilogue's bias
-/// and slopes (`MR` values, or `extent.n` along columns) and residual (`extent.m` rows of
-/// `extent.n` at stride `ldr`) must be readable when non-null.
+/// `a` must address `kc` steps of `MR` lanes and `b` `kc` steps of `NR` values; `init`, when
+/// non-null, `MR * NR` readable values; `c` must be writable for `extent.m` rows of
+/// `extent.n` values at row stride `ldc`; the epilogue's bias and slopes (`MR` values, or
+/// `extent.n` along columns) and residual (`extent.m` rows of `extent.n` at stride `ldr`)
+/// must be readable when non-null.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_tile<S: Simd, const MR: usize, const NV: usize>(
     s: S,
     kc: usize,
+    init: *const f32,
     a: RowOperand,
     b: ColOperand,
     c: *mut f32,
@@ -274,10 +279,10 @@ pub(crate) unsafe fn gemm_tile<S: Simd, const MR: usize, const NV: usize>(
     // SAFETY: forwarded contract; the packed flags select constant-stride instantiations.
     unsafe {
         match (a.packed, b.packed) {
-            (true, true) => gemm_tile_strided::<S, MR, NV, true, true>(s, kc, a, b, c, ldc, ep, extent),
-            (false, true) => gemm_tile_strided::<S, MR, NV, false, true>(s, kc, a, b, c, ldc, ep, extent),
-            (true, false) => gemm_tile_strided::<S, MR, NV, true, false>(s, kc, a, b, c, ldc, ep, extent),
-            (false, false) => gemm_tile_strided::<S, MR, NV, false, false>(s, kc, a, b, c, ldc, ep, extent),
+            (true, true) => gemm_tile_strided::<S, MR, NV, true, true>(s, kc, init, a, b, c, ldc, ep, extent),
+            (false, true) => gemm_tile_strided::<S, MR, NV, false, true>(s, kc, init, a, b, c, ldc, ep, extent),
+            (true, false) => gemm_tile_strided::<S, MR, NV, true, false>(s, kc, init, a, b, c, ldc, ep, extent),
+            (false, false) => gemm_tile_strided::<S, MR, NV, false, false>(s, kc, init, a, b, c, ldc, ep, extent),
         }
     }
 }
@@ -288,6 +293,7 @@ pub(crate) unsafe fn gemm_tile<S: Simd, const MR: usize, const NV: usize>(
 unsafe fn gemm_tile_strided<S: Simd, const MR: usize, const NV: usize, const PA: bool, const PB: bool>(
     s: S,
     kc: usize,
+    init: *const f32,
     a: RowOperand,
     b: ColOperand,
     c: *mut f32,
@@ -299,6 +305,14 @@ unsafe fn gemm_tile_strided<S: Simd, const MR: usize, const NV: usize, const PA:
     let (rs, ks) = if PA { (1, MR) } else { (a.rs, a.ks) };
     let b_ks = if PB { NV * lanes } else { b.ks };
     let mut acc = [[s.zero(); NV]; MR];
+    if !init.is_null() {
+        for (r, row) in acc.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                // SAFETY: init holds MR x NR values (the caller's contract).
+                *v = unsafe { s.load(init.add((r * NV + j) * lanes)) };
+            }
+        }
+    }
     let (mut a, mut b) = (a.ptr, b.ptr);
     for _ in 0..kc {
         let mut bv = [s.zero(); NV];

@@ -150,26 +150,15 @@ fn sweep_every_tile() {
     let step = if reduced() { 3 } else { 2 };
     for kernel in kernels_under_test().into_iter().filter(|k| k.is_microkernel()) {
         let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
-        for tile in 0..pointwise::testing::tiles(kernel).len() {
+        for (t, tile) in pointwise::testing::tiles(kernel).iter().enumerate() {
             for fold in [false, true] {
                 for (i, (p, data)) in cases.iter().enumerate() {
-                    if (i + tile) % step != 0 {
+                    if (i + t) % step != 0 {
                         continue;
                     }
-                    let mut plan = p.plan(options);
-                    plan.force_tile(pointwise::testing::tiles(kernel)[tile].name, fold)
-                        .unwrap();
-                    let mut y = vec![f32::NAN; p.output_len()];
-                    plan.forward(
-                        &p.x,
-                        p.dims,
-                        p.residual.as_deref(),
-                        &mut y,
-                        &mut pointwise::Workspace::new(),
-                    )
-                    .unwrap();
+                    let y = p.run_tiled(options, tile.name, fold);
                     if let Err(e) = p.check(&y, *data, kernel) {
-                        panic!("tile {tile} fold {fold}: {e}");
+                        panic!("tile {} fold {fold}: {e}", tile.name);
                     }
                 }
             }
@@ -195,24 +184,12 @@ fn output_digest() {
                 }
             }
         };
-        let tiles = pointwise::testing::tiles(kernel).len();
+        let tiles = pointwise::testing::tiles(kernel);
         for (p, _) in &cases {
             eat(&p.run(options));
-            for tile in 0..tiles {
+            for tile in &tiles {
                 for fold in [false, true] {
-                    let mut plan = p.plan(options);
-                    plan.force_tile(pointwise::testing::tiles(kernel)[tile].name, fold)
-                        .unwrap();
-                    let mut y = vec![f32::NAN; p.output_len()];
-                    plan.forward(
-                        &p.x,
-                        p.dims,
-                        p.residual.as_deref(),
-                        &mut y,
-                        &mut pointwise::Workspace::new(),
-                    )
-                    .unwrap();
-                    eat(&y);
+                    eat(&p.run_tiled(options, tile.name, fold));
                 }
             }
         }

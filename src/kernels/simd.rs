@@ -345,6 +345,25 @@ unsafe fn gemm_tile_strided<S: Simd, const MR: usize, const NV: usize, const PA:
     }
 }
 
+/// Row `r`'s channel values when channels run along rows (weight rows): its bias and PReLU
+/// slope broadcast; zero when absent or when channels run along columns.
+///
+/// # Safety
+/// Along rows, the bias and slopes (when non-null) hold a value for row `r`.
+#[inline(always)]
+unsafe fn row_channel_values<S: Simd>(s: S, ep: &TileEpilogue, r: usize) -> (S::F32, S::F32) {
+    let rows_axis = ep.axis == ChannelAxis::Rows;
+    // SAFETY: the caller's contract.
+    let at = |p: *const f32| {
+        if !p.is_null() && rows_axis {
+            s.splat(unsafe { *p.add(r) })
+        } else {
+            s.zero()
+        }
+    };
+    (at(ep.bias), at(ep.slope))
+}
+
 /// The epilogue of a full tile: bias, residual, activation, one store per register.
 ///
 /// # Safety
@@ -360,18 +379,8 @@ unsafe fn finish_full<S: Simd, const MR: usize, const NV: usize>(
     let lanes = S::F32::LANES;
     let rows_axis = ep.axis == ChannelAxis::Rows;
     for (r, row) in acc.iter().enumerate() {
-        // Per-row channel values (weight rows), broadcast once per row.
-        // SAFETY (both): along rows, bias and slopes hold MR values (the caller's contract).
-        let row_bias = if !ep.bias.is_null() && rows_axis {
-            s.splat(unsafe { *ep.bias.add(r) })
-        } else {
-            s.zero()
-        };
-        let row_slope = if !ep.slope.is_null() && rows_axis {
-            s.splat(unsafe { *ep.slope.add(r) })
-        } else {
-            s.zero()
-        };
+        // SAFETY: along rows, bias and slopes hold MR values (the caller's contract).
+        let (row_bias, row_slope) = unsafe { row_channel_values(s, ep, r) };
         for (j, &v) in row.iter().enumerate() {
             // SAFETY (every access below): the whole tile's bias, slopes, residual and output
             // are inside the caller's buffers.
@@ -415,17 +424,8 @@ unsafe fn finish_partial<S: Simd, const MR: usize, const NV: usize>(
     let lanes = S::F32::LANES;
     let rows_axis = ep.axis == ChannelAxis::Rows;
     for (r, row) in acc.iter().enumerate().take(extent.m) {
-        // SAFETY (both): along rows, bias and slopes hold a value per row of the extent.
-        let row_bias = if !ep.bias.is_null() && rows_axis {
-            s.splat(unsafe { *ep.bias.add(r) })
-        } else {
-            s.zero()
-        };
-        let row_slope = if !ep.slope.is_null() && rows_axis {
-            s.splat(unsafe { *ep.slope.add(r) })
-        } else {
-            s.zero()
-        };
+        // SAFETY: along rows, bias and slopes hold a value per row of the extent.
+        let (row_bias, row_slope) = unsafe { row_channel_values(s, ep, r) };
         for (j, &v) in row.iter().enumerate() {
             let first = j * lanes;
             if first >= extent.n {

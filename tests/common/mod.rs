@@ -316,6 +316,23 @@ impl Problem {
         b.build().unwrap()
     }
 
+    /// Runs the problem with the register tile named `tile` forced (folded or not); output
+    /// pre-filled with NaN.
+    pub fn run_tiled(&self, options: PlanOptions, tile: &str, fold: bool) -> Vec<f32> {
+        let mut plan = self.plan(options);
+        plan.force_tile(tile, fold).unwrap();
+        let mut y = vec![f32::NAN; self.output_len()];
+        plan.forward(
+            &self.x,
+            self.dims,
+            self.residual.as_deref(),
+            &mut y,
+            &mut Workspace::new(),
+        )
+        .unwrap();
+        y
+    }
+
     /// Runs the problem on a kernel with options; output pre-filled with NaN.
     pub fn run(&self, options: PlanOptions) -> Vec<f32> {
         let plan = self.plan(options);

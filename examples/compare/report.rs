@@ -9,6 +9,8 @@ pub struct Row {
     pub layer: Layer,
     pub layout: &'static str,
     pub kernel: &'static str,
+    /// The register tile the plan ran (`-` for kernels without tiles or the small-problem loop).
+    pub tile: &'static str,
     pub threads: usize,
     pub gflops: f64,
     pub pct_peak: f64,
@@ -19,7 +21,7 @@ pub struct Row {
     pub ok: bool,
 }
 
-const HEADER: [&str; 17] = [
+const HEADER: [&str; 18] = [
     "layer",
     "n",
     "c",
@@ -30,6 +32,7 @@ const HEADER: [&str; 17] = [
     "groups",
     "layout",
     "kernel",
+    "tile",
     "threads",
     "gflops",
     "pct_peak",
@@ -51,6 +54,7 @@ fn fields(r: &Row) -> Vec<String> {
         r.layer.groups.to_string(),
         r.layout.to_string(),
         r.kernel.to_string(),
+        r.tile.to_string(),
         r.threads.to_string(),
         format!("{:.2}", r.gflops),
         format!("{:.1}", r.pct_peak),
@@ -77,7 +81,7 @@ pub fn json(rows: &[Row]) -> String {
             .iter()
             .zip(&f)
             .map(|(h, v)| {
-                let numeric = !matches!(*h, "layer" | "layout" | "kernel" | "peak_basis" | "ok");
+                let numeric = !matches!(*h, "layer" | "layout" | "kernel" | "tile" | "peak_basis" | "ok");
                 if *h == "ok" {
                     format!("\"{h}\": {v}")
                 } else if numeric {
@@ -98,8 +102,8 @@ pub fn json(rows: &[Row]) -> String {
 
 pub fn table(rows: &[Row]) -> String {
     let mut s = format!(
-        "{:<30} {:<15} {:>9} {:>8} {:>12} {:>9} {:>10} {:>5}\n",
-        "layer", "kernel", "GFLOP/s", "% peak", "basis", "vs mm", "max rel", "ok"
+        "{:<30} {:<15} {:<24} {:>9} {:>8} {:>12} {:>9} {:>10} {:>5}\n",
+        "layer", "kernel", "tile", "GFLOP/s", "% peak", "basis", "vs mm", "max rel", "ok"
     );
     let mut last = "";
     for r in rows {
@@ -110,9 +114,10 @@ pub fn table(rows: &[Row]) -> String {
         };
         last = &r.layer.name;
         s += &format!(
-            "{:<30} {:<15} {:>9.1} {:>7.1}% {:>12} {:>9} {:>10.1e} {:>5}\n",
+            "{:<30} {:<15} {:<24} {:>9.1} {:>7.1}% {:>12} {:>9} {:>10.1e} {:>5}\n",
             name,
             r.kernel,
+            r.tile,
             r.gflops,
             r.pct_peak,
             r.basis,

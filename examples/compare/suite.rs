@@ -139,6 +139,8 @@ pub fn default_suite() -> Vec<Layer> {
 /// One measurement.
 #[derive(Debug, Clone)]
 pub struct Measurement {
+    /// The register tile the plan ran, or `-`.
+    pub tile: &'static str,
     pub gflops: f64,
     pub max_rel_err: f64,
     pub ok: bool,
@@ -186,6 +188,7 @@ pub fn measure(
     let mut ws = Workspace::new();
     plan.forward(&x, dims, None, &mut y, &mut ws).expect("valid");
     let (max_rel_err, ok) = verify(layer, layout, act, &x, &w, &bias, &slope, &y);
+    let tile = plan.tile_for(dims).ok().flatten().unwrap_or("-");
 
     // Time: batches of at least ~2 ms, median over the budget (at least 5 batches).
     let t0 = Instant::now();
@@ -204,6 +207,7 @@ pub fn measure(
     samples.sort_by(f64::total_cmp);
     let median = samples[samples.len() / 2];
     Measurement {
+        tile,
         gflops: layer.flops() / median / 1e9,
         max_rel_err,
         ok,

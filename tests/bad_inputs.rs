@@ -833,6 +833,38 @@ fn data(len: usize) -> Vec<f32> {
     (0..len).map(|i| (i % 13) as f32 - 6.0).collect()
 }
 
+/// Runs `call` (a forward call of some kind) on a plan of `conv` forced onto each kernel under
+/// test, with an output of `output` sentinels: it must return the entry's error, leave the
+/// output untouched and run no kernel.
+fn fails_cleanly_on_every_kernel(
+    e: &Entry,
+    conv: &Conv1x1,
+    bias: Option<&[f32]>,
+    output: usize,
+    what: &str,
+    call: impl Fn(&Plan, &mut [f32]) -> Result<(), Error>,
+) -> Result<(), String> {
+    let weights = data(conv.weights_len().map_err(|err| format!("base conv: {err}"))?);
+    for kernel in kernels_under_test() {
+        let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        let plan = Plan::new(conv, &weights, bias, options).map_err(|err| format!("plan: {err}"))?;
+        let mut y = vec![SENTINEL; output];
+        let before = kernel.invocations();
+        match call(&plan, &mut y) {
+            Err(err) if err == e.expected => {}
+            got => return Err(format!("{what} on {kernel}: got {got:?}, want {:?}", e.expected)),
+        }
+        if let Some(i) = y.iter().position(|&v| v.to_bits() != SENTINEL.to_bits()) {
+            return Err(format!("{kernel}: output element {i} modified on error"));
+        }
+        // No other test in this file runs a non-empty forward, so the counter is ours.
+        if kernel.invocations() != before {
+            return Err(format!("{kernel}: the kernel ran although the call failed"));
+        }
+    }
+    Ok(())
+}
+
 /// Runs one entry; `Err` describes how it went wrong.
 fn run(e: &Entry) -> Result<(), String> {
     let expect = |got: Result<(), Error>, what: &str| -> Result<(), String> {
@@ -880,23 +912,10 @@ fn run(e: &Entry) -> Result<(), String> {
             input,
             output,
         } => {
-            let weights = data(conv.weights_len().map_err(|err| format!("base conv: {err}"))?);
             let x = data(*input);
-            for kernel in kernels_under_test() {
-                let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
-                let plan = Plan::new(conv, &weights, None, options).map_err(|err| format!("plan: {err}"))?;
-                let mut y = vec![SENTINEL; *output];
-                let before = kernel.invocations();
-                let result = plan.forward_residual_in_place(&x, *dims, &mut y, &mut Workspace::new());
-                expect(result, &format!("forward_residual_in_place on {kernel}"))?;
-                if let Some(i) = y.iter().position(|&v| v.to_bits() != SENTINEL.to_bits()) {
-                    return Err(format!("{kernel}: output element {i} modified on error"));
-                }
-                if kernel.invocations() != before {
-                    return Err(format!("{kernel}: the kernel ran although the call failed"));
-                }
-            }
-            Ok(())
+            fails_cleanly_on_every_kernel(e, conv, None, *output, "forward_residual_in_place", |plan, y| {
+                plan.forward_residual_in_place(&x, *dims, y, &mut Workspace::new())
+            })
         }
         Call::Forward {
             conv,
@@ -905,25 +924,11 @@ fn run(e: &Entry) -> Result<(), String> {
             residual,
             output,
         } => {
-            let weights = data(conv.weights_len().map_err(|err| format!("base conv: {err}"))?);
             let bias = data(conv.out_channels);
             let (x, r) = (data(*input), residual.map(data));
-            for kernel in kernels_under_test() {
-                let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
-                let plan = Plan::new(conv, &weights, Some(&bias), options).map_err(|err| format!("plan: {err}"))?;
-                let mut y = vec![SENTINEL; *output];
-                let before = kernel.invocations();
-                let result = plan.forward(&x, *dims, r.as_deref(), &mut y, &mut Workspace::new());
-                expect(result, &format!("forward on {kernel}"))?;
-                if let Some(i) = y.iter().position(|&v| v.to_bits() != SENTINEL.to_bits()) {
-                    return Err(format!("{kernel}: output element {i} modified on error"));
-                }
-                // No other test in this file runs a non-empty forward, so the counter is ours.
-                if kernel.invocations() != before {
-                    return Err(format!("{kernel}: the kernel ran although the call failed"));
-                }
-            }
-            Ok(())
+            fails_cleanly_on_every_kernel(e, conv, Some(&bias), *output, "forward", |plan, y| {
+                plan.forward(&x, *dims, r.as_deref(), y, &mut Workspace::new())
+            })
         }
         Call::OutputDims(conv, dims) => {
             expect(conv.output_hw(dims.h, dims.w).map(|_| ()), "output_hw")?;

@@ -5,6 +5,7 @@ use crate::error::{checked_product, Error, Result};
 
 /// Memory layout of input, output and residual (all three share it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[non_exhaustive]
 pub enum Layout {
     /// `[N, C, H, W]`: each channel is a contiguous image plane.
     #[default]
@@ -19,6 +20,7 @@ pub enum Layout {
 /// exactly as VALID gives. (SAME pads by `(ceil(H/s) - 1) * s + 1 - H`, which is never
 /// positive for a kernel of size 1.) Both ONNX variants are accepted and behave identically.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[non_exhaustive]
 pub enum Padding {
     /// No padding: `Ho = ceil(H / sh)`.
     #[default]

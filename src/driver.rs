@@ -55,6 +55,21 @@ pub(crate) struct Job<'a> {
     /// Raw `[K, C/G]` weights (matrixmultiply).
     pub weights: &'a [f32],
     pub act: Activation,
+    /// Which phase of a split reduction runs (always [`Phase::Reduce`] when it is not split).
+    pub phase: Phase,
+    /// Partial sums of a split reduction ([`Job::split_sums_len`] values; null when the
+    /// reduction is not split): per output unit, per part, one `MR x NR` tile per tile of the
+    /// output unit. Each unit writes only its own part's region.
+    pub split_sums: OutPtr,
+}
+
+/// The two phases of a call whose reduction is split (see `schedule`): every unit reduces its
+/// part into its region of the split sums, then each output unit adds its parts in part order
+/// and runs the epilogue. A call whose reduction is not split runs only the first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Reduce,
+    Combine,
 }
 
 impl Job<'_> {
@@ -70,6 +85,15 @@ impl Job<'_> {
             slope: self.slope,
             act: self.act,
         }
+    }
+
+    /// Values of split partial sums the call needs for a tile of `weight_lanes x pixel_lanes`
+    /// (0 when the reduction is not split).
+    pub fn split_sums_len(sched: &Schedule, weight_lanes: usize, pixel_lanes: usize) -> usize {
+        if sched.parts == 1 {
+            return 0;
+        }
+        sched.units * sched.tiles_per_output_unit(weight_lanes, pixel_lanes) * weight_lanes * pixel_lanes
     }
 
     /// The channel axis of a tile in this orientation.
@@ -223,10 +247,16 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize>(
         _ => None,
     };
     let kc = job.sched.kc;
-    let blocks = cg.div_ceil(kc);
     let tile_len = MR * nr;
+    let parts = job.sched.parts;
+    let combine = job.phase == Phase::Combine;
+    // Tiles of one output unit's region of split sums.
+    let unit_tiles = job.sched.tiles_per_output_unit(wl, pl);
     for u in units {
-        let unit = job.unit(u);
+        // In the combine phase, `u` is an output unit, with the coordinates of its first part.
+        let unit = job.unit(if combine { u * parts } else { u });
+        let steps = unit.steps.clone();
+        let blocks = if combine { 0 } else { steps.len().div_ceil(kc) };
         let npix = unit.pixels.len();
         let pixel_panels = npix.div_ceil(pl);
         let first_panel = unit.channels.start / wl;
@@ -259,10 +289,65 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize>(
                 .fold(0u64, |mask, (i, _)| mask | 1 << i);
             spacing[panel] = in_place_spacing(offs);
         }
+        // This output unit's split sums: part `q`'s tile `t` at `(q * unit_tiles + t) * tile_len`.
+        let split_region = job
+            .split_sums
+            .0
+            .wrapping_add(unit.output_unit * parts * unit_tiles * tile_len);
+        if combine {
+            for wp in first_panel..last_panel {
+                let ch0 = wp * wl;
+                let kn = wl.min(g.kg - ch0);
+                let chan0 = unit.group * g.kg + ch0;
+                for (pp, &padded) in padded.iter().enumerate() {
+                    let j0 = unit.pixels.start + pp * pl;
+                    let jn = pl.min(unit.pixels.end - j0);
+                    let t = (wp - first_panel) * pixel_panels + pp;
+                    let sums = split_region.wrapping_add(t * tile_len);
+                    // SAFETY: each part's tile `t` is `tile_len` values inside the split sums
+                    // (sized by split_sums_len), written by the reduce phase, which finished
+                    // before this phase began; only this output unit touches its region.
+                    unsafe {
+                        for q in 1..parts {
+                            let part = split_region.add((q * unit_tiles + t) * tile_len);
+                            for i in 0..tile_len {
+                                *sums.add(i) += *part.add(i);
+                            }
+                        }
+                    }
+                    let (m, n) = if weight_rows { (kn, jn) } else { (jn, kn) };
+                    let place = TilePlace {
+                        j0,
+                        chan0,
+                        m,
+                        n,
+                        padded,
+                    };
+                    let steps = Steps {
+                        kc: 0,
+                        init: sums.cast_const(),
+                    };
+                    // SAFETY: with no reduction steps the operands are not read; the sums are a
+                    // whole tile; the output targets are the unit's own (see store_final).
+                    unsafe {
+                        store_final::<S, MR, NV>(
+                            s,
+                            job,
+                            steps,
+                            RowOperand::unread(),
+                            ColOperand::unread(),
+                            place,
+                            weight_rows,
+                        )
+                    };
+                }
+            }
+            continue;
+        }
         for block in 0..blocks {
             // Reduction steps k0..k0 + kb of this block: channels c0 + k0.. of the group.
-            let k0 = block * kc;
-            let kb = kc.min(cg - k0);
+            let k0 = steps.start + block * kc;
+            let kb = kc.min(steps.end - k0);
             let last = block + 1 == blocks;
             for (panel, offs) in offsets.chunks(pl).enumerate() {
                 if spacing[panel].is_none() {
@@ -320,29 +405,59 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize>(
                     };
                     // SAFETY: a and b address full panels of kb steps (packed, or MR evenly
                     // spaced input pixels of kb channels each); partial sums are whole
-                    // MR x NR tiles of `partial`; the output targets are checked below or
-                    // are stack arrays of MAX_TILE >= MR * NR elements.
+                    // MR x NR tiles of `partial` or of this unit's part of the split sums
+                    // (sized by split_sums_len); the output targets are the unit's own.
                     unsafe {
+                        let full = Extent { m: MR, n: nr };
                         if !last {
-                            let full = Extent { m: MR, n: nr };
                             let ep = TileEpilogue::partial_sums();
                             gemm_tile::<S, MR, NV>(s, kb, steps.init, a, b, sums, nr, &ep, full);
-                        } else if job.sched.direct && padded[pp] == 0 {
-                            let extent = Extent { m, n };
-                            store_direct::<S, MR, NV>(s, job, steps, a, b, j0, chan0, extent, weight_rows);
+                        } else if parts > 1 {
+                            let t = (wp - first_panel) * pixel_panels + pp;
+                            let part_sums = split_region.add((unit.part * unit_tiles + t) * tile_len);
+                            let ep = TileEpilogue::partial_sums();
+                            gemm_tile::<S, MR, NV>(s, kb, steps.init, a, b, part_sums, nr, &ep, full);
                         } else {
-                            let tile = TilePlace {
+                            let place = TilePlace {
                                 j0,
                                 chan0,
                                 m,
                                 n,
                                 padded: padded[pp],
                             };
-                            store_scattered::<S, MR, NV>(s, job, steps, a, b, tile, weight_rows);
+                            store_final::<S, MR, NV>(s, job, steps, a, b, place, weight_rows);
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+/// The last reduction block of a tile, or a combined split tile (no steps, from its sums),
+/// with the epilogue into the output: straight into it where the tile's lanes are contiguous
+/// there and no pixel is padding, else through [`store_scattered`].
+///
+/// # Safety
+/// As [`gemm_tile`] for the operands and `steps`; `place` lies in the output part of the unit
+/// that runs it.
+#[inline(always)]
+unsafe fn store_final<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    job: &Job,
+    steps: Steps,
+    a: RowOperand,
+    b: ColOperand,
+    place: TilePlace,
+    weight_rows: bool,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if job.sched.direct && place.padded == 0 {
+            let extent = Extent { m: place.m, n: place.n };
+            store_direct::<S, MR, NV>(s, job, steps, a, b, place.j0, place.chan0, extent, weight_rows);
+        } else {
+            store_scattered::<S, MR, NV>(s, job, steps, a, b, place, weight_rows);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! as many times as needed, writing into the caller's buffer.
 use crate::conv::{Conv1x1, Geometry, InputDims, Layout, OutputDims};
 use crate::dispatch::{KernelChoice, KernelId};
-use crate::driver::{InPtr, Job, OutPtr, TaskScratch};
+use crate::driver::{InPtr, Job, OutPtr, Phase, TaskScratch};
 use crate::epilogue::{Residual, ScalarEpilogue};
 use crate::error::{checked_product, Error, Result};
 use crate::kernels::{self, Orientation, TileKernel};
@@ -143,6 +143,8 @@ impl PlanOptions {
 #[derive(Default)]
 pub struct Workspace {
     tasks: Vec<TaskScratch>,
+    /// Partial sums of a split reduction, shared by the call's tasks.
+    split_sums: Vec<f32>,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -159,11 +161,15 @@ impl Workspace {
         Self::default()
     }
 
-    fn tasks(&mut self, count: usize) -> &mut [TaskScratch] {
+    /// Scratch for `count` tasks, and `split_len` values of split partial sums.
+    fn reserve(&mut self, count: usize, split_len: usize) -> (&mut [TaskScratch], &mut [f32]) {
         if self.tasks.len() < count {
             self.tasks.resize_with(count, TaskScratch::default);
         }
-        &mut self.tasks[..count]
+        if self.split_sums.len() < split_len {
+            self.split_sums.resize(split_len, 0.0);
+        }
+        (&mut self.tasks[..count], &mut self.split_sums[..split_len])
     }
 }
 
@@ -428,6 +434,16 @@ impl Plan {
         self.forced.kc = Some(kc);
     }
 
+    /// Test hook (`testing` feature): makes every later `forward` on a register-tiled kernel
+    /// split the reduction into `parts` parts (clamped to `1..=C/G`) that are reduced as
+    /// separate units and added in part order, as the schedule does by itself only when a
+    /// call has few output tiles and a long reduction. The result is the same bits for every
+    /// thread count.
+    #[cfg(feature = "testing")]
+    pub fn force_reduction_split(&mut self, parts: usize) {
+        self.forced.parts = Some(parts);
+    }
+
     /// The name of the register tile a forward call with `dims` runs, if the call runs one
     /// (test hook, `testing` feature; `compare` prints it).
     ///
@@ -621,8 +637,11 @@ impl Plan {
             Some(_) => Some(self.weight_panels(sched.tile)?),
             None => None,
         };
+        let (weight_lanes, pixel_lanes) = tile.map_or((1, 1), |t| (t.tile.weight_lanes(), t.tile.pixel_lanes()));
+        let (scratch, split_sums) =
+            workspace.reserve(sched.tasks, Job::split_sums_len(&sched, weight_lanes, pixel_lanes));
         let y = output.as_mut_ptr();
-        let job = Job {
+        let mut job = Job {
             geom,
             sched,
             orient: tile.map_or(Orientation::WeightRows, |t| t.tile.orient),
@@ -638,24 +657,36 @@ impl Plan {
             panels,
             weights: &self.weights,
             act: self.conv.activation,
+            phase: Phase::Reduce,
+            split_sums: OutPtr(split_sums.as_mut_ptr()),
         };
+        self.run_phase(&job, sched.units, scratch);
+        if sched.parts > 1 {
+            // Every part is reduced (the phase above has returned): add them, in part order.
+            job.phase = Phase::Combine;
+            self.run_phase(&job, sched.output_units(), scratch);
+        }
+        Ok(())
+    }
+
+    /// Runs units `0..units` of `job` (in its phase), spread over the schedule's tasks.
+    fn run_phase(&self, job: &Job, units: usize, scratch: &mut [TaskScratch]) {
+        let tile = self.tiles.get(job.sched.tile);
         let run_range = |range: std::ops::Range<usize>, scratch: &mut TaskScratch| match tile {
             // SAFETY: the plan holds tiles only of a kernel dispatch reported available, the
-            // job's slices were length-checked by Geometry::new, and the panels were packed in
-            // the tile's weight format.
-            Some(t) => unsafe { (t.run)(&job, range, scratch) },
-            None => kernels::matrixmultiply::run_units(&job, range, scratch),
+            // job's slices were length-checked by Geometry::new, the panels were packed in
+            // the tile's weight format, and the split sums sized by Job::split_sums_len.
+            Some(t) => unsafe { (t.run)(job, range, scratch) },
+            None => kernels::matrixmultiply::run_units(job, range, scratch),
         };
-        let tasks = sched.tasks;
-        let scratch = workspace.tasks(tasks);
-        if tasks <= 1 {
-            run_range(0..sched.units, &mut scratch[0]);
-            return Ok(());
+        let tasks = job.sched.tasks.min(units).max(1);
+        if tasks == 1 {
+            run_range(0..units, &mut scratch[0]);
+            return;
         }
-        let units = sched.units;
-        let mut fan_out = move || {
+        let mut fan_out = || {
             rayon::scope(|s| {
-                for (t, slot) in scratch.iter_mut().enumerate() {
+                for (t, slot) in scratch.iter_mut().take(tasks).enumerate() {
                     let range = (t * units / tasks)..((t + 1) * units / tasks);
                     let run_range = &run_range;
                     s.spawn(move |_| run_range(range, slot));
@@ -666,6 +697,5 @@ impl Plan {
             Some(pool) => pool.install(fan_out),
             None => fan_out(),
         }
-        Ok(())
     }
 }

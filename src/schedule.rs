@@ -3,9 +3,18 @@
 //! the units of work. Nothing here reads global state, so the same inputs give the same
 //! schedule, and the invariants are unit-tested below.
 //!
-//! Blocking. The microkernel runs the whole reduction (`C / groups` steps) in registers: no
-//! partial sums are stored and reloaded, and the reduction is never split across threads, so
-//! the result is bit-identical for every thread count. The two panels a tile streams (for
+//! Reduction modes. The microkernel runs the whole reduction (`C / groups` steps) in
+//! registers whenever it can: no partial sums are stored and reloaded. Two other modes exist,
+//! and both keep the result bit-identical for every thread count:
+//! - *blocked* (`kc`): the reduction runs in blocks, each storing its partial sums and the
+//!   next reloading them into its accumulators, in order: the same bits as one block;
+//! - *split* (`parts`): when the whole call has too few output tiles to keep threads busy and
+//!   its reduction is long, each part of the reduction is a unit of its own (units can then
+//!   run on different threads), stores its sums, and a combine phase adds the parts in part
+//!   order before the epilogue. Whether and how the reduction splits depends only on the
+//!   problem and the tile, never on the thread count, so one thread computes the same sums.
+//!
+//! Blocking. The two panels a tile streams (for
 //! C = 2048, 8 x 2048 weights = 64 KiB and 2048 x 32 pixels = 256 KiB) are read
 //! sequentially, which the prefetchers keep ahead of the FMAs from L2. Only when one pixel
 //! panel and one weight panel of the whole reduction exceed half of L2 is the reduction
@@ -17,8 +26,9 @@
 //! reused across the block's pixel panels.
 //!
 //! A *gemm* is one (group, image) product, or one group over all images when the batch is
-//! folded into the pixel axis. A *unit* is one block of a gemm's pixels times one range of
-//! its output channels. Units never share an output element.
+//! folded into the pixel axis. An *output unit* is one block of a gemm's pixels times one
+//! range of its output channels; output units never share an output element. A *unit* is an
+//! output unit's part of the reduction (the whole reduction unless it is split).
 use crate::conv::{Geometry, Layout};
 use crate::kernels::{Orientation, Tile};
 use crate::machine::MachineParams;
@@ -27,6 +37,15 @@ use std::ops::Range;
 
 /// Below this many flops a call stays on the calling thread.
 pub(crate) const PARALLEL_MIN_FLOPS: usize = 1 << 22;
+
+/// The reduction is split only when the whole call has fewer output tiles than this (too few
+/// for the threads of a large machine)...
+const SPLIT_BELOW_TILES: usize = 16;
+/// ...and into parts of at least this many reduction steps (so that the combine, one add per
+/// output and part, stays small beside the part's multiply-adds).
+const SPLIT_MIN_STEPS: usize = 256;
+/// At most this many parts.
+const SPLIT_MAX_PARTS: usize = 16;
 
 /// How one call runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +66,11 @@ pub(crate) struct Schedule {
     /// Output channels per unit (a multiple of the weight lanes).
     pub channels_per_split: usize,
     pub splits: usize,
+    /// Parts the reduction is split into (1: not split), each of `steps_per_part` steps (the
+    /// last may be shorter), combined in part order.
+    pub parts: usize,
+    pub steps_per_part: usize,
+    /// Units: output units times parts.
     pub units: usize,
     /// Tasks to spread the units over (1: the calling thread).
     pub tasks: usize,
@@ -60,6 +84,11 @@ pub(crate) struct Unit {
     pub pixels: Range<usize>,
     /// Output-channel range within the group.
     pub channels: Range<usize>,
+    /// Reduction steps (input channels within the group) of this unit's part.
+    pub steps: Range<usize>,
+    /// This unit's output unit (`u / parts`) and its part of the reduction.
+    pub output_unit: usize,
+    pub part: usize,
 }
 
 impl Schedule {
@@ -72,10 +101,23 @@ impl Schedule {
         }
     }
 
+    /// Output units: units that share their outputs (the parts of one reduction) count once.
+    pub fn output_units(&self) -> usize {
+        self.units / self.parts
+    }
+
+    /// The most tiles of `weight_lanes x pixel_lanes` outputs one output unit holds (the size
+    /// of its region of split partial sums).
+    pub fn tiles_per_output_unit(&self, weight_lanes: usize, pixel_lanes: usize) -> usize {
+        self.channels_per_split.div_ceil(weight_lanes) * self.pixel_block.div_ceil(pixel_lanes)
+    }
+
     /// The coordinates of unit `u` (`u < units`).
     pub fn unit(&self, g: &Geometry, u: usize) -> Unit {
-        let split = u % self.splits;
-        let rest = u / self.splits;
+        let part = u % self.parts;
+        let output_unit = u / self.parts;
+        let split = output_unit % self.splits;
+        let rest = output_unit / self.splits;
         let block = rest % self.blocks_per_gemm;
         let gemm = rest / self.blocks_per_gemm;
         let group = gemm % g.groups;
@@ -85,10 +127,15 @@ impl Schedule {
         let j1 = (j0 + self.pixel_block).min(start + self.gemm_pixels(g));
         let k0 = split * self.channels_per_split;
         let k1 = (k0 + self.channels_per_split).min(g.kg);
+        let s0 = part * self.steps_per_part;
+        let s1 = (s0 + self.steps_per_part).min(g.cg);
         Unit {
             group,
             pixels: j0..j1,
             channels: k0..k1,
+            steps: s0..s1,
+            output_unit,
+            part,
         }
     }
 }
@@ -100,6 +147,8 @@ pub(crate) struct Forced {
     pub tiling: Option<(usize, bool)>,
     /// Reduction steps per block.
     pub kc: Option<usize>,
+    /// Parts of the reduction.
+    pub parts: Option<usize>,
 }
 
 /// The schedule of geometry `g` on a kernel with `tiles` (empty: the matrixmultiply kernel),
@@ -136,7 +185,7 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
     let pixel_block = gemm_pixels.div_ceil(blocks).div_ceil(pixel_lanes) * pixel_lanes;
     let blocks_per_gemm = gemm_pixels.div_ceil(pixel_block);
     let gemms = g.groups * if folded { 1 } else { g.n };
-    let flops = 2 * g.n * g.p * g.k * g.cg;
+    let flops = [g.n, g.p, g.k, g.cg].iter().fold(2usize, |f, &x| f.saturating_mul(x));
     let threads = if flops < PARALLEL_MIN_FLOPS { 1 } else { threads.max(1) };
     let weight_panels = g.kg.div_ceil(weight_lanes);
     let base_units = gemms * blocks_per_gemm;
@@ -148,7 +197,20 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
     };
     let channels_per_split = weight_panels.div_ceil(splits) * weight_lanes;
     let splits = g.kg.div_ceil(channels_per_split);
-    let units = base_units * splits;
+    // Split the reduction when the call has too few output tiles for the threads of a large
+    // machine, on its size alone (see the module docs): the thread count is not consulted.
+    let output_tiles = gemms * gemm_pixels.div_ceil(pixel_lanes) * weight_panels;
+    let parts = match forced.parts {
+        _ if tiles.is_empty() => 1,
+        Some(parts) => parts.clamp(1, g.cg),
+        None if flops >= PARALLEL_MIN_FLOPS && output_tiles < SPLIT_BELOW_TILES => (g.cg / SPLIT_MIN_STEPS)
+            .min(SPLIT_BELOW_TILES.div_ceil(output_tiles))
+            .clamp(1, SPLIT_MAX_PARTS),
+        None => 1,
+    };
+    let steps_per_part = g.cg.div_ceil(parts);
+    let parts = g.cg.div_ceil(steps_per_part);
+    let units = base_units * splits * parts;
     Schedule {
         tile,
         folded,
@@ -158,6 +220,8 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
         blocks_per_gemm,
         channels_per_split,
         splits,
+        parts,
+        steps_per_part,
         units,
         tasks: threads.min(units),
     }
@@ -315,17 +379,32 @@ mod tests {
                 for machine in machines() {
                     for threads in [1, 2, 3, 16] {
                         let s = schedule(&g, &tiles, &machine, threads, Forced::default());
-                        let mut count = vec![0u8; g.n * g.p * g.k];
+                        // Every (output element, reduction step) pair once; the parts of one
+                        // output unit cover the same outputs and are adjacent units.
+                        // (The parts' step ranges tile the reduction: they are consecutive.)
+                        let mut count = vec![0usize; g.n * g.p * g.k];
                         for u in 0..s.units {
                             let unit = s.unit(&g, u);
                             assert!(!unit.pixels.is_empty() && !unit.channels.is_empty(), "{s:?}");
+                            assert!(!unit.steps.is_empty(), "{s:?}");
+                            assert_eq!((unit.output_unit, unit.part), (u / s.parts, u % s.parts));
+                            let first = s.unit(&g, unit.output_unit * s.parts);
+                            assert_eq!((&first.pixels, &first.channels), (&unit.pixels, &unit.channels));
+                            let next_start = if unit.part + 1 < s.parts {
+                                s.unit(&g, u + 1).steps.start
+                            } else {
+                                g.cg
+                            };
+                            assert_eq!(unit.steps.end, next_start, "{s:?}");
+                            assert_eq!(unit.part == 0, unit.steps.start == 0, "{s:?}");
                             for j in unit.pixels.clone() {
                                 for k in unit.channels.clone() {
-                                    count[j * g.k + unit.group * g.kg + k] += 1;
+                                    count[j * g.k + unit.group * g.kg + k] += unit.steps.len();
                                 }
                             }
                         }
-                        assert!(count.iter().all(|&c| c == 1), "{g:?} {s:?}");
+                        assert!(count.iter().all(|&c| c == g.cg), "{g:?} {s:?}");
+                        assert_eq!(s.output_units() * s.parts, s.units);
                         // Blocks are whole tiles of pixels and channel ranges whole weight panels.
                         if let Some(t) = tiles.get(s.tile) {
                             assert_eq!(s.pixel_block % t.pixel_lanes(), 0);
@@ -360,8 +439,8 @@ mod tests {
         // Forced blocks are clamped to the reduction.
         let g = &all_problems()[0];
         let forced = |kc| Forced {
-            tiling: None,
             kc: Some(kc),
+            ..Forced::default()
         };
         assert_eq!(schedule(g, &tile_lists()[2], &machines()[1], 1, forced(0)).kc, 1);
         assert_eq!(schedule(g, &tile_lists()[2], &machines()[1], 1, forced(17)).kc, 17);
@@ -407,9 +486,62 @@ mod tests {
         assert_eq!((s.tasks, s.splits), (1, 1));
         let tiling = Forced {
             tiling: Some((3, false)),
-            kc: None,
+            ..Forced::default()
         };
         let forced = schedule(&all_problems()[0], &tile_lists()[2], &machines()[0], 1, tiling);
         assert_eq!((forced.tile, forced.folded, forced.direct), (3, false, false));
+    }
+
+    #[test]
+    fn the_reduction_splits_only_for_few_long_tiles_and_never_by_thread_count() {
+        let few_tiles = |layout| {
+            let conv = Conv1x1::new(4096, 16).with_layout(layout);
+            geometry(conv, InputDims::new(1, 8, 8))
+        };
+        for g in problems()
+            .into_iter()
+            .chain([few_tiles(Layout::Nchw), few_tiles(Layout::Nhwc)])
+        {
+            for tiles in tile_lists() {
+                for m in machines() {
+                    let one = schedule(&g, &tiles, &m, 1, Forced::default());
+                    for threads in [2, 3, 7, 64] {
+                        let s = schedule(&g, &tiles, &m, threads, Forced::default());
+                        assert_eq!((s.parts, s.steps_per_part), (one.parts, one.steps_per_part), "{g:?}");
+                    }
+                    if one.parts > 1 {
+                        let t = &tiles[one.tile];
+                        let output_tiles =
+                            one.output_units() * one.tiles_per_output_unit(t.weight_lanes(), t.pixel_lanes());
+                        assert!(output_tiles < SPLIT_BELOW_TILES * 2, "{one:?}");
+                        assert!(one.steps_per_part >= SPLIT_MIN_STEPS && one.parts <= SPLIT_MAX_PARTS);
+                    }
+                    if tiles.is_empty() {
+                        assert_eq!(one.parts, 1);
+                    }
+                }
+            }
+        }
+        // The 4096-step, 16-channel, 64-pixel problem has few tiles: it splits.
+        let s = schedule(
+            &few_tiles(Layout::Nchw),
+            &tile_lists()[2],
+            &machines()[1],
+            1,
+            Forced::default(),
+        );
+        assert!(s.parts > 1, "{s:?}");
+        // A forced split is clamped to the reduction.
+        let g = &all_problems()[3];
+        let forced = |parts| Forced {
+            parts: Some(parts),
+            ..Forced::default()
+        };
+        assert_eq!(schedule(g, &tile_lists()[1], &machines()[0], 1, forced(0)).parts, 1);
+        assert_eq!(schedule(g, &tile_lists()[1], &machines()[0], 1, forced(3)).parts, 3);
+        assert_eq!(
+            schedule(g, &tile_lists()[1], &machines()[0], 1, forced(1000)).parts,
+            g.cg
+        );
     }
 }

@@ -135,6 +135,7 @@ fn padded_outputs_ignore_non_finite_weights() {
                                         let oi = match layout {
                                             Layout::Nchw => ((img * 19 + k) * out.h + oy) * out.w + ox,
                                             Layout::Nhwc => ((img * out.h + oy) * out.w + ox) * 19 + k,
+                                            other => panic!("no model for {other:?}"),
                                         };
                                         let z = p.bias.as_ref().unwrap()[k] + r[oi];
                                         assert_eq!(

@@ -214,6 +214,7 @@ fn channel_slice(x: &[f32], layout: Layout, n: usize, c: usize, hw: usize, range
                 out.extend_from_slice(&x[px * c + range.start..px * c + range.end]);
             }
         }
+        other => panic!("no model for {other:?}"),
     }
     out
 }
@@ -267,6 +268,7 @@ proptest! {
                 (t, b, l, r)
             }
             Padding::Valid => (0, 0, 0, 0),
+            other => panic!("no model for {other:?}"),
         };
         let want_h = brute_force_extent(h, top, bottom, sh);
         let want_w = brute_force_extent(w, left, right, sw);

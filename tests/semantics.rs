@@ -84,6 +84,7 @@ fn nan_reaches_exactly_the_outputs_that_read_it() {
                 let xi = match layout {
                     Layout::Nchw => ((img * 6 + ch) * 7 + iy) * 6 + ix,
                     Layout::Nhwc => ((img * 7 + iy) * 6 + ix) * 6 + ch,
+                    other => panic!("no model for {other:?}"),
                 };
                 p.x[xi] = f32::NAN;
                 let y = p.run(opts);
@@ -97,6 +98,7 @@ fn nan_reaches_exactly_the_outputs_that_read_it() {
                                 let oi = match layout {
                                     Layout::Nchw => ((i * 12 + k) * out.h + oy) * out.w + ox,
                                     Layout::Nhwc => ((i * out.h + oy) * out.w + ox) * 12 + k,
+                                    other => panic!("no model for {other:?}"),
                                 };
                                 let reads = i == img && oy * 2 == iy + 1 && ox == ix + 2 && k / kg == g;
                                 assert_eq!(

@@ -2,7 +2,7 @@
 //! edge, every stride, padding, group count, layout, activation, bias and residual.
 mod common;
 use common::*;
-use pointwise::{Conv1x1, InputDims, KernelChoice, Layout, Padding, PlanOptions};
+use pointwise::{Conv1x1, InputDims, KernelChoice, Layout, Padding, PlanOptions, Threads};
 
 const CHANNELS: [usize; 12] = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64];
 const SIZES: [usize; 6] = [1, 2, 3, 5, 8, 13];
@@ -251,6 +251,82 @@ fn blocked_reduction_equals_one_block() {
                                     "{} fold {fold} kc {kc} in_place {in_place} {conv:?}",
                                     tile.name
                                 );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The reduction split into parts (each reduced as a unit of its own, the parts added in part
+/// order): the same bits for 1, 2, 3 and 7 threads, within the reduction-length bound of the
+/// f64 reference (bit-exact on integer data), on every tile, both layouts, with padding,
+/// groups, batches and in-place residuals. The 4096-step, 16-channel shape splits by itself.
+#[test]
+fn split_reduction_is_the_same_for_every_thread_count() {
+    let shapes: &[(usize, usize, usize, usize, usize, usize)] = if reduced() {
+        &[(512, 64, 1, 1, 8, 8), (40, 24, 2, 2, 5, 7)]
+    } else {
+        &[
+            (512, 64, 1, 1, 8, 8),
+            (40, 24, 2, 2, 5, 7),
+            (4096, 16, 1, 1, 8, 8),
+            (300, 40, 2, 3, 7, 5),
+        ]
+    };
+    let thread_counts = [1, 2, 3, 7];
+    for kernel in kernels_under_test().into_iter().filter(|k| k.is_microkernel()) {
+        for (i, &(c, k, groups, n, h, w)) in shapes.iter().enumerate() {
+            for layout in [Layout::Nchw, Layout::Nhwc] {
+                for data in [Data::Exact, Data::Real] {
+                    let conv = Conv1x1::new(c, k)
+                        .with_groups(groups)
+                        .with_layout(layout)
+                        .with_padding(PADDINGS[i % 3])
+                        .with_activation(ACTIVATIONS[(i * 7 + 1) % ACTIVATIONS.len()]);
+                    let p = Problem::new(conv, InputDims::new(n, h, w), true, true, data, 90 + i as u64);
+                    let reference = p.reference();
+                    let tiles = pointwise::testing::tiles(kernel);
+                    // Every tile on the small shapes; the cost model's tile (None) on all.
+                    let forced_tiles: Vec<Option<&str>> = if c * k <= 4096 {
+                        tiles.iter().map(|t| Some(t.name)).collect()
+                    } else {
+                        vec![None]
+                    };
+                    for tile in forced_tiles {
+                        for parts in [None, Some(2), Some(3), Some(7)] {
+                            let run = |threads: usize, in_place: bool| {
+                                let options = PlanOptions::default()
+                                    .with_kernel(KernelChoice::Force(kernel))
+                                    .with_threads(Threads::Count(threads));
+                                let mut plan = p.plan(options);
+                                if let Some(tile) = tile {
+                                    plan.force_tile(tile, i % 2 == 1).unwrap();
+                                }
+                                if let Some(parts) = parts {
+                                    plan.force_reduction_split(parts);
+                                }
+                                let mut ws = pointwise::Workspace::new();
+                                let r = p.residual.as_deref().unwrap();
+                                let mut y = vec![f32::NAN; p.output_len()];
+                                if in_place {
+                                    y.copy_from_slice(r);
+                                    plan.forward_residual_in_place(&p.x, p.dims, &mut y, &mut ws).unwrap();
+                                } else {
+                                    plan.forward(&p.x, p.dims, Some(r), &mut y, &mut ws).unwrap();
+                                }
+                                y
+                            };
+                            let one = run(1, false);
+                            let what = format!("{kernel} {tile:?} parts {parts:?} {conv:?} {data:?}");
+                            p.check_with(&reference, &one, data, kernel)
+                                .unwrap_or_else(|e| panic!("{what}: {e}"));
+                            let bits = |y: &[f32]| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                            for &threads in &thread_counts[1..] {
+                                let in_place = threads == 3;
+                                assert_eq!(bits(&run(threads, in_place)), bits(&one), "{what} threads {threads}");
                             }
                         }
                     }

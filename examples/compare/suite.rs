@@ -252,6 +252,7 @@ fn verify(
                 let p = (oi / layer.k) % (out.h * out.w);
                 (oi / (layer.k * out.h * out.w), oi % layer.k, p / out.w, p % out.w)
             }
+            other => panic!("no reference for {other:?}"),
         };
         let iy = (oy * layer.stride) as isize - layer.pad as isize;
         let ix = (ox * layer.stride) as isize - layer.pad as isize;
@@ -265,6 +266,7 @@ fn verify(
                 let xi = match layout {
                     Layout::Nchw => ((img * layer.c + ch) * layer.h + iy) * layer.w + ix,
                     Layout::Nhwc => ((img * layer.h + iy) * layer.w + ix) * layer.c + ch,
+                    other => panic!("no reference for {other:?}"),
                 };
                 let prod = w[k * cg + cc] as f64 * x[xi] as f64;
                 z += prod;

@@ -217,6 +217,11 @@ impl RowOperand {
             packed: true,
         }
     }
+
+    /// An operand of a tile with no reduction steps, which is never read.
+    pub fn unread() -> Self {
+        Self::packed(std::ptr::NonNull::dangling().as_ptr())
+    }
 }
 
 /// Where the NR-lane operand of a tile lives: a packed panel (`kc` rows of `NR` values), or
@@ -236,6 +241,11 @@ impl ColOperand {
             ks: 0,
             packed: true,
         }
+    }
+
+    /// An operand of a tile with no reduction steps, which is never read.
+    pub fn unread() -> Self {
+        Self::packed(std::ptr::NonNull::dangling().as_ptr())
     }
 }
 

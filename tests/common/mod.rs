@@ -277,6 +277,7 @@ impl Problem {
                                 let xi = match c.layout {
                                     Layout::Nchw => ((img * c.in_channels + ch) * h + iy as usize) * w + ix as usize,
                                     Layout::Nhwc => ((img * h + iy as usize) * w + ix as usize) * c.in_channels + ch,
+                                    other => panic!("no reference for {other:?}"),
                                 };
                                 let prod = self.w[k * cg + cc] as f64 * self.x[xi] as f64;
                                 acc += prod;
@@ -286,6 +287,7 @@ impl Problem {
                         let oi = match c.layout {
                             Layout::Nchw => ((img * c.out_channels + k) * ho + oy) * wo + ox,
                             Layout::Nhwc => ((img * ho + oy) * wo + ox) * c.out_channels + k,
+                            other => panic!("no reference for {other:?}"),
                         };
                         if let Some(b) = &self.bias {
                             acc += b[k] as f64;
@@ -365,6 +367,7 @@ impl Problem {
         let channel_of = |i: usize| match self.conv.layout {
             Layout::Nchw => i / (out.h * out.w) % out.k,
             Layout::Nhwc => i % out.k,
+            other => panic!("no reference for {other:?}"),
         };
         for (i, (&got, &(want, z, mag))) in y.iter().zip(reference.iter()).enumerate() {
             let slope = self.slope.as_ref().map_or(0.0, |s| s[channel_of(i)] as f64);

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 pub const SMALL_PROBLEM_MACS: usize = 2048;
 
 /// How many threads a forward call may use. Work is split over images, pixel blocks and
-/// output-channel blocks, never over the reduction, so the result is bit-identical for every
-/// choice. Calls below about 4 MFLOP always stay on the calling thread.
+/// output-channel blocks, and the reduction only where the problem alone decides it (with a
+/// combine in fixed order), so the result is bit-identical for every choice. Calls below about 4 MFLOP always stay on the calling thread.
 ///
 /// For a whole network (one plan per layer), use [`Threads::Rayon`] with one pool installed
 /// around the network (or rayon's global pool), or one `Count(n)`: plans with the same count
@@ -471,7 +471,8 @@ impl Plan {
 
     /// The kernel a forward call with input dims `dims` runs: [`Plan::kernel`], or
     /// [`KernelId::Reference`] when the plan's kernel is Auto's pick and the problem per image
-    /// and group has at most [`SMALL_PROBLEM_MACS`] multiply-adds.
+    /// and group has at most [`SMALL_PROBLEM_MACS`] multiply-adds, or one input channel per
+    /// group (`C/G = 1`, where each output is one product: the reference module streams it).
     ///
     /// # Errors
     /// [`Error::SizeOverflow`] when the output extent overflows.
@@ -488,7 +489,8 @@ impl Plan {
     }
 
     fn kernel_for_macs(&self, macs_per_gemm: usize) -> KernelId {
-        if self.auto && self.forced == Forced::default() && macs_per_gemm <= SMALL_PROBLEM_MACS {
+        let channelwise = self.conv.in_channels == self.conv.groups;
+        if self.auto && self.forced == Forced::default() && (macs_per_gemm <= SMALL_PROBLEM_MACS || channelwise) {
             KernelId::Reference
         } else {
             self.kernel

@@ -335,3 +335,58 @@ fn split_reduction_is_the_same_for_every_thread_count() {
         }
     }
 }
+
+/// One input channel per group (`C/G = 1`, K/G = 1 or a channel multiplier): Auto streams it
+/// through the reference module's channel-wise loop at every size, with the same bits as every
+/// forced kernel (for the exact activations) and within the reference's bound (bit-exact on integer data), for strides,
+/// asymmetric padding, both layouts, every activation, separate and in-place residuals.
+#[test]
+fn channelwise_auto_matches_every_kernel() {
+    let shapes: &[(usize, usize, usize, usize, usize, usize)] = &[
+        // (c, k, n, h, w, stride)
+        (64, 64, 1, 56, 56, 1),
+        (5, 10, 2, 9, 7, 2),
+        (16, 48, 1, 13, 4, 3),
+        (3, 3, 3, 1, 1, 1),
+    ];
+    for (i, &(c, k, n, h, w, stride)) in shapes.iter().enumerate() {
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            for data in [Data::Exact, Data::Real] {
+                let conv = Conv1x1::new(c, k)
+                    .with_groups(c)
+                    .with_layout(layout)
+                    .with_stride(stride, stride)
+                    .with_padding(PADDINGS[i % 3])
+                    .with_activation(ACTIVATIONS[(i * 3 + 2) % ACTIVATIONS.len()]);
+                let p = Problem::new(conv, InputDims::new(n, h, w), true, true, data, 110 + i as u64);
+                let plan = p.plan(PlanOptions::default());
+                assert_eq!(plan.kernel_for(p.dims).unwrap(), pointwise::KernelId::Reference);
+                let before = pointwise::KernelId::Reference.invocations();
+                let auto = p.run(PlanOptions::default());
+                assert!(
+                    pointwise::KernelId::Reference.invocations() > before,
+                    "Auto did not stream {conv:?}"
+                );
+                p.check(&auto, data, pointwise::KernelId::Reference)
+                    .unwrap_or_else(|e| panic!("auto: {e}"));
+                // In place: the output holds the residual on entry.
+                let mut in_place = p.residual.clone().unwrap();
+                p.plan(PlanOptions::default())
+                    .forward_residual_in_place(&p.x, p.dims, &mut in_place, &mut pointwise::Workspace::new())
+                    .unwrap();
+                let bits = |y: &[f32]| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&in_place), bits(&auto), "in place {conv:?}");
+                // The same sum on every kernel; the same activation bits where the scalar and
+                // SIMD activations are both exact.
+                for kernel in kernels_under_test() {
+                    let forced = p.run(PlanOptions::default().with_kernel(KernelChoice::Force(kernel)));
+                    if exact_activation(conv.activation) {
+                        assert_eq!(bits(&forced), bits(&auto), "{kernel} {conv:?} {data:?}");
+                    } else {
+                        p.check(&forced, data, kernel).unwrap_or_else(|e| panic!("{e}"));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -15,6 +15,9 @@ pub(crate) fn forward(
     residual: Residual,
     y: &mut [f32],
 ) {
+    if geom.cg == 1 {
+        return forward_channelwise(geom, x, weights, ep, residual, y);
+    }
     // One instantiation for the common activations, so the per-element work inlines.
     match ep.act {
         Activation::Identity => forward_with(
@@ -72,6 +75,67 @@ fn forward_with(geom: &Geometry, x: &[f32], weights: &[f32], ep: ScalarEpilogue,
                         Residual::InOutput => Some(y[at]),
                     };
                     y[at] = ep.finish(acc, k, r);
+                }
+            }
+        }
+    }
+}
+
+/// One input channel per group (`C/G = 1`: channel-wise scaling, frozen batch norms exported
+/// as a grouped 1x1 convolution, depthwise channel multipliers): each output element is one
+/// product, `y = epilogue(0 + w[k] * x[k / (K/G)])`, the same bits as the general loop, run
+/// as a stream over the output at memory speed. Auto sends every such call here, whatever
+/// its size: a register tile would compute one useful row of eight or more.
+fn forward_channelwise(
+    geom: &Geometry,
+    x: &[f32],
+    weights: &[f32],
+    ep: ScalarEpilogue,
+    residual: Residual,
+    y: &mut [f32],
+) {
+    let ics = geom.input_channel_stride();
+    let ocs = geom.output_channel_stride();
+    let ho = geom.p / geom.wo;
+    let element =
+        |at: usize, k: usize, channel: &crate::epilogue::ChannelEpilogue, src: Option<usize>, y: &mut [f32]| {
+            let acc = match src {
+                Some(s) => 0.0 + weights[k] * x[s + (k / geom.kg) * ics],
+                None => 0.0,
+            };
+            let r = match residual {
+                Residual::None => None,
+                Residual::Separate(r) => Some(r[at]),
+                Residual::InOutput => Some(y[at]),
+            };
+            y[at] = channel.finish(acc, r);
+        };
+    match geom.layout {
+        crate::conv::Layout::Nchw => {
+            // Channel by channel: each output plane is written in order.
+            for img in 0..geom.n {
+                for k in 0..geom.k {
+                    let channel = ep.channel(k);
+                    for oy in 0..ho {
+                        for ox in 0..geom.wo {
+                            let at = geom.output_offset(img, oy * geom.wo + ox) + k * ocs;
+                            element(at, k, &channel, geom.input_offset(img, oy, ox), y);
+                        }
+                    }
+                }
+            }
+        }
+        crate::conv::Layout::Nhwc => {
+            // Pixel by pixel: each pixel's channels are contiguous in input and output.
+            for img in 0..geom.n {
+                for oy in 0..ho {
+                    for ox in 0..geom.wo {
+                        let src = geom.input_offset(img, oy, ox);
+                        let dst = geom.output_offset(img, oy * geom.wo + ox);
+                        for k in 0..geom.k {
+                            element(dst + k * ocs, k, &ep.channel(k), src, y);
+                        }
+                    }
                 }
             }
         }

@@ -94,32 +94,87 @@ fn forward_channelwise(
     residual: Residual,
     y: &mut [f32],
 ) {
+    // One instantiation for the common activations, so the per-element work is branch-free.
+    match ep.act {
+        Activation::Identity => {
+            let ep = ScalarEpilogue {
+                act: Activation::Identity,
+                ..ep
+            };
+            channelwise_with(geom, x, weights, ep, residual, y)
+        }
+        Activation::Relu => {
+            let ep = ScalarEpilogue {
+                act: Activation::Relu,
+                ..ep
+            };
+            channelwise_with(geom, x, weights, ep, residual, y)
+        }
+        _ => channelwise_with(geom, x, weights, ep, residual, y),
+    }
+}
+
+#[inline(always)]
+fn channelwise_with(
+    geom: &Geometry,
+    x: &[f32],
+    weights: &[f32],
+    ep: ScalarEpilogue,
+    residual: Residual,
+    y: &mut [f32],
+) {
     let ics = geom.input_channel_stride();
-    let ocs = geom.output_channel_stride();
     let ho = geom.p / geom.wo;
-    let element =
-        |at: usize, k: usize, channel: &crate::epilogue::ChannelEpilogue, src: Option<usize>, y: &mut [f32]| {
-            let acc = match src {
-                Some(s) => 0.0 + weights[k] * x[s + (k / geom.kg) * ics],
-                None => 0.0,
-            };
-            let r = match residual {
-                Residual::None => None,
-                Residual::Separate(r) => Some(r[at]),
-                Residual::InOutput => Some(y[at]),
-            };
-            y[at] = channel.finish(acc, r);
-        };
+    // The input pixel (`iy * W + ix`) feeding output (oy, ox), or None for padding.
+    let input_row = |oy: usize| (oy * geom.sh).checked_sub(geom.pad_top).filter(|&iy| iy < geom.h);
+    let input_col = |ox: usize| (ox * geom.sw).checked_sub(geom.pad_left).filter(|&ix| ix < geom.w);
+    let residual_at = |at: usize, y: &[f32]| match residual {
+        Residual::None => None,
+        Residual::Separate(r) => Some(r[at]),
+        Residual::InOutput => Some(y[at]),
+    };
+    let plane = geom.h * geom.w;
+    let dense = geom.p == plane && geom.sh == 1 && geom.sw == 1;
     match geom.layout {
         crate::conv::Layout::Nchw => {
             // Channel by channel: each output plane is written in order.
             for img in 0..geom.n {
                 for k in 0..geom.k {
                     let channel = ep.channel(k);
+                    let wk = weights[k];
+                    let xs = &x[(img * geom.c + k / geom.kg) * plane..][..plane];
+                    let out = geom.output_offset(img, 0) + k * geom.p;
+                    if dense {
+                        // Stride 1, no padding: the output plane is the input plane, scaled.
+                        let ys = &mut y[out..][..plane];
+                        match residual {
+                            Residual::None => {
+                                for (o, &v) in ys.iter_mut().zip(xs) {
+                                    *o = channel.finish(0.0 + wk * v, None);
+                                }
+                            }
+                            Residual::Separate(r) => {
+                                for ((o, &v), &r) in ys.iter_mut().zip(xs).zip(&r[out..][..plane]) {
+                                    *o = channel.finish(0.0 + wk * v, Some(r));
+                                }
+                            }
+                            Residual::InOutput => {
+                                for (o, &v) in ys.iter_mut().zip(xs) {
+                                    *o = channel.finish(0.0 + wk * v, Some(*o));
+                                }
+                            }
+                        }
+                        continue;
+                    }
                     for oy in 0..ho {
+                        let iy = input_row(oy);
                         for ox in 0..geom.wo {
-                            let at = geom.output_offset(img, oy * geom.wo + ox) + k * ocs;
-                            element(at, k, &channel, geom.input_offset(img, oy, ox), y);
+                            let at = out + oy * geom.wo + ox;
+                            let acc = match (iy, input_col(ox)) {
+                                (Some(iy), Some(ix)) => 0.0 + wk * xs[iy * geom.w + ix],
+                                _ => 0.0,
+                            };
+                            y[at] = channel.finish(acc, residual_at(at, y));
                         }
                     }
                 }
@@ -129,11 +184,55 @@ fn forward_channelwise(
             // Pixel by pixel: each pixel's channels are contiguous in input and output.
             for img in 0..geom.n {
                 for oy in 0..ho {
+                    let iy = input_row(oy);
                     for ox in 0..geom.wo {
-                        let src = geom.input_offset(img, oy, ox);
+                        let src = match (iy, input_col(ox)) {
+                            (Some(iy), Some(ix)) => Some(&x[(img * plane + iy * geom.w + ix) * geom.c..][..geom.c]),
+                            _ => None,
+                        };
                         let dst = geom.output_offset(img, oy * geom.wo + ox);
-                        for k in 0..geom.k {
-                            element(dst + k * ocs, k, &ep.channel(k), src, y);
+                        if geom.kg == 1 {
+                            // One output channel per input channel: the pixel's row, scaled.
+                            let ys = &mut y[dst..][..geom.k];
+                            match (src, residual) {
+                                (Some(xs), Residual::None) => {
+                                    for (k, (o, (&v, &wk))) in ys.iter_mut().zip(xs.iter().zip(weights)).enumerate() {
+                                        *o = ep.finish(0.0 + wk * v, k, None);
+                                    }
+                                }
+                                (Some(xs), Residual::Separate(r)) => {
+                                    let rs = &r[dst..][..geom.k];
+                                    for (k, ((o, &r), (&v, &wk))) in
+                                        ys.iter_mut().zip(rs).zip(xs.iter().zip(weights)).enumerate()
+                                    {
+                                        *o = ep.finish(0.0 + wk * v, k, Some(r));
+                                    }
+                                }
+                                (Some(xs), Residual::InOutput) => {
+                                    for (k, (o, (&v, &wk))) in ys.iter_mut().zip(xs.iter().zip(weights)).enumerate() {
+                                        *o = ep.finish(0.0 + wk * v, k, Some(*o));
+                                    }
+                                }
+                                (None, _) => {
+                                    for k in 0..geom.k {
+                                        let r = residual_at(dst + k, y);
+                                        y[dst + k] = ep.finish(0.0, k, r);
+                                    }
+                                }
+                            }
+                            continue;
+                        }
+                        for (g, group_weights) in weights.chunks_exact(geom.kg).enumerate() {
+                            let xv = src.map(|xs| xs[g * ics]);
+                            for (m, &wk) in group_weights.iter().enumerate() {
+                                let k = g * geom.kg + m;
+                                let at = dst + k;
+                                let acc = match xv {
+                                    Some(xv) => 0.0 + wk * xv,
+                                    None => 0.0,
+                                };
+                                y[at] = ep.finish(acc, k, residual_at(at, y));
+                            }
                         }
                     }
                 }

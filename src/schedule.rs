@@ -189,7 +189,8 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
     let threads = if flops < PARALLEL_MIN_FLOPS { 1 } else { threads.max(1) };
     let weight_panels = g.kg.div_ceil(weight_lanes);
     let base_units = gemms * blocks_per_gemm;
-    // Too few blocks for the threads: split the output channels too (never the reduction).
+    // Too few blocks for the threads: split the output channels too (the reduction is split
+    // below only on the problem's size, never on the thread count).
     let splits = if threads > 1 && base_units < 2 * threads {
         (2 * threads).div_ceil(base_units).min(weight_panels)
     } else {

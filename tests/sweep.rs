@@ -231,15 +231,7 @@ fn blocked_reduction_equals_one_block() {
                             if let Some(kc) = kc {
                                 plan.force_reduction_block(kc);
                             }
-                            let mut ws = pointwise::Workspace::new();
-                            let r = p.residual.as_deref().unwrap();
-                            let mut y = vec![f32::NAN; p.output_len()];
-                            if in_place {
-                                y.copy_from_slice(r);
-                                plan.forward_residual_in_place(&p.x, p.dims, &mut y, &mut ws).unwrap();
-                            } else {
-                                plan.forward(&p.x, p.dims, Some(r), &mut y, &mut ws).unwrap();
-                            }
+                            let y = p.run_plan_with_residual(&plan, in_place);
                             y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
                         };
                         let whole = run(None, false);
@@ -308,16 +300,7 @@ fn split_reduction_is_the_same_for_every_thread_count() {
                                 if let Some(parts) = parts {
                                     plan.force_reduction_split(parts);
                                 }
-                                let mut ws = pointwise::Workspace::new();
-                                let r = p.residual.as_deref().unwrap();
-                                let mut y = vec![f32::NAN; p.output_len()];
-                                if in_place {
-                                    y.copy_from_slice(r);
-                                    plan.forward_residual_in_place(&p.x, p.dims, &mut y, &mut ws).unwrap();
-                                } else {
-                                    plan.forward(&p.x, p.dims, Some(r), &mut y, &mut ws).unwrap();
-                                }
-                                y
+                                p.run_plan_with_residual(&plan, in_place)
                             };
                             let one = run(1, false);
                             let what = format!("{kernel} {tile:?} parts {parts:?} {conv:?} {data:?}");
@@ -370,10 +353,7 @@ fn channelwise_auto_matches_every_kernel() {
                 p.check(&auto, data, pointwise::KernelId::Reference)
                     .unwrap_or_else(|e| panic!("auto: {e}"));
                 // In place: the output holds the residual on entry.
-                let mut in_place = p.residual.clone().unwrap();
-                p.plan(PlanOptions::default())
-                    .forward_residual_in_place(&p.x, p.dims, &mut in_place, &mut pointwise::Workspace::new())
-                    .unwrap();
+                let in_place = p.run_plan_with_residual(&p.plan(PlanOptions::default()), true);
                 let bits = |y: &[f32]| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&in_place), bits(&auto), "in place {conv:?}");
                 // The same sum on every kernel; the same activation bits where the scalar and

@@ -335,6 +335,22 @@ impl Problem {
         y
     }
 
+    /// Runs `plan` on the problem with its residual, separate or (`in_place`) in the output
+    /// buffer itself; output pre-filled with NaN (or with the residual).
+    pub fn run_plan_with_residual(&self, plan: &Plan, in_place: bool) -> Vec<f32> {
+        let mut ws = Workspace::new();
+        let r = self.residual.as_deref().expect("a problem with a residual");
+        let mut y = vec![f32::NAN; self.output_len()];
+        if in_place {
+            y.copy_from_slice(r);
+            plan.forward_residual_in_place(&self.x, self.dims, &mut y, &mut ws)
+                .unwrap();
+        } else {
+            plan.forward(&self.x, self.dims, Some(r), &mut y, &mut ws).unwrap();
+        }
+        y
+    }
+
     /// Runs the problem on a kernel with options; output pre-filled with NaN.
     pub fn run(&self, options: PlanOptions) -> Vec<f32> {
         let plan = self.plan(options);

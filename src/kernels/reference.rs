@@ -194,26 +194,9 @@ fn channelwise_with(
                         if geom.kg == 1 {
                             // One output channel per input channel: the pixel's row, scaled.
                             let ys = &mut y[dst..][..geom.k];
-                            match (src, residual) {
-                                (Some(xs), Residual::None) => {
-                                    for (k, (o, (&v, &wk))) in ys.iter_mut().zip(xs.iter().zip(weights)).enumerate() {
-                                        *o = ep.finish(0.0 + wk * v, k, None);
-                                    }
-                                }
-                                (Some(xs), Residual::Separate(r)) => {
-                                    let rs = &r[dst..][..geom.k];
-                                    for (k, ((o, &r), (&v, &wk))) in
-                                        ys.iter_mut().zip(rs).zip(xs.iter().zip(weights)).enumerate()
-                                    {
-                                        *o = ep.finish(0.0 + wk * v, k, Some(r));
-                                    }
-                                }
-                                (Some(xs), Residual::InOutput) => {
-                                    for (k, (o, (&v, &wk))) in ys.iter_mut().zip(xs.iter().zip(weights)).enumerate() {
-                                        *o = ep.finish(0.0 + wk * v, k, Some(*o));
-                                    }
-                                }
-                                (None, _) => {
+                            match src {
+                                Some(xs) => scale_row(ys, xs, weights, &ep, residual, dst),
+                                None => {
                                     for k in 0..geom.k {
                                         let r = residual_at(dst + k, y);
                                         y[dst + k] = ep.finish(0.0, k, r);
@@ -237,6 +220,48 @@ fn channelwise_with(
                     }
                 }
             }
+        }
+    }
+}
+
+/// One NHWC pixel with one output channel per input channel (`K = C = G`), whose outputs are
+/// `ys` (`at` in the output): `act(0 + w[k] * xs[k] + bias[k] + r[k])`, the epilogue's
+/// operations in its order, as passes over the row that the compiler vectorizes: the sums
+/// (one loop per bias and residual combination), then the activation.
+// `z + *o`, not `*o += z`: the residual is the second operand, as in every other path (with
+// two NaN operands the first one's payload is returned).
+#[allow(clippy::assign_op_pattern)]
+#[inline(always)]
+fn scale_row(ys: &mut [f32], xs: &[f32], weights: &[f32], ep: &ScalarEpilogue, residual: Residual, at: usize) {
+    let n = ys.len();
+    let (xs, weights) = (&xs[..n], &weights[..n]);
+    let products = xs.iter().zip(weights).map(|(&v, &wk)| 0.0 + wk * v);
+    match (ep.bias.map(|b| &b[..n]), residual) {
+        (None, Residual::None) => ys.iter_mut().zip(products).for_each(|(o, z)| *o = z),
+        (Some(b), Residual::None) => ys.iter_mut().zip(products.zip(b)).for_each(|(o, (z, &b))| *o = z + b),
+        (None, Residual::Separate(r)) => {
+            let r = &r[at..][..n];
+            ys.iter_mut().zip(products.zip(r)).for_each(|(o, (z, &r))| *o = z + r)
+        }
+        (Some(b), Residual::Separate(r)) => {
+            let r = &r[at..][..n];
+            ys.iter_mut()
+                .zip(products.zip(b).zip(r))
+                .for_each(|(o, ((z, &b), &r))| *o = z + b + r)
+        }
+        (None, Residual::InOutput) => ys.iter_mut().zip(products).for_each(|(o, z)| *o = z + *o),
+        (Some(b), Residual::InOutput) => ys
+            .iter_mut()
+            .zip(products.zip(b))
+            .for_each(|(o, (z, &b))| *o = z + b + *o),
+    }
+    if ep.act != Activation::Identity {
+        match ep.slope {
+            Some(slope) => ys
+                .iter_mut()
+                .zip(&slope[..n])
+                .for_each(|(o, &s)| *o = ep.act.apply(*o, s)),
+            None => ys.iter_mut().for_each(|o| *o = ep.act.apply(*o, 0.0)),
         }
     }
 }

@@ -5,8 +5,34 @@
 use crate::conv::Geometry;
 use crate::epilogue::{Activation, Residual, ScalarEpilogue};
 
+/// Evaluates `$call` with `$ep` (a [`ScalarEpilogue`] binding) rebound so that the common
+/// activations are constants in it: one instantiation each, so the per-element work inlines
+/// without a branch on the activation.
+macro_rules! with_common_activation {
+    ($ep:ident => $call:expr) => {
+        match $ep.act {
+            Activation::Identity => {
+                let $ep = ScalarEpilogue {
+                    act: Activation::Identity,
+                    ..$ep
+                };
+                $call
+            }
+            Activation::Relu => {
+                let $ep = ScalarEpilogue {
+                    act: Activation::Relu,
+                    ..$ep
+                };
+                $call
+            }
+            _ => $call,
+        }
+    };
+}
+
 /// `y = act(W x + bias + r)` for every output element, accumulating in input-channel order.
 /// Outputs over padded pixels are the epilogue of a zero sum (the weights are not read).
+/// One input channel per group takes [`forward_channelwise`].
 pub(crate) fn forward(
     geom: &Geometry,
     x: &[f32],
@@ -16,33 +42,9 @@ pub(crate) fn forward(
     y: &mut [f32],
 ) {
     if geom.cg == 1 {
-        return forward_channelwise(geom, x, weights, ep, residual, y);
-    }
-    // One instantiation for the common activations, so the per-element work inlines.
-    match ep.act {
-        Activation::Identity => forward_with(
-            geom,
-            x,
-            weights,
-            ScalarEpilogue {
-                act: Activation::Identity,
-                ..ep
-            },
-            residual,
-            y,
-        ),
-        Activation::Relu => forward_with(
-            geom,
-            x,
-            weights,
-            ScalarEpilogue {
-                act: Activation::Relu,
-                ..ep
-            },
-            residual,
-            y,
-        ),
-        _ => forward_with(geom, x, weights, ep, residual, y),
+        with_common_activation!(ep => forward_channelwise(geom, x, weights, ep, residual, y))
+    } else {
+        with_common_activation!(ep => forward_with(geom, x, weights, ep, residual, y))
     }
 }
 
@@ -86,36 +88,8 @@ fn forward_with(geom: &Geometry, x: &[f32], weights: &[f32], ep: ScalarEpilogue,
 /// product, `y = epilogue(0 + w[k] * x[k / (K/G)])`, the same bits as the general loop, run
 /// as a stream over the output at memory speed. Auto sends every such call here, whatever
 /// its size: a register tile would compute one useful row of eight or more.
-fn forward_channelwise(
-    geom: &Geometry,
-    x: &[f32],
-    weights: &[f32],
-    ep: ScalarEpilogue,
-    residual: Residual,
-    y: &mut [f32],
-) {
-    // One instantiation for the common activations, so the per-element work is branch-free.
-    match ep.act {
-        Activation::Identity => {
-            let ep = ScalarEpilogue {
-                act: Activation::Identity,
-                ..ep
-            };
-            channelwise_with(geom, x, weights, ep, residual, y)
-        }
-        Activation::Relu => {
-            let ep = ScalarEpilogue {
-                act: Activation::Relu,
-                ..ep
-            };
-            channelwise_with(geom, x, weights, ep, residual, y)
-        }
-        _ => channelwise_with(geom, x, weights, ep, residual, y),
-    }
-}
-
 #[inline(always)]
-fn channelwise_with(
+fn forward_channelwise(
     geom: &Geometry,
     x: &[f32],
     weights: &[f32],

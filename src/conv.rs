@@ -410,9 +410,29 @@ impl Geometry {
         }
     }
 
+    /// Whether output pixel `q` of each image reads input pixel `q` (stride 1, no padding):
+    /// the pixel map is then affine within an image.
+    pub fn is_dense(&self) -> bool {
+        self.sh == 1
+            && self.sw == 1
+            && self.pad_top == 0
+            && self.pad_left == 0
+            && self.wo == self.w
+            && self.p == self.h * self.w
+    }
+
+    /// Input distance between consecutive pixels of one image row (`sw` pixels apart).
+    pub fn input_pixel_spacing(&self) -> usize {
+        match self.layout {
+            Layout::Nchw => self.sw,
+            Layout::Nhwc => self.sw * self.c,
+        }
+    }
+
     /// Offset in the input of channel 0 of the pixel feeding folded output pixel `j`,
     /// or `None` when that output reads a padded (zero) pixel.
     #[inline]
+    #[cfg(test)]
     pub fn input_pixel_offset(&self, j: usize) -> Option<usize> {
         let img = j / self.p;
         let q = j % self.p;
@@ -439,6 +459,8 @@ impl Geometry {
     #[inline]
     pub fn output_pixel_offset(&self, j: usize) -> usize {
         match self.layout {
+            // One image (the common case) needs no division.
+            Layout::Nchw if self.n == 1 => j,
             Layout::Nchw => self.output_offset(j / self.p, j % self.p),
             Layout::Nhwc => j * self.k,
         }

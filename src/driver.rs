@@ -242,16 +242,25 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize>(
     // channels: one broadcast per row and step), and NCHW weight rows (NR consecutive pixels
     // of a channel plane: one vector load per step).
     let read_in_place = if weight_rows { ics != 1 } else { ics == 1 };
-    let in_place_spacing = |offs: &[isize]| match uniform_spacing(offs, pl) {
-        Some(d) if read_in_place && (!weight_rows || d == 1) => Some(d),
-        _ => None,
-    };
+    // An evenly spaced full panel (spacing `d`) is read in place when the orientation wants it.
+    let in_place_spacing = |d: usize| (read_in_place && (!weight_rows || d == 1)).then_some(d);
     let kc = job.sched.kc;
+    // Fused groups: one gemm of every output channel, each row reducing its own group's
+    // channels of a pixel panel that holds them all (see `schedule`).
+    let fused = job.sched.fused;
+    debug_assert!(!fused || (weight_rows && kc == cg && job.sched.parts == 1));
+    let gemm_channels = job.sched.gemm_channels(g);
+    // Input channels per reduction block of a packed pixel panel.
+    let panel_rows = if fused { g.c } else { kc };
     let tile_len = MR * nr;
     let parts = job.sched.parts;
     let combine = job.phase == Phase::Combine;
     // Tiles of one output unit's region of split sums.
     let unit_tiles = job.sched.tiles_per_output_unit(wl, pl);
+    // The pixel range whose offsets, spacing and padding the scratch holds: units of other
+    // groups, channel ranges or parts over the same pixels (consecutive in the unit order)
+    // reuse them.
+    let mut mapped: Option<Range<usize>> = None;
     for u in units {
         // In the combine phase, `u` is an output unit, with the coordinates of its first part.
         let unit = job.unit(if combine { u * parts } else { u });
@@ -268,7 +277,7 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize>(
         } else {
             0
         };
-        let buffers = scratch.buffers(pixel_panels * pl * kc, npix, pixel_panels, partial_len);
+        let buffers = scratch.buffers(pixel_panels * pl * panel_rows, npix, pixel_panels, partial_len);
         let (packed, offsets, spacing, padded, partial) = (
             buffers.packed,
             buffers.offsets,
@@ -276,18 +285,31 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize>(
             buffers.padded,
             buffers.partial,
         );
-        pixel_offsets(g, unit.pixels.start, offsets);
         let c0 = unit.group * cg;
         debug_assert!(pl <= 64);
-        // Decided once per panel: read in place, or packed; and which pixels are padding
-        // (their outputs are the epilogue of a zero sum and never read the weights).
-        for (panel, offs) in offsets.chunks(pl).enumerate() {
-            padded[panel] = offs
-                .iter()
-                .enumerate()
-                .filter(|&(_, &o)| o == PADDED)
-                .fold(0u64, |mask, (i, _)| mask | 1 << i);
-            spacing[panel] = in_place_spacing(offs);
+        if mapped.as_ref() != Some(&unit.pixels) {
+            pixel_offsets(g, unit.pixels.start, offsets);
+            // Decided once per panel: read in place, or packed; and which pixels are padding
+            // (their outputs are the epilogue of a zero sum and never read the weights).
+            let dense = g.is_dense();
+            for (panel, offs) in offsets.chunks(pl).enumerate() {
+                if dense {
+                    // No padding; offsets rise by at least the pixel spacing `d`, so a full
+                    // panel whose ends are (pl - 1) * d apart is evenly spaced.
+                    let d = g.input_pixel_spacing();
+                    padded[panel] = 0;
+                    let even = offs.len() == pl && offs[pl - 1] - offs[0] == ((pl - 1) * d) as isize;
+                    spacing[panel] = if even { in_place_spacing(d) } else { None };
+                } else {
+                    padded[panel] = offs
+                        .iter()
+                        .enumerate()
+                        .filter(|&(_, &o)| o == PADDED)
+                        .fold(0u64, |mask, (i, _)| mask | 1 << i);
+                    spacing[panel] = uniform_spacing(offs, pl).and_then(in_place_spacing);
+                }
+            }
+            mapped = Some(unit.pixels.clone());
         }
         // This output unit's split sums: part `q`'s tile `t` at `(q * unit_tiles + t) * tile_len`.
         let split_region = job
@@ -297,8 +319,8 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize>(
         if combine {
             for wp in first_panel..last_panel {
                 let ch0 = wp * wl;
-                let kn = wl.min(g.kg - ch0);
-                let chan0 = unit.group * g.kg + ch0;
+                let kn = wl.min(gemm_channels - ch0);
+                let chan0 = unit.group * gemm_channels + ch0;
                 for (pp, &padded) in padded.iter().enumerate() {
                     let j0 = unit.pixels.start + pp * pl;
                     let jn = pl.min(unit.pixels.end - j0);
@@ -349,20 +371,30 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize>(
             let k0 = steps.start + block * kc;
             let kb = kc.min(steps.end - k0);
             let last = block + 1 == blocks;
+            // Fused groups pack every channel (the block is the whole reduction: k0 = 0).
+            let (pack_c0, pack_rows) = if fused { (0, g.c) } else { (c0 + k0, kb) };
             for (panel, offs) in offsets.chunks(pl).enumerate() {
                 if spacing[panel].is_none() {
-                    let dst = &mut packed[panel * kc * pl..][..kb * pl];
-                    pack_pixel_panels(job.x, offs, c0 + k0, kb, ics, pl, 0.0, dst);
+                    let dst = &mut packed[panel * panel_rows * pl..][..pack_rows * pl];
+                    pack_pixel_panels(job.x, offs, pack_c0, pack_rows, ics, pl, 0.0, dst);
                 }
             }
             for wp in first_panel..last_panel {
                 let ch0 = wp * wl;
-                let kn = wl.min(g.kg - ch0);
+                let kn = wl.min(gemm_channels - ch0);
                 // Packed weight rows are reduction steps of `wl` lanes.
                 let wptr = panels.panel_ptr(unit.group, wp).wrapping_add(k0 * wl);
-                let chan0 = unit.group * g.kg + ch0;
+                let chan0 = unit.group * gemm_channels + ch0;
+                // Fused groups: row r reads from its group's first channel (rows past the
+                // valid ones repeat the last valid row's, so every read stays in the input).
+                let mut row_steps = [0usize; MR];
+                if fused {
+                    for (r, first) in row_steps.iter_mut().enumerate() {
+                        *first = (ch0 + r.min(kn - 1)) / g.kg * cg;
+                    }
+                }
                 for pp in 0..pixel_panels {
-                    let ppanel = packed[pp * kc * pl..].as_ptr();
+                    let ppanel = packed[pp * panel_rows * pl..].as_ptr();
                     let j0 = unit.pixels.start + pp * pl;
                     let jn = pl.min(unit.pixels.end - j0);
                     // In place, offsets[j0] + (c0 + k0) * ics is an input element; lanes
@@ -376,9 +408,11 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize>(
                                 ptr,
                                 ks: ics,
                                 packed: false,
+                                row_steps: std::ptr::null(),
                             },
                             None => ColOperand::packed(ppanel),
                         };
+                        let b = if fused { b.with_row_steps(row_steps.as_ptr()) } else { b };
                         (RowOperand::packed(wptr), b, kn, jn)
                     } else {
                         let a = match in_place {
@@ -404,7 +438,9 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize>(
                         },
                     };
                     // SAFETY: a and b address full panels of kb steps (packed, or MR evenly
-                    // spaced input pixels of kb channels each); partial sums are whole
+                    // spaced input pixels of kb channels each; with fused groups, b holds every
+                    // channel and row r's kb = cg steps from row_steps[r] are its group's);
+                    // partial sums are whole
                     // MR x NR tiles of `partial` or of this unit's part of the split sums
                     // (sized by split_sums_len); the output targets are the unit's own.
                     unsafe {

@@ -53,6 +53,8 @@ pub(crate) struct WeightPanels {
     pub data: PanelBuf,
     pub format: PackedFormat,
     pub lanes: usize,
+    /// Groups packed apart (1 when all groups are fused into one gemm).
+    pub groups: usize,
     /// Panels per group, `ceil(kg / lanes)`.
     pub panels: usize,
     /// Rows per panel (the reduction length `C / groups`).
@@ -101,18 +103,54 @@ pub(crate) fn pack_weight_panels(
         data,
         format,
         lanes,
+        groups,
         panels,
         cg,
     }
 }
 
 /// Fills `offsets[i]` with the input offset of folded output pixel `j0 + i` (or [`PADDED`]).
+/// The output position advances by counters (one division for the first pixel, none per
+/// pixel), so the map costs a few cycles per pixel.
 pub(crate) fn pixel_offsets(geom: &Geometry, j0: usize, offsets: &mut [isize]) {
-    for (i, o) in offsets.iter_mut().enumerate() {
-        *o = match geom.input_pixel_offset(j0 + i) {
+    if offsets.is_empty() {
+        return;
+    }
+    if geom.is_dense() {
+        // Arithmetic runs, one per image the range touches.
+        let d = geom.input_pixel_spacing();
+        let image = geom.p * geom.c;
+        let mut j = j0;
+        let mut rest = &mut offsets[..];
+        while !rest.is_empty() {
+            let (img, q) = (j / geom.p, j % geom.p);
+            let len = (geom.p - q).min(rest.len());
+            let (run, tail) = rest.split_at_mut(len);
+            let base = img * image + q * d;
+            for (t, o) in run.iter_mut().enumerate() {
+                *o = (base + t * d) as isize;
+            }
+            rest = tail;
+            j += len;
+        }
+        return;
+    }
+    let (mut img, q) = (j0 / geom.p, j0 % geom.p);
+    let (mut oy, mut ox) = (q / geom.wo, q % geom.wo);
+    for o in offsets.iter_mut() {
+        *o = match geom.input_offset(img, oy, ox) {
             Some(off) => off as isize,
             None => PADDED,
         };
+        ox += 1;
+        if ox == geom.wo {
+            ox = 0;
+            oy += 1;
+            if oy * geom.wo == geom.p {
+                oy = 0;
+                img += 1;
+            }
+        }
     }
 }
 
@@ -193,25 +231,26 @@ fn pack_pixel_contiguous(
     pad: f32,
     dst: &mut [f32],
 ) {
-    if let Some(d) = uniform_spacing(offs, lanes) {
+    // The panel's pixels (all of its lanes, or the first of a last panel) evenly spaced.
+    let n = offs.len();
+    if let Some(d) = uniform_spacing(offs, n) {
         let first = offs[0] as usize;
-        // d is 0 for a one-lane panel: a copy of one value per row.
-        if d <= 1 {
-            // Stride 1 and no padding across the panel: straight row copies.
-            for c in 0..cg {
-                let src = first + (c0 + c) * ics;
-                dst[c * lanes..(c + 1) * lanes].copy_from_slice(&x[src..src + lanes]);
-            }
-        } else {
-            // A strided row of one output line (stride d, no padding): a strided copy per
-            // channel, with one bounds check per row.
-            for c in 0..cg {
-                let src = first + (c0 + c) * ics;
-                let run = &x[src..=src + (lanes - 1) * d];
-                for (v, &xv) in dst[c * lanes..(c + 1) * lanes].iter_mut().zip(run.iter().step_by(d)) {
+        for c in 0..cg {
+            let src = first + (c0 + c) * ics;
+            let (row, tail) = dst[c * lanes..(c + 1) * lanes].split_at_mut(n);
+            // d is 0 for a one-lane panel: a copy of one value per row.
+            if d <= 1 {
+                // Stride 1 and no padding across the panel: straight row copies.
+                row.copy_from_slice(&x[src..src + n]);
+            } else {
+                // A strided row of one output line (stride d, no padding): a strided copy per
+                // channel, with one bounds check per row.
+                let run = &x[src..=src + (n - 1) * d];
+                for (v, &xv) in row.iter_mut().zip(run.iter().step_by(d)) {
                     *v = xv;
                 }
             }
+            tail.fill(pad);
         }
         return;
     }
@@ -323,5 +362,31 @@ mod tests {
         assert_eq!(uniform_spacing(&[3, PADDED, 7, 9], 4), None);
         assert_eq!(uniform_spacing(&[3, 5, 8, 9], 4), None);
         assert_eq!(uniform_spacing(&[4], 1), Some(0));
+    }
+
+    #[test]
+    fn pixel_offsets_follow_the_pixel_map_from_any_start() {
+        use crate::conv::{Conv1x1, InputDims, Layout, Padding};
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            for (stride, pad) in [(1, 0), (2, 1), (3, 2)] {
+                let conv = Conv1x1::new(3, 4)
+                    .with_layout(layout)
+                    .with_stride(stride, stride)
+                    .with_padding(Padding::uniform(pad));
+                let dims = InputDims::new(3, 5, 7);
+                let input = conv.input_len(dims).unwrap();
+                let output = conv.output_dims(dims).unwrap().len().unwrap();
+                let g = Geometry::new(&conv, dims, input, None, output).unwrap().unwrap();
+                let total = g.n * g.p;
+                for j0 in 0..total {
+                    let mut offs = vec![0isize; total - j0];
+                    pixel_offsets(&g, j0, &mut offs);
+                    for (i, &o) in offs.iter().enumerate() {
+                        let want = g.input_pixel_offset(j0 + i).map_or(PADDED, |v| v as isize);
+                        assert_eq!(o, want, "{layout:?} stride {stride} pad {pad} j0 {j0} i {i}");
+                    }
+                }
+            }
+        }
     }
 }

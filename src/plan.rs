@@ -8,7 +8,7 @@ use crate::error::{checked_product, Error, Result};
 use crate::kernels::{self, Orientation, TileKernel};
 use crate::machine::machine;
 use crate::packing::{pack_weight_panels, WeightPanels};
-use crate::schedule::{schedule, Forced};
+use crate::schedule::{fuses_groups, schedule, Forced};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -531,16 +531,20 @@ impl Plan {
             return Err(Error::KernelUnavailable(self.kernel));
         };
         let format = t.weights;
+        let (g, c, k) = (self.conv.groups, self.conv.in_channels, self.conv.out_channels);
+        let (cg, kg) = (c / g, k / g);
+        // Fused groups (see `schedule`): one gemm of all K rows, each of its own group's C/G
+        // weights.
+        let fused = fuses_groups(g, kg, &t.tile);
+        let (g, kg) = if fused { (1, k) } else { (g, kg) };
         if let Some(same) = self
             .panels
             .iter()
             .filter_map(OnceLock::get)
-            .find(|p| p.format == format)
+            .find(|p| p.format == format && p.groups == g)
         {
             return Ok(same);
         }
-        let (g, c, k) = (self.conv.groups, self.conv.in_channels, self.conv.out_channels);
-        let (cg, kg) = (c / g, k / g);
         // Size check before packing: groups * ceil(kg / lanes) * lanes * cg values (rounded up
         // to whole reduction groups).
         let lanes = format.lanes;

@@ -25,8 +25,17 @@
 //! them or a thread's share) over the block, so a weight panel is read once per block and
 //! reused across the block's pixel panels.
 //!
+//! Fused groups. When a group has fewer output channels than a weight-rows tile has rows
+//! (`K/G < MR`: channel-wise-like and small grouped layers), one tile per group would compute
+//! mostly padding rows and pay a tile's fixed costs for a few products. Instead every group
+//! joins one gemm of `K` rows over all `C` input channels, in which each row reduces only its
+//! own group's `C/G` channels (the microkernel reads each row's operand from its group's
+//! first channel): tiles are full whatever `K/G`, no zero weight is multiplied, so a
+//! non-finite input never reaches another group's outputs, and each row sums the same
+//! products in the same order as alone.
+//!
 //! A *gemm* is one (group, image) product, or one group over all images when the batch is
-//! folded into the pixel axis. An *output unit* is one block of a gemm's pixels times one
+//! folded into the pixel axis (with fused groups: all groups at once). An *output unit* is one block of a gemm's pixels times one
 //! range of its output channels; output units never share an output element. A *unit* is an
 //! output unit's part of the reduction (the whole reduction unless it is split).
 use crate::conv::{Geometry, Layout};
@@ -54,6 +63,8 @@ pub(crate) struct Schedule {
     pub tile: usize,
     /// Whether a gemm spans all images (pixel axis of length `n * p`).
     pub folded: bool,
+    /// Whether all groups form one gemm (see the module docs on fused groups).
+    pub fused: bool,
     /// Whether tiles store straight into the output (their vector lanes are contiguous
     /// there); otherwise through a stack tile, scattered.
     pub direct: bool,
@@ -79,10 +90,11 @@ pub(crate) struct Schedule {
 /// One unit's coordinates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Unit {
+    /// The gemm's group (0 when groups are fused).
     pub group: usize,
     /// Folded pixel range.
     pub pixels: Range<usize>,
-    /// Output-channel range within the group.
+    /// Output-channel range within the gemm (the group, or all channels when fused).
     pub channels: Range<usize>,
     /// Reduction steps (input channels within the group) of this unit's part.
     pub steps: Range<usize>,
@@ -92,6 +104,20 @@ pub(crate) struct Unit {
 }
 
 impl Schedule {
+    /// Groups per gemm.
+    pub fn groups_per_gemm(&self, g: &Geometry) -> usize {
+        if self.fused {
+            g.groups
+        } else {
+            1
+        }
+    }
+
+    /// Output channels (rows of weights) of one gemm.
+    pub fn gemm_channels(&self, g: &Geometry) -> usize {
+        g.kg * self.groups_per_gemm(g)
+    }
+
     /// Pixels of one gemm.
     pub fn gemm_pixels(&self, g: &Geometry) -> usize {
         if self.folded {
@@ -120,13 +146,14 @@ impl Schedule {
         let rest = output_unit / self.splits;
         let block = rest % self.blocks_per_gemm;
         let gemm = rest / self.blocks_per_gemm;
-        let group = gemm % g.groups;
-        let img = if self.folded { 0 } else { gemm / g.groups };
+        let gemm_groups = g.groups / self.groups_per_gemm(g);
+        let group = gemm % gemm_groups;
+        let img = if self.folded { 0 } else { gemm / gemm_groups };
         let start = img * g.p;
         let j0 = start + block * self.pixel_block;
         let j1 = (j0 + self.pixel_block).min(start + self.gemm_pixels(g));
         let k0 = split * self.channels_per_split;
-        let k1 = (k0 + self.channels_per_split).min(g.kg);
+        let k1 = (k0 + self.channels_per_split).min(self.gemm_channels(g));
         let s0 = part * self.steps_per_part;
         let s1 = (s0 + self.steps_per_part).min(g.cg);
         Unit {
@@ -165,6 +192,12 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
     let (weight_lanes, pixel_lanes) = tiles
         .get(tile)
         .map_or((1, 1), |t| (t.borrow().weight_lanes(), t.borrow().pixel_lanes()));
+    let fused = tiles
+        .get(tile)
+        .is_some_and(|t| fuses_groups(g.groups, g.kg, t.borrow()));
+    // Input channels a packed pixel panel holds per reduction step block: the block's
+    // steps, or every channel when fused groups read their own channels of one panel.
+    let gemm_channels = if fused { g.k } else { g.kg };
     let gemm_pixels = if folded { g.n * g.p } else { g.p };
     // Packed pixel panels of one block take half of L2, beside the weight panel swept over it.
     let packed_bytes = machine.l2 / 2;
@@ -173,21 +206,22 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
     // Blocks accumulate in order, so the result is the same bits either way.
     let per_step = 4 * (pixel_lanes + weight_lanes);
     let kc = match forced.kc {
-        _ if tiles.is_empty() => g.cg,
+        _ if tiles.is_empty() || fused => g.cg,
         Some(kc) => kc.clamp(1, g.cg),
         None if g.cg * per_step <= packed_bytes => g.cg,
         None => (packed_bytes / per_step / 8 * 8).clamp(8, g.cg),
     };
-    let by_cache = (packed_bytes / (4 * kc)).max(pixel_lanes);
+    let panel_rows = if fused { g.c } else { kc };
+    let by_cache = (packed_bytes / (4 * panel_rows)).max(pixel_lanes);
     let max_block = (by_cache / pixel_lanes * pixel_lanes).min(gemm_pixels.div_ceil(pixel_lanes) * pixel_lanes);
     // Equal blocks (whole tiles each), so that threads given one block each finish together.
     let blocks = gemm_pixels.div_ceil(max_block);
     let pixel_block = gemm_pixels.div_ceil(blocks).div_ceil(pixel_lanes) * pixel_lanes;
     let blocks_per_gemm = gemm_pixels.div_ceil(pixel_block);
-    let gemms = g.groups * if folded { 1 } else { g.n };
+    let gemms = if fused { 1 } else { g.groups } * if folded { 1 } else { g.n };
     let flops = [g.n, g.p, g.k, g.cg].iter().fold(2usize, |f, &x| f.saturating_mul(x));
     let threads = if flops < PARALLEL_MIN_FLOPS { 1 } else { threads.max(1) };
-    let weight_panels = g.kg.div_ceil(weight_lanes);
+    let weight_panels = gemm_channels.div_ceil(weight_lanes);
     let base_units = gemms * blocks_per_gemm;
     // Too few blocks for the threads: split the output channels too (the reduction is split
     // below only on the problem's size, never on the thread count).
@@ -197,12 +231,12 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
         1
     };
     let channels_per_split = weight_panels.div_ceil(splits) * weight_lanes;
-    let splits = g.kg.div_ceil(channels_per_split);
+    let splits = gemm_channels.div_ceil(channels_per_split);
     // Split the reduction when the call has too few output tiles for the threads of a large
     // machine, on its size alone (see the module docs): the thread count is not consulted.
     let output_tiles = gemms * gemm_pixels.div_ceil(pixel_lanes) * weight_panels;
     let parts = match forced.parts {
-        _ if tiles.is_empty() => 1,
+        _ if tiles.is_empty() || fused => 1,
         Some(parts) => parts.clamp(1, g.cg),
         None if flops >= PARALLEL_MIN_FLOPS && output_tiles < SPLIT_BELOW_TILES => (g.cg / SPLIT_MIN_STEPS)
             .min(SPLIT_BELOW_TILES.div_ceil(output_tiles))
@@ -215,6 +249,7 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
     Schedule {
         tile,
         folded,
+        fused,
         direct,
         kc,
         pixel_block,
@@ -226,6 +261,13 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
         units,
         tasks: threads.min(units),
     }
+}
+
+/// Whether a kernel's weight panels for `tile` fuse all `groups` (of `kg` output channels
+/// each) into one gemm: weight-rows tiles taller than a group (see the module docs). The
+/// plan packs the weights accordingly.
+pub(crate) fn fuses_groups(groups: usize, kg: usize, tile: &Tile) -> bool {
+    groups > 1 && tile.orient == Orientation::WeightRows && kg < tile.mr
 }
 
 /// Picks the register tile, batch folding and direct stores by estimating each candidate's
@@ -268,14 +310,18 @@ fn choose_tiling<T: Borrow<Tile>>(g: &Geometry, tiles: &[T], forced: Option<(usi
 /// (residual gather and scatter) otherwise.
 fn tile_cost(g: &Geometry, tile: &Tile, folded: bool, direct: bool) -> f64 {
     let pixels = if folded { g.n * g.p } else { g.p };
-    let gemms = if folded { 1 } else { g.n } * g.groups;
+    let fused = fuses_groups(g.groups, g.kg, tile);
+    let (gemm_groups, gemm_channels) = if fused { (1, g.k) } else { (g.groups, g.kg) };
+    let gemms = if folded { 1 } else { g.n } * gemm_groups;
     let (rows, cols) = match tile.orient {
-        Orientation::WeightRows => (g.kg, pixels),
-        Orientation::PixelRows => (pixels, g.kg),
+        Orientation::WeightRows => (gemm_channels, pixels),
+        Orientation::PixelRows => (pixels, gemm_channels),
     };
     let tiles = (rows.div_ceil(tile.mr) * cols.div_ceil(tile.nr) * gemms) as f64;
     let registers = (tile.mr * tile.vectors) as f64;
-    let per_tile_fma = g.cg as f64 * registers;
+    // Fused groups load each row's operand separately (a load per FMA instead of one per row
+    // of vectors).
+    let per_tile_fma = g.cg as f64 * registers * if fused { 1.5 } else { 1.0 };
     let per_tile_store = if direct {
         registers
     } else {
@@ -290,7 +336,7 @@ fn tile_cost(g: &Geometry, tile: &Tile, folded: bool, direct: bool) -> f64 {
         (Layout::Nchw, Orientation::WeightRows) => 0.25,
         _ => 1.0,
     };
-    let packing = pack_per_value * (pixels * gemms) as f64 * g.cg as f64;
+    let packing = pack_per_value * (pixels * if folded { 1 } else { g.n }) as f64 * g.c as f64;
     tiles * (per_tile_fma + 40.0 + per_tile_store) + packing
 }
 

@@ -381,3 +381,95 @@ fn channelwise_auto_matches_every_kernel() {
         }
     }
 }
+
+/// The off-suite shapes of `benches/sweep/shapes.txt` (grouped at every C/G, few output or
+/// input channels, few pixels, odd counts, strides, batches), shrunk to test size (images at
+/// most 7x7, batches at most 3, at most 96 channels a side with C/G and K/G kept), on every
+/// kernel and every tile: exact on integer data, bounded on real data.
+#[test]
+fn off_suite_sweep_shapes_on_every_kernel_and_tile() {
+    let shapes: Vec<Vec<usize>> = include_str!("../benches/sweep/shapes.txt")
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert!(shapes.len() >= 120, "the sweep has {} shapes", shapes.len());
+    let step = if reduced() { 5 } else { 1 };
+    for kernel in kernels_under_test() {
+        let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        let tiles = pointwise::testing::tiles(kernel);
+        for (i, s) in shapes.iter().enumerate().filter(|(i, _)| i % step == 0) {
+            let (n, c, k, h, w, stride, groups) = (s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
+            let (cg, kg) = (c / groups, k / groups);
+            let groups = groups.min((96 / cg.max(kg)).max(1));
+            let conv = Conv1x1::new(groups * cg, groups * kg)
+                .with_groups(groups)
+                .with_stride(stride, stride)
+                .with_padding(PADDINGS[i % 3])
+                .with_layout(if i % 2 == 0 { Layout::Nchw } else { Layout::Nhwc })
+                .with_activation(ACTIVATIONS[i % ACTIVATIONS.len()]);
+            let data = if i % 4 < 2 { Data::Exact } else { Data::Real };
+            let dims = InputDims::new(n.min(3), h.min(7), w.min(7));
+            let p = Problem::new(conv, dims, i % 3 != 0, i % 5 == 0, data, i as u64);
+            let check = |y: &[f32], what: &str| {
+                if let Err(e) = p.check(y, data, kernel) {
+                    panic!("sweep shape {i} ({s:?}) {what}: {e}");
+                }
+            };
+            check(&p.run(options), "default tile");
+            for tile in &tiles {
+                check(&p.run_tiled(options, tile.name, i % 2 == 1), tile.name);
+            }
+        }
+    }
+}
+
+/// Grouped layers whose groups share one gemm (fewer output channels per group than a tile
+/// has rows): an infinite input channel makes only its own group's outputs non-finite.
+#[test]
+fn a_non_finite_input_stays_in_its_group() {
+    for kernel in kernels_under_test() {
+        let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            for (c, k, groups) in [(8, 8, 4), (12, 6, 6), (32, 16, 16), (24, 24, 24)] {
+                let conv = Conv1x1::new(c, k).with_groups(groups).with_layout(layout);
+                let dims = InputDims::new(1, 5, 9);
+                let mut p = Problem::new(conv, dims, true, false, Data::Exact, 7);
+                let (cg, kg, hw) = (c / groups, k / groups, 45);
+                // Channel 1 of pixel 3 (group 1 / cg) is infinite.
+                let bad_channel = cg;
+                let at = match layout {
+                    Layout::Nchw => bad_channel * hw + 3,
+                    _ => 3 * c + bad_channel,
+                };
+                p.x[at] = f32::INFINITY;
+                for w in p.w.iter_mut() {
+                    if *w == 0.0 {
+                        *w = 1.0;
+                    }
+                }
+                let mut tiles: Vec<Option<&str>> = vec![None];
+                let names = pointwise::testing::tiles(kernel);
+                tiles.extend(names.iter().map(|t| Some(t.name)));
+                for tile in tiles {
+                    let y = match tile {
+                        None => p.run(options),
+                        Some(name) => p.run_tiled(options, name, false),
+                    };
+                    for (i, v) in y.iter().enumerate() {
+                        let (pixel, channel) = match layout {
+                            Layout::Nchw => (i % hw, i / hw),
+                            _ => (i / k, i % k),
+                        };
+                        let own = pixel == 3 && channel / kg == bad_channel / cg;
+                        assert_eq!(
+                            v.is_finite(),
+                            !own,
+                            "{kernel} {tile:?} {layout:?} c{c} k{k} g{groups}: output {i} = {v}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -226,11 +226,16 @@ impl RowOperand {
 
 /// Where the NR-lane operand of a tile lives: a packed panel (`kc` rows of `NR` values), or
 /// the caller's input, step `k` at `ptr + k * ks` (NR contiguous NCHW pixels read in place).
+///
+/// With `row_steps` (fused groups), tile row `r` reads its step `k` at step
+/// `row_steps[r] + k` of the operand: each row reduces its own group's channels.
 #[derive(Clone, Copy)]
 pub(crate) struct ColOperand {
     pub ptr: *const f32,
     pub ks: usize,
     pub packed: bool,
+    /// Null, or `MR` first steps, one per tile row.
+    pub row_steps: *const usize,
 }
 
 impl ColOperand {
@@ -240,7 +245,13 @@ impl ColOperand {
             ptr,
             ks: 0,
             packed: true,
+            row_steps: std::ptr::null(),
         }
+    }
+
+    /// The same operand with each tile row starting at its own step (see the type's docs).
+    pub fn with_row_steps(self, row_steps: *const usize) -> Self {
+        ColOperand { row_steps, ..self }
     }
 
     /// An operand of a tile with no reduction steps, which is never read.
@@ -288,6 +299,14 @@ pub(crate) unsafe fn gemm_tile<S: Simd, const MR: usize, const NV: usize>(
 ) {
     // SAFETY: forwarded contract; the packed flags select constant-stride instantiations.
     unsafe {
+        if !b.row_steps.is_null() && a.packed {
+            return if b.packed {
+                gemm_tile_row_steps::<S, MR, NV, true>(s, kc, init, a, b, c, ldc, ep, extent)
+            } else {
+                gemm_tile_row_steps::<S, MR, NV, false>(s, kc, init, a, b, c, ldc, ep, extent)
+            };
+        }
+        debug_assert!(b.row_steps.is_null(), "row steps need packed weights");
         match (a.packed, b.packed) {
             (true, true) => gemm_tile_strided::<S, MR, NV, true, true>(s, kc, init, a, b, c, ldc, ep, extent),
             (false, true) => gemm_tile_strided::<S, MR, NV, false, true>(s, kc, init, a, b, c, ldc, ep, extent),
@@ -343,9 +362,80 @@ unsafe fn gemm_tile_strided<S: Simd, const MR: usize, const NV: usize, const PA:
         a = a.wrapping_add(ks);
         b = b.wrapping_add(b_ks);
     }
-    if extent.m == MR && extent.n == NV * lanes {
-        // SAFETY: a full extent: the caller's contract covers the whole tile.
-        unsafe { finish_full::<S, MR, NV>(s, &acc, c, ldc, ep) }
+    // SAFETY: forwarded contract.
+    unsafe { finish::<S, MR, NV>(s, acc, c, ldc, ep, extent) }
+}
+
+/// [`gemm_tile`] for an operand with per-row first steps (fused groups): packed weights, and
+/// row `r` reading `b` from step `row_steps[r]`; one load per row and vector, since rows of
+/// different groups read different channels.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_tile_row_steps<S: Simd, const MR: usize, const NV: usize, const PB: bool>(
+    s: S,
+    kc: usize,
+    init: *const f32,
+    a: RowOperand,
+    b: ColOperand,
+    c: *mut f32,
+    ldc: usize,
+    ep: &TileEpilogue,
+    extent: Extent,
+) {
+    let lanes = S::F32::LANES;
+    let b_ks = if PB { NV * lanes } else { b.ks };
+    let mut acc = [[s.zero(); NV]; MR];
+    if !init.is_null() {
+        for (r, row) in acc.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                // SAFETY: init holds MR x NR values (the caller's contract).
+                *v = unsafe { s.load(init.add((r * NV + j) * lanes)) };
+            }
+        }
+    }
+    let mut rows = [b.ptr; MR];
+    for (r, p) in rows.iter_mut().enumerate() {
+        // SAFETY: row_steps holds MR values (the caller's contract). Wrapping: see below.
+        *p = b.ptr.wrapping_add(unsafe { *b.row_steps.add(r) } * b_ks);
+    }
+    let mut a = a.ptr;
+    let mut at = 0;
+    for _ in 0..kc {
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: a addresses kc steps of MR lanes; row r's operand kc steps of NR values
+            // from its first step (the caller's contract).
+            let ar = s.splat(unsafe { *a.add(r) });
+            for (j, v) in row.iter_mut().enumerate() {
+                // SAFETY: as above.
+                let bv = unsafe { s.load(rows[r].add(at + j * lanes)) };
+                *v = S::F32::mul_add(ar, bv, *v);
+            }
+        }
+        // Wrapping: one step past the last is never read (as in gemm_tile_strided).
+        a = a.wrapping_add(MR);
+        at += b_ks;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { finish::<S, MR, NV>(s, acc, c, ldc, ep, extent) }
+}
+
+/// The epilogue and stores of a computed register tile (see [`gemm_tile`]).
+///
+/// # Safety
+/// As [`gemm_tile`] for `c`, `ldc`, `ep` and `extent`.
+#[inline(always)]
+unsafe fn finish<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    acc: [[S::F32; NV]; MR],
+    c: *mut f32,
+    ldc: usize,
+    ep: &TileEpilogue,
+    extent: Extent,
+) {
+    let lanes = S::F32::LANES;
+    if extent.n == NV * lanes {
+        // SAFETY: full rows: the caller's contract covers rows 0..extent.m of the tile.
+        unsafe { finish_full::<S, MR, NV>(s, &acc, c, ldc, ep, extent.m) }
     } else {
         // A partial tile (rare) works on a copy in memory, so that its extent-dependent loops
         // cannot keep the accumulators above out of registers.
@@ -374,10 +464,12 @@ unsafe fn row_channel_values<S: Simd>(s: S, ep: &TileEpilogue, r: usize) -> (S::
     (at(ep.bias), at(ep.slope))
 }
 
-/// The epilogue of a full tile: bias, residual, activation, one store per register.
+/// The epilogue of the first `m` full rows of a tile: bias, residual, activation, one store
+/// per register. (Rows end the unrolled loop early, so the accumulators stay in registers;
+/// tiles with a partial last row go through [`finish_partial`].)
 ///
 /// # Safety
-/// As [`gemm_tile`] with a full extent.
+/// As [`gemm_tile`] with an extent of `m` rows of `NV * LANES` lanes.
 #[inline(always)]
 unsafe fn finish_full<S: Simd, const MR: usize, const NV: usize>(
     s: S,
@@ -385,10 +477,14 @@ unsafe fn finish_full<S: Simd, const MR: usize, const NV: usize>(
     c: *mut f32,
     ldc: usize,
     ep: &TileEpilogue,
+    m: usize,
 ) {
     let lanes = S::F32::LANES;
     let rows_axis = ep.axis == ChannelAxis::Rows;
     for (r, row) in acc.iter().enumerate() {
+        if r == m {
+            break;
+        }
         // SAFETY: along rows, bias and slopes hold MR values (the caller's contract).
         let (row_bias, row_slope) = unsafe { row_channel_values(s, ep, r) };
         for (j, &v) in row.iter().enumerate() {

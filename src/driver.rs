@@ -707,11 +707,29 @@ impl EdgeTile<'_> {
                 }
             }
         }
-        for r in 0..self.m {
+        // Stored along whichever tile axis is contiguous in the output (the rows, when they
+        // are channels of NHWC pixels), so that consecutive stores share cache lines.
+        // Output offsets rise along the rows (channels, or pixels of one image and then the
+        // next), by a step the same for every lane, so first and last row m - 1 apart means
+        // every step is 1.
+        let along_rows =
+            self.m > 1 && self.n > 1 && out_addr(self.m - 1, 0).checked_sub(out_addr(0, 0)) == Some(self.m - 1);
+        if along_rows {
             for l in 0..self.n {
-                // SAFETY: the caller guarantees out_addr(r, l) is inside `out`, and gemm_tile
-                // initialised every element of the MR x NR tile.
-                unsafe { *out.add(out_addr(r, l)) = tile[r * nr + l].assume_init() };
+                let base = out_addr(0, l);
+                for r in 0..self.m {
+                    // SAFETY: out_addr(r, l) = base + r (see above) is inside `out` by the
+                    // caller's guarantee, and gemm_tile initialised every element of the tile.
+                    unsafe { *out.add(base + r) = tile[r * nr + l].assume_init() };
+                }
+            }
+        } else {
+            for r in 0..self.m {
+                for l in 0..self.n {
+                    // SAFETY: the caller guarantees out_addr(r, l) is inside `out`, and
+                    // gemm_tile initialised every element of the MR x NR tile.
+                    unsafe { *out.add(out_addr(r, l)) = tile[r * nr + l].assume_init() };
+                }
             }
         }
     }

@@ -12,8 +12,8 @@ use crate::schedule::{fuses_groups, schedule, Forced};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-/// With [`KernelChoice::Auto`], calls whose product per image and group has at most this many
-/// multiply-adds (`Ho * Wo * (K/G) * (C/G)`) run the plain reference loop: packing and tiling
+/// With [`KernelChoice::Auto`], calls whose product per image has at most this many
+/// multiply-adds (`Ho * Wo * K * (C/G)`, all groups together) run the plain reference loop: packing and tiling
 /// cost more than such an image's arithmetic (the seed's 3x3 example has 54). A forced kernel
 /// runs at every size. [`Plan::kernel_for`] says which kernel a call of given dims runs.
 pub const SMALL_PROBLEM_MACS: usize = 2048;
@@ -456,7 +456,7 @@ impl Plan {
         let Some(geom) = Geometry::new(&self.conv, dims, len, None, out)? else {
             return Ok(None);
         };
-        if self.kernel_for_macs(geom.p * geom.kg * geom.cg) != self.kernel || self.tiles.is_empty() {
+        if self.kernel_for_macs(geom.p * geom.k * geom.cg) != self.kernel || self.tiles.is_empty() {
             return Ok(None);
         }
         let s = schedule(&geom, self.tiles, &machine(), 1, self.forced);
@@ -471,8 +471,9 @@ impl Plan {
 
     /// The kernel a forward call with input dims `dims` runs: [`Plan::kernel`], or
     /// [`KernelId::Reference`] when the plan's kernel is Auto's pick and the problem per image
-    /// and group has at most [`SMALL_PROBLEM_MACS`] multiply-adds, or one input channel per
-    /// group (`C/G = 1`, where each output is one product: the reference module streams it).
+    /// has at most [`SMALL_PROBLEM_MACS`] multiply-adds, or it is channel-wise (one input
+    /// channel per group, `G > 1`, in NCHW or with `K = G` in NHWC: each output is one
+    /// product, which the reference module streams at memory speed).
     ///
     /// # Errors
     /// [`Error::SizeOverflow`] when the output extent overflows.
@@ -482,15 +483,18 @@ impl Plan {
             self.conv.in_channels / self.conv.groups,
             self.conv.out_channels / self.conv.groups,
         );
-        let macs = [out.h, out.w, kg, cg]
+        let macs = [out.h, out.w, kg * self.conv.groups, cg]
             .iter()
             .try_fold(1usize, |acc, &f| acc.checked_mul(f));
         Ok(self.kernel_for_macs(macs.unwrap_or(usize::MAX)))
     }
 
-    fn kernel_for_macs(&self, macs_per_gemm: usize) -> KernelId {
-        let channelwise = self.conv.in_channels == self.conv.groups;
-        if self.auto && self.forced == Forced::default() && (macs_per_gemm <= SMALL_PROBLEM_MACS || channelwise) {
+    fn kernel_for_macs(&self, macs_per_image: usize) -> KernelId {
+        let conv = &self.conv;
+        let channelwise = conv.groups > 1
+            && conv.in_channels == conv.groups
+            && (conv.layout == Layout::Nchw || conv.out_channels == conv.groups);
+        if self.auto && self.forced == Forced::default() && (macs_per_image <= SMALL_PROBLEM_MACS || channelwise) {
             KernelId::Reference
         } else {
             self.kernel
@@ -619,9 +623,9 @@ impl Plan {
         let Some(geom) = Geometry::new(&self.conv, dims, input.len(), residual_len, output.len())? else {
             return Ok(());
         };
-        // Decided per image and group, so that a batch computes each image exactly as a call
-        // on that image alone, and a grouped convolution each group as a convolution alone.
-        let kernel = self.kernel_for_macs(geom.p * geom.kg * geom.cg);
+        // Decided per image, so that a batch computes each image exactly as a call on that
+        // image alone.
+        let kernel = self.kernel_for_macs(geom.p * geom.k * geom.cg);
         kernel.record_invocation();
         let scalar = ScalarEpilogue {
             bias: self.bias.as_deref(),

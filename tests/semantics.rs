@@ -269,11 +269,16 @@ fn auto_picks_the_expected_kernel() {
     tiny.forward(&[1.0; 8], small, None, &mut [0.0; 8], &mut Workspace::new())
         .unwrap();
     assert!(KernelId::Reference.invocations() > before);
-    // The cut-off is per image and group: Ho * Wo * (K/G) * (C/G) multiply-adds.
+    // The cut-off is per image, all groups together: Ho * Wo * K * (C/G) multiply-adds.
     let at_cut = Plan::new(&Conv1x1::new(8, 16), &[1.0; 128], None, PlanOptions::default()).unwrap();
     assert_eq!(SMALL_PROBLEM_MACS, 2048);
     assert_eq!(at_cut.kernel_for(InputDims::new(7, 4, 4)).unwrap(), KernelId::Reference);
     assert_eq!(at_cut.kernel_for(InputDims::new(1, 4, 5)).unwrap(), want);
+    // (36 * 16 * 4 = 2304 multiply-adds per image, 576 per group.)
+    let grouped = Conv1x1::new(16, 16).with_groups(4);
+    let at_cut = Plan::new(&grouped, &[1.0; 64], None, PlanOptions::default()).unwrap();
+    assert_eq!(at_cut.kernel_for(InputDims::new(3, 4, 4)).unwrap(), KernelId::Reference);
+    assert_eq!(at_cut.kernel_for(InputDims::new(1, 6, 6)).unwrap(), want);
 }
 
 #[test]

@@ -198,21 +198,52 @@ pub(crate) fn pack_pixel_panels(
     }
 }
 
-/// NHWC: each pixel's `cg` channels are contiguous; transpose them into the panel.
+/// NHWC: each pixel's `cg` channels are contiguous; transpose them into the panel, in
+/// blocks of 8 pixels by 8 channels (contiguous reads and writes of 8 values; a value at a
+/// time, one strided write each, ran at about 4 cycles per value).
 #[inline(always)]
 fn pack_channel_contiguous(x: &[f32], offs: &[isize], c0: usize, cg: usize, lanes: usize, pad: f32, dst: &mut [f32]) {
+    const B: usize = 8;
     if offs.len() < lanes {
         dst.fill(pad);
     }
-    for (lane, &off) in offs.iter().enumerate() {
-        if off == PADDED {
-            for c in 0..cg {
-                dst[c * lanes + lane] = pad;
+    for (block_index, block) in offs.chunks(B).enumerate() {
+        let lane0 = block_index * B;
+        if block.len() == B && block.iter().all(|&o| o != PADDED) {
+            let src: [&[f32]; B] = std::array::from_fn(|i| &x[block[i] as usize + c0..][..cg]);
+            let mut c = 0;
+            while c + B <= cg {
+                let mut t = [[0.0f32; B]; B];
+                for (row, s) in t.iter_mut().zip(&src) {
+                    row.copy_from_slice(&s[c..c + B]);
+                }
+                for j in 0..B {
+                    let out = &mut dst[(c + j) * lanes + lane0..][..B];
+                    for (o, row) in out.iter_mut().zip(&t) {
+                        *o = row[j];
+                    }
+                }
+                c += B;
             }
-        } else {
-            let src = &x[off as usize + c0..off as usize + c0 + cg];
-            for (c, &v) in src.iter().enumerate() {
-                dst[c * lanes + lane] = v;
+            for c in c..cg {
+                let out = &mut dst[c * lanes + lane0..][..B];
+                for (o, s) in out.iter_mut().zip(&src) {
+                    *o = s[c];
+                }
+            }
+            continue;
+        }
+        for (i, &off) in block.iter().enumerate() {
+            let lane = lane0 + i;
+            if off == PADDED {
+                for c in 0..cg {
+                    dst[c * lanes + lane] = pad;
+                }
+            } else {
+                let src = &x[off as usize + c0..off as usize + c0 + cg];
+                for (c, &v) in src.iter().enumerate() {
+                    dst[c * lanes + lane] = v;
+                }
             }
         }
     }
@@ -353,6 +384,34 @@ mod tests {
         let mut out = vec![f32::NAN; 2 * 4];
         pack_pixel_panels(&x, &offsets, 1, 2, 1, 4, 0.0, &mut out);
         assert_eq!(out, [1.0, 5.0, 0.0, 0.0, 2.0, 6.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn nhwc_panels_transpose_in_blocks_and_at_the_edges() {
+        // 40 pixels of 30 channels; the panel reads channels 3..3 + cg of some of them.
+        let x: Vec<f32> = (0..40 * 30).map(|v| v as f32).collect();
+        for (cg, lanes) in [(19, 24), (8, 16), (3, 8), (27, 32)] {
+            let mut offsets: Vec<isize> = (0..lanes as isize + 5).map(|p| (p * 37 % 40) * 30).collect();
+            offsets[2] = PADDED;
+            offsets[lanes + 1] = PADDED;
+            let panels = offsets.len().div_ceil(lanes);
+            let mut out = vec![f32::NAN; panels * cg * lanes];
+            pack_pixel_panels(&x, &offsets, 3, cg, 1, lanes, -2.0, &mut out);
+            for i in 0..panels * lanes {
+                let (panel, lane) = (i / lanes, i % lanes);
+                for c in 0..cg {
+                    let want = match offsets.get(i) {
+                        Some(&o) if o != PADDED => x[o as usize + 3 + c],
+                        _ => -2.0,
+                    };
+                    assert_eq!(
+                        out[(panel * cg + c) * lanes + lane],
+                        want,
+                        "cg {cg} lanes {lanes} pixel {i} c{c}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -333,15 +333,8 @@ unsafe fn gemm_tile_strided<S: Simd, const MR: usize, const NV: usize, const PA:
     let lanes = S::F32::LANES;
     let (rs, ks) = if PA { (1, MR) } else { (a.rs, a.ks) };
     let b_ks = if PB { NV * lanes } else { b.ks };
-    let mut acc = [[s.zero(); NV]; MR];
-    if !init.is_null() {
-        for (r, row) in acc.iter_mut().enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                // SAFETY: init holds MR x NR values (the caller's contract).
-                *v = unsafe { s.load(init.add((r * NV + j) * lanes)) };
-            }
-        }
-    }
+    // SAFETY: init, when non-null, holds MR x NR values (the caller's contract).
+    let mut acc = unsafe { initial_sums::<S, MR, NV>(s, init) };
     let (mut a, mut b) = (a.ptr, b.ptr);
     for _ in 0..kc {
         let mut bv = [s.zero(); NV];
@@ -384,15 +377,8 @@ unsafe fn gemm_tile_row_steps<S: Simd, const MR: usize, const NV: usize, const P
 ) {
     let lanes = S::F32::LANES;
     let b_ks = if PB { NV * lanes } else { b.ks };
-    let mut acc = [[s.zero(); NV]; MR];
-    if !init.is_null() {
-        for (r, row) in acc.iter_mut().enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                // SAFETY: init holds MR x NR values (the caller's contract).
-                *v = unsafe { s.load(init.add((r * NV + j) * lanes)) };
-            }
-        }
-    }
+    // SAFETY: init, when non-null, holds MR x NR values (the caller's contract).
+    let mut acc = unsafe { initial_sums::<S, MR, NV>(s, init) };
     let mut rows = [b.ptr; MR];
     for (r, p) in rows.iter_mut().enumerate() {
         // SAFETY: row_steps holds MR values (the caller's contract). Wrapping: see below.
@@ -417,6 +403,26 @@ unsafe fn gemm_tile_row_steps<S: Simd, const MR: usize, const NV: usize, const P
     }
     // SAFETY: forwarded contract.
     unsafe { finish::<S, MR, NV>(s, acc, c, ldc, ep, extent) }
+}
+
+/// A tile's accumulators at the start of its reduction: zero, or the partial sums of earlier
+/// reduction blocks at `init` (an `MR x NR` tile, row-major).
+///
+/// # Safety
+/// `init` is null or holds `MR * NR` readable values.
+#[inline(always)]
+unsafe fn initial_sums<S: Simd, const MR: usize, const NV: usize>(s: S, init: *const f32) -> [[S::F32; NV]; MR] {
+    let lanes = S::F32::LANES;
+    let mut acc = [[s.zero(); NV]; MR];
+    if !init.is_null() {
+        for (r, row) in acc.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                // SAFETY: the caller's contract.
+                *v = unsafe { s.load(init.add((r * NV + j) * lanes)) };
+            }
+        }
+    }
+    acc
 }
 
 /// The epilogue and stores of a computed register tile (see [`gemm_tile`]).

@@ -103,19 +103,20 @@ pub(crate) struct Unit {
     pub part: usize,
 }
 
-impl Schedule {
-    /// Groups per gemm.
-    pub fn groups_per_gemm(&self, g: &Geometry) -> usize {
-        if self.fused {
-            g.groups
-        } else {
-            1
-        }
+/// The gemms of one image (or of the folded batch) and the output channels of each: one per
+/// group of `K/G` channels, or one of all `K` when groups are fused.
+fn gemm_groups_and_channels(g: &Geometry, fused: bool) -> (usize, usize) {
+    if fused {
+        (1, g.k)
+    } else {
+        (g.groups, g.kg)
     }
+}
 
+impl Schedule {
     /// Output channels (rows of weights) of one gemm.
     pub fn gemm_channels(&self, g: &Geometry) -> usize {
-        g.kg * self.groups_per_gemm(g)
+        gemm_groups_and_channels(g, self.fused).1
     }
 
     /// Pixels of one gemm.
@@ -146,7 +147,7 @@ impl Schedule {
         let rest = output_unit / self.splits;
         let block = rest % self.blocks_per_gemm;
         let gemm = rest / self.blocks_per_gemm;
-        let gemm_groups = g.groups / self.groups_per_gemm(g);
+        let (gemm_groups, _) = gemm_groups_and_channels(g, self.fused);
         let group = gemm % gemm_groups;
         let img = if self.folded { 0 } else { gemm / gemm_groups };
         let start = img * g.p;
@@ -195,9 +196,7 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
     let fused = tiles
         .get(tile)
         .is_some_and(|t| fuses_groups(g.groups, g.kg, t.borrow()));
-    // Input channels a packed pixel panel holds per reduction step block: the block's
-    // steps, or every channel when fused groups read their own channels of one panel.
-    let gemm_channels = if fused { g.k } else { g.kg };
+    let (gemm_groups, gemm_channels) = gemm_groups_and_channels(g, fused);
     let gemm_pixels = if folded { g.n * g.p } else { g.p };
     // Packed pixel panels of one block take half of L2, beside the weight panel swept over it.
     let packed_bytes = machine.l2 / 2;
@@ -211,6 +210,8 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
         None if g.cg * per_step <= packed_bytes => g.cg,
         None => (packed_bytes / per_step / 8 * 8).clamp(8, g.cg),
     };
+    // Input channels a packed pixel panel holds per reduction block: the block's steps, or
+    // every channel when fused groups read their own channels of one panel.
     let panel_rows = if fused { g.c } else { kc };
     let by_cache = (packed_bytes / (4 * panel_rows)).max(pixel_lanes);
     let max_block = (by_cache / pixel_lanes * pixel_lanes).min(gemm_pixels.div_ceil(pixel_lanes) * pixel_lanes);
@@ -218,7 +219,7 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
     let blocks = gemm_pixels.div_ceil(max_block);
     let pixel_block = gemm_pixels.div_ceil(blocks).div_ceil(pixel_lanes) * pixel_lanes;
     let blocks_per_gemm = gemm_pixels.div_ceil(pixel_block);
-    let gemms = if fused { 1 } else { g.groups } * if folded { 1 } else { g.n };
+    let gemms = gemm_groups * if folded { 1 } else { g.n };
     let flops = [g.n, g.p, g.k, g.cg].iter().fold(2usize, |f, &x| f.saturating_mul(x));
     let threads = if flops < PARALLEL_MIN_FLOPS { 1 } else { threads.max(1) };
     let weight_panels = gemm_channels.div_ceil(weight_lanes);
@@ -311,7 +312,7 @@ fn choose_tiling<T: Borrow<Tile>>(g: &Geometry, tiles: &[T], forced: Option<(usi
 fn tile_cost(g: &Geometry, tile: &Tile, folded: bool, direct: bool) -> f64 {
     let pixels = if folded { g.n * g.p } else { g.p };
     let fused = fuses_groups(g.groups, g.kg, tile);
-    let (gemm_groups, gemm_channels) = if fused { (1, g.k) } else { (g.groups, g.kg) };
+    let (gemm_groups, gemm_channels) = gemm_groups_and_channels(g, fused);
     let gemms = if folded { 1 } else { g.n } * gemm_groups;
     let (rows, cols) = match tile.orient {
         Orientation::WeightRows => (gemm_channels, pixels),

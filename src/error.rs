@@ -64,6 +64,16 @@ pub enum Error {
     #[cfg(feature = "testing")]
     #[error("invalid tile: {0}")]
     InvalidTile(String),
+    /// An array view (the `ndarray` adapter) whose shape does not fit the plan, or whose memory
+    /// cannot be read as the plan's layout without a copy (`what` names the operand,
+    /// `problem` says what is wrong: a channel count, a negative stride, a gap, an axis order).
+    #[error("{what} array: {problem}")]
+    ArrayView {
+        /// `input`, `residual` or `output`.
+        what: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A dedicated thread pool could not be created.
     #[error("could not build a thread pool: {0}")]
     ThreadPool(String),

@@ -60,6 +60,7 @@
 //! | a kernel name no kernel has (`KernelId::from_name`, `POINTWISE_KERNEL`, including a value that is not UTF-8) | [`Error::UnknownKernel`] |
 //! | `channel_shuffle` with groups = 0 or not dividing the channels | [`Error::InvalidShuffle`] |
 //! | a dedicated thread pool the OS cannot start | [`Error::ThreadPool`] |
+//! | an `ndarray` view of the wrong shape, with a negative stride or gaps, or in an axis order the plan's layout cannot read without a copy (feature `ndarray`) | [`Error::ArrayView`] |
 //!
 //! An empty input (N, H or W = 0) is not an error: `forward` checks the slice lengths and
 //! returns `Ok(())`. NaN and infinity in the data are not errors either: they propagate to the
@@ -73,6 +74,8 @@ mod dispatch;
 mod driver;
 mod epilogue;
 mod error;
+#[cfg(any(feature = "candle", feature = "ndarray"))]
+pub mod interop;
 mod kernels;
 mod machine;
 mod packing;

@@ -4,7 +4,9 @@
 #   1. natively (AVX-512 on an AVX-512 machine),
 #   2. under qemu-x86_64 -cpu Haswell (AVX2+FMA, no AVX-512): Auto must pick avx2,
 #   3. under qemu-x86_64 -cpu Nehalem (no AVX): Auto must pick portable,
-#   4. cross-built for aarch64 and run under qemu-aarch64: Auto must pick neon.
+#   4. cross-built for aarch64 and run under qemu-aarch64: Auto must pick neon;
+# and, natively only, the candle and ndarray adapters (tests/interop.rs) and the C ABI crate (capi/): its checked-in header, its Rust tests and a C
+# program compiled with the system cc against libpointwise_capi.a.
 # Emulated runs use a reduced sweep (POINTWISE_TEST_SCALE=reduced).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +19,13 @@ elif grep -qw avx2 <<<"$flags" && grep -qw fma <<<"$flags"; then native=avx2; fi
 
 echo "== native ($native) =="
 POINTWISE_EXPECT_AUTO=$native cargo test --release
+
+echo "== framework adapters (native: features candle, ndarray) =="
+cargo test --release --features candle,ndarray --lib --test interop interop
+cargo test --release --features candle,ndarray --doc interop
+
+echo "== C API (native: header, Rust tests, a C program built with cc) =="
+cargo test --release -p pointwise-capi
 
 echo "== qemu Haswell (avx2) =="
 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="qemu-x86_64 -cpu Haswell" \

@@ -65,7 +65,11 @@ mod ndarray_adapter {
 
                 let mut y_in_place = r.clone();
                 forward_residual_in_place(&plan, x.view(), y_in_place.view_mut(), &mut ws).unwrap();
-                assert_eq!(y_in_place.as_slice().unwrap(), &want[..], "in place {layout:?} {c}->{k}");
+                assert_eq!(
+                    y_in_place.as_slice().unwrap(),
+                    &want[..],
+                    "in place {layout:?} {c}->{k}"
+                );
             }
         }
     }
@@ -112,12 +116,25 @@ mod candle_adapter {
             (3, 2, base),
             (16, 24, base.with_stride(2).with_padding(1).with_groups(4)),
             (33, 65, base.with_activation(Activation::Relu6)),
-            (8, 8, base.with_groups(8).with_activation(Activation::LeakyRelu { alpha: 0.5 })),
+            (
+                8,
+                8,
+                base.with_groups(8)
+                    .with_activation(Activation::LeakyRelu { alpha: 0.5 }),
+            ),
         ]
     }
 
     /// What `Plan::forward` gives for the same convolution and data.
-    fn plain(c: usize, k: usize, cfg: &Conv1x1Config, w: &[f32], b: Option<&[f32]>, x: &[f32], dims: InputDims) -> Vec<f32> {
+    fn plain(
+        c: usize,
+        k: usize,
+        cfg: &Conv1x1Config,
+        w: &[f32],
+        b: Option<&[f32]>,
+        x: &[f32],
+        dims: InputDims,
+    ) -> Vec<f32> {
         let conv = Conv1x1::new(c, k)
             .with_stride(cfg.stride, cfg.stride)
             .with_padding(Padding::uniform(cfg.padding))
@@ -160,7 +177,9 @@ mod candle_adapter {
         let w = tensor(small_integers(k * c / 2, 7), &[k, c / 2, 1, 1]);
         let b = tensor(small_integers(k, 8), &[k]);
         // A [N, C, W, H] tensor transposed to [N, C, H, W]: strided, not contiguous.
-        let x = tensor(small_integers(n * c * wd * h, 9), &[n, c, wd, h]).transpose(2, 3).unwrap();
+        let x = tensor(small_integers(n * c * wd * h, 9), &[n, c, wd, h])
+            .transpose(2, 3)
+            .unwrap();
         assert!(!x.is_contiguous());
         let ours = conv1x1(&x, &w, Some(&b), &cfg).unwrap();
         let candle = x
@@ -176,7 +195,12 @@ mod candle_adapter {
 
     #[test]
     fn gradients_are_candles_own() {
-        for activation in [Activation::Identity, Activation::Relu, Activation::Silu, Activation::HardSwish] {
+        for activation in [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::Silu,
+            Activation::HardSwish,
+        ] {
             let (c, k, n, h, wd) = (8, 6, 2, 5, 5);
             let cfg = Conv1x1Config::default()
                 .with_stride(2)
@@ -201,8 +225,14 @@ mod candle_adapter {
                 Activation::Identity => z,
                 Activation::Relu => z.relu().unwrap(),
                 Activation::Silu => z.silu().unwrap(),
-                _ => (&z * z.affine(1.0, 3.0).unwrap().clamp(0f32, 6f32).unwrap().affine(1.0 / 6.0, 0.0).unwrap())
-                    .unwrap(),
+                _ => (&z
+                    * z.affine(1.0, 3.0)
+                        .unwrap()
+                        .clamp(0f32, 6f32)
+                        .unwrap()
+                        .affine(1.0 / 6.0, 0.0)
+                        .unwrap())
+                .unwrap(),
             };
             let theirs = (y * &weights_out).unwrap().sum_all().unwrap().backward().unwrap();
             for (name, var) in [("x", &x), ("w", &w), ("b", &b)] {
@@ -218,11 +248,29 @@ mod candle_adapter {
         let cfg = Conv1x1Config::default();
         let x = Tensor::ones((1, 4, 3, 3), DType::F32, &Device::Cpu).unwrap();
         let w = Tensor::ones((2, 4, 1, 1), DType::F32, &Device::Cpu).unwrap();
-        let e = conv1x1(&x.to_dtype(DType::F64).unwrap(), &w.to_dtype(DType::F64).unwrap(), None, &cfg).unwrap_err();
+        let e = conv1x1(
+            &x.to_dtype(DType::F64).unwrap(),
+            &w.to_dtype(DType::F64).unwrap(),
+            None,
+            &cfg,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("f32 tensors only"), "{e}");
-        let e = conv1x1(&x, &Tensor::ones((2, 4, 3, 3), DType::F32, &Device::Cpu).unwrap(), None, &cfg).unwrap_err();
+        let e = conv1x1(
+            &x,
+            &Tensor::ones((2, 4, 3, 3), DType::F32, &Device::Cpu).unwrap(),
+            None,
+            &cfg,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("[K, C/G, 1, 1]"), "{e}");
-        let e = conv1x1(&x, &Tensor::ones((2, 3, 1, 1), DType::F32, &Device::Cpu).unwrap(), None, &cfg).unwrap_err();
+        let e = conv1x1(
+            &x,
+            &Tensor::ones((2, 3, 1, 1), DType::F32, &Device::Cpu).unwrap(),
+            None,
+            &cfg,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("do not fit 4 input channels"), "{e}");
         let e = conv1x1(&x, &w, None, &cfg.with_groups(3)).unwrap_err();
         assert!(e.to_string().contains("do not fit"), "{e}");

@@ -311,7 +311,9 @@ impl PointwiseOp {
         let wv = Var::from_tensor(&w.detach().reshape((k, cg, 1, 1))?)?;
         let bv = b.map(|b| Var::from_tensor(&b.detach())).transpose()?;
         let cfg = &self.config;
-        let mut z = xv.as_tensor().conv2d(wv.as_tensor(), cfg.padding, cfg.stride, cfg.dilation, cfg.groups)?;
+        let mut z = xv
+            .as_tensor()
+            .conv2d(wv.as_tensor(), cfg.padding, cfg.stride, cfg.dilation, cfg.groups)?;
         if let Some(bv) = &bv {
             z = z.broadcast_add(&bv.as_tensor().reshape((1, k, 1, 1))?)?;
         }

@@ -120,7 +120,10 @@ fn read_as_layout<S: ::ndarray::Data<Elem = f32>>(
     if let Some(axis) = strides.iter().position(|&s| s < 0) {
         return Err(Error::ArrayView {
             what,
-            problem: format!("negative stride {} on axis {axis}; reverse it into a standard copy first", strides[axis]),
+            problem: format!(
+                "negative stride {} on axis {axis}; reverse it into a standard copy first",
+                strides[axis]
+            ),
         });
     }
     let orders: &[AxisOrder] = match layout {
@@ -157,21 +160,14 @@ fn input_slice<'a>(plan: &Plan, view: &'a ArrayView4<'_, f32>) -> Result<(&'a [f
 }
 
 /// Checks that `view` has the output's dims in one of the layout's readings.
-fn check_output_dims(
-    layout: Layout,
-    what: &'static str,
-    dims: [usize; 4],
-    expected: OutputDims,
-) -> Result<(), Error> {
+fn check_output_dims(layout: Layout, what: &'static str, dims: [usize; 4], expected: OutputDims) -> Result<(), Error> {
     let want = [expected.n, expected.k, expected.h, expected.w];
     if dims == want {
         return Ok(());
     }
     Err(Error::ArrayView {
         what,
-        problem: format!(
-            "(n, channels, h, w) = {dims:?}, the plan's output for this input is {want:?} ({layout:?})"
-        ),
+        problem: format!("(n, channels, h, w) = {dims:?}, the plan's output for this input is {want:?} ({layout:?})"),
     })
 }
 
@@ -194,12 +190,14 @@ fn check_output(layout: Layout, view: &ArrayViewMut4<'_, f32>, expected: OutputD
 /// The view's elements in memory order. Its strides were checked dense and non-negative, so
 /// this is the whole view with nothing between elements.
 fn memory_slice<'a>(view: &'a ArrayView4<'_, f32>, what: &'static str) -> Result<&'a [f32], Error> {
-    view.as_slice_memory_order().ok_or_else(|| not_contiguous(what, view.raw_dim()))
+    view.as_slice_memory_order()
+        .ok_or_else(|| not_contiguous(what, view.raw_dim()))
 }
 
 fn output_slice_mut<'a>(view: &'a mut ArrayViewMut4<'_, f32>) -> Result<&'a mut [f32], Error> {
     let dim = view.raw_dim();
-    view.as_slice_memory_order_mut().ok_or_else(|| not_contiguous("output", dim))
+    view.as_slice_memory_order_mut()
+        .ok_or_else(|| not_contiguous("output", dim))
 }
 
 fn not_contiguous(what: &'static str, dim: ::ndarray::Ix4) -> Error {

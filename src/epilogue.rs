@@ -173,11 +173,7 @@ impl Activation {
             }
             Activation::Gelu => {
                 let z = clamp_below(z, SMOOTH_FLOOR);
-                let x = z.abs() * FRAC_1_SQRT_2;
-                let t = 1.0 / (1.0 + 0.5 * x);
-                let poly = ERFC_POLY.iter().fold(0.0f32, |p, &c| p * t + c);
-                let half_erfc = 0.5 * (t * (poly - x * x).exp());
-                z * if z < 0.0 { half_erfc } else { 1.0 - half_erfc }
+                z * normal_cdf(z)
             }
             Activation::GeluTanh => {
                 let z = clamp_below(z, SMOOTH_FLOOR);
@@ -185,6 +181,21 @@ impl Activation {
                 z / (1.0 + (-2.0 * t).exp())
             }
         }
+    }
+}
+
+/// `Phi(z) = erfc(-z / sqrt(2)) / 2`, the standard normal distribution function, with the
+/// relative accuracy of [`ERFC_POLY`] on the negative side (the exact GELU is `z * Phi(z)`).
+#[inline(always)]
+pub(crate) fn normal_cdf(z: f32) -> f32 {
+    let x = z.abs() * FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + 0.5 * x);
+    let poly = ERFC_POLY.iter().fold(0.0f32, |p, &c| p * t + c);
+    let half_erfc = 0.5 * (t * (poly - x * x).exp());
+    if z < 0.0 {
+        half_erfc
+    } else {
+        1.0 - half_erfc
     }
 }
 

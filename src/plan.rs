@@ -3,7 +3,7 @@
 use crate::conv::{Conv1x1, Geometry, InputDims, Layout, OutputDims};
 use crate::dispatch::{KernelChoice, KernelId};
 use crate::driver::{InPtr, Job, OutPtr, Phase, TaskScratch};
-use crate::epilogue::{Residual, ScalarEpilogue};
+use crate::epilogue::{Activation, Residual, ScalarEpilogue};
 use crate::error::{checked_product, Error, Result};
 use crate::kernels::{self, Orientation, TileKernel};
 use crate::machine::machine;
@@ -145,6 +145,8 @@ pub struct Workspace {
     tasks: Vec<TaskScratch>,
     /// Partial sums of a split reduction, shared by the call's tasks.
     split_sums: Vec<f32>,
+    /// Dense operands and products of the backward passes, reused between calls.
+    backward_scratch: Vec<Vec<f32>>,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -170,6 +172,21 @@ impl Workspace {
             self.split_sums.resize(split_len, 0.0);
         }
         (&mut self.tasks[..count], &mut self.split_sums[..split_len])
+    }
+
+    /// A buffer of `len` values (contents unspecified) for a backward pass; give it back with
+    /// [`Workspace::return_backward_scratch`] so that the next call reuses it.
+    pub(crate) fn take_backward_scratch(&mut self, len: usize) -> Vec<f32> {
+        let mut buffer = self.backward_scratch.pop().unwrap_or_default();
+        buffer.resize(len, 0.0);
+        buffer
+    }
+
+    /// Keeps `buffer` for the next [`Workspace::take_backward_scratch`].
+    pub(crate) fn return_backward_scratch(&mut self, buffer: Vec<f32>) {
+        if buffer.capacity() > 0 {
+            self.backward_scratch.push(buffer);
+        }
     }
 }
 
@@ -586,7 +603,7 @@ impl Plan {
         workspace: &mut Workspace,
     ) -> Result<()> {
         let residual = residual.map_or(Residual::None, Residual::Separate);
-        self.run(input, dims, residual, output, workspace)
+        self.run(input, dims, residual, output, workspace, self.conv.activation)
     }
 
     /// Computes `output = act(W * input + bias + output)`: the output buffer holds the
@@ -605,7 +622,64 @@ impl Plan {
         output: &mut [f32],
         workspace: &mut Workspace,
     ) -> Result<()> {
-        self.run(input, dims, Residual::InOutput, output, workspace)
+        self.run(input, dims, Residual::InOutput, output, workspace, self.conv.activation)
+    }
+
+    /// The forward pass of training: writes the pre-activation `z = W * input + bias
+    /// [+ residual]` and the output `y = act(z)`, the two tensors the backward passes read
+    /// ([`Saved`](crate::Saved)). `y` has the bits [`Plan::forward`] gives.
+    ///
+    /// # Shapes
+    /// As [`Plan::forward`]; `pre_activation` and `output` both have the output's shape.
+    ///
+    /// # Errors
+    /// As [`Plan::forward`], and [`Error::LengthMismatch`] (`pre_activation`); on error both
+    /// outputs are untouched.
+    pub fn forward_training(
+        &self,
+        input: &[f32],
+        dims: InputDims,
+        residual: Option<&[f32]>,
+        pre_activation: &mut [f32],
+        output: &mut [f32],
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let out = self.conv.output_dims(dims)?;
+        let expected = out.len()?;
+        if output.len() != expected {
+            return Err(Error::LengthMismatch {
+                what: "output",
+                expected,
+                got: output.len(),
+            });
+        }
+        let residual = residual.map_or(Residual::None, Residual::Separate);
+        self.run(input, dims, residual, pre_activation, workspace, Activation::Identity)
+            .map_err(|e| match e {
+                Error::LengthMismatch {
+                    what: "output",
+                    expected,
+                    got,
+                } => Error::LengthMismatch {
+                    what: "pre_activation",
+                    expected,
+                    got,
+                },
+                e => e,
+            })?;
+        let act = self.conv.activation;
+        let p = out.h * out.w;
+        for (i, (y, &z)) in output.iter_mut().zip(pre_activation.iter()).enumerate() {
+            let slope = match &self.slope {
+                Some(s) => match self.conv.layout {
+                    Layout::Nchw => s[(i / p) % out.k],
+                    Layout::Nhwc => s[i % out.k],
+                },
+                None => 0.0,
+            };
+            *y = act.apply(z, slope);
+        }
+        Ok(())
     }
 
     fn run(
@@ -615,6 +689,7 @@ impl Plan {
         residual: Residual,
         output: &mut [f32],
         workspace: &mut Workspace,
+        act: Activation,
     ) -> Result<()> {
         let residual_len = match residual {
             Residual::Separate(r) => Some(r.len()),
@@ -630,7 +705,7 @@ impl Plan {
         let scalar = ScalarEpilogue {
             bias: self.bias.as_deref(),
             slope: self.slope.as_deref(),
-            act: self.conv.activation,
+            act,
         };
         if kernel == KernelId::Reference {
             kernels::reference::forward(&geom, input, &self.weights, scalar, residual, output);
@@ -666,7 +741,7 @@ impl Plan {
             slope: self.slope.as_deref(),
             panels,
             weights: &self.weights,
-            act: self.conv.activation,
+            act,
             phase: Phase::Reduce,
             split_sums: OutPtr(split_sums.as_mut_ptr()),
         };

@@ -18,7 +18,7 @@ fn small_integers(len: usize, seed: u64) -> Vec<f32> {
 }
 
 #[cfg(feature = "ndarray")]
-mod ndarray_adapter {
+mod interop_ndarray {
     use super::small_integers;
     use ndarray::{Array4, ShapeBuilder};
     use pointwise::interop::ndarray::{forward, forward_residual_in_place};
@@ -95,7 +95,7 @@ mod ndarray_adapter {
 }
 
 #[cfg(feature = "candle")]
-mod candle_adapter {
+mod interop_candle {
     use super::small_integers;
     use candle_core::{DType, Device, Module, Tensor, Var};
     use pointwise::interop::candle::{conv1x1, Conv1x1Config, PointwiseConv2d};
@@ -244,6 +244,59 @@ mod candle_adapter {
     }
 
     #[test]
+    fn gradients_without_bias_with_two_dimensional_weights_and_through_the_module() {
+        let (c, k, n, h, wd) = (6, 4, 1, 3, 4);
+        let cfg = Conv1x1Config::default().with_activation(Activation::Tanh);
+        let x = Var::from_tensor(&tensor(small_integers(n * c * h * wd, 20), &[n, c, h, wd])).unwrap();
+        let w2 = Var::from_tensor(&tensor(small_integers(k * c, 21), &[k, c])).unwrap();
+        let ours = conv1x1(x.as_tensor(), w2.as_tensor(), None, &cfg).unwrap();
+        let ours = ours.sum_all().unwrap().backward().unwrap();
+        let w4 = w2.as_tensor().reshape((k, c, 1, 1)).unwrap();
+        let theirs = x.as_tensor().conv2d(&w4, 0, 1, 1, 1).unwrap().tanh().unwrap();
+        let theirs = theirs.sum_all().unwrap().backward().unwrap();
+        assert_eq!(
+            values(ours.get(x.as_tensor()).unwrap()),
+            values(theirs.get(x.as_tensor()).unwrap())
+        );
+        let dw = ours.get(w2.as_tensor()).unwrap();
+        assert_eq!(dw.dims(), &[k, c]);
+        assert_eq!(values(dw), values(theirs.get(w2.as_tensor()).unwrap()));
+
+        // The module: gradients reach its weight and bias tensors.
+        let w = Var::from_tensor(&tensor(small_integers(k * c, 22), &[k, c, 1, 1])).unwrap();
+        let b = Var::from_tensor(&tensor(small_integers(k, 23), &[k])).unwrap();
+        let module = PointwiseConv2d::new(w.as_tensor().clone(), Some(b.as_tensor().clone()), cfg).unwrap();
+        let grads = module
+            .forward(x.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let via_op = conv1x1(x.as_tensor(), w.as_tensor(), Some(b.as_tensor()), &cfg).unwrap();
+        let via_op = via_op.sum_all().unwrap().backward().unwrap();
+        for var in [&x, &w, &b] {
+            assert_eq!(
+                values(grads.get(var.as_tensor()).unwrap()),
+                values(via_op.get(var.as_tensor()).unwrap())
+            );
+        }
+    }
+
+    #[test]
+    fn a_narrowed_input_reads_from_its_offset() {
+        let (c, k) = (4, 3);
+        let w = tensor(small_integers(k * c, 30), &[k, c, 1, 1]);
+        let batch = tensor(small_integers(3 * c * 5 * 5, 31), &[3, c, 5, 5]);
+        let second = batch.narrow(0, 1, 1).unwrap(); // contiguous, start offset c*25
+        let cfg = Conv1x1Config::default();
+        let ours = conv1x1(&second, &w, None, &cfg).unwrap();
+        let copy = conv1x1(&second.copy().unwrap(), &w, None, &cfg).unwrap();
+        assert_eq!(values(&ours), values(&copy));
+        assert_eq!(values(&ours), values(&second.conv2d(&w, 0, 1, 1, 1).unwrap()));
+    }
+
+    #[test]
     fn wrong_inputs_are_candle_errors() {
         let cfg = Conv1x1Config::default();
         let x = Tensor::ones((1, 4, 3, 3), DType::F32, &Device::Cpu).unwrap();
@@ -278,6 +331,14 @@ mod candle_adapter {
         assert!(e.to_string().contains("PReLU"), "{e}");
         let e = conv1x1(&x, &w, Some(&Tensor::ones(3, DType::F32, &Device::Cpu).unwrap()), &cfg).unwrap_err();
         assert!(e.to_string().contains("bias"), "{e}");
+        let e = conv1x1(
+            &x,
+            &w,
+            Some(&Tensor::ones((1, 2, 1, 1), DType::F32, &Device::Cpu).unwrap()),
+            &cfg,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("bias must be [2]"), "{e}");
         let e = conv1x1(&x, &w, None, &cfg.with_stride(0)).unwrap_err();
         assert!(e.to_string().contains("stride"), "{e}");
     }

@@ -10,9 +10,14 @@
 //! bias, `CustomOp3` with one. Inputs in any candle layout are accepted: contiguous ones are
 //! read in place, others (a transposed or narrowed view) are copied once into NCHW order.
 //!
-//! Gradients: until pointwise has its own backward passes, the op's backward is candle's own:
-//! it rebuilds `act(conv2d(x, w) + b)` from candle ops on the saved inputs and back-propagates
-//! through it, so `dx`, `dw` and `db` are exactly what candle's `conv2d` path gives.
+//! Gradients: the op's backward is candle's own: it rebuilds `act(conv2d(x, w) + b)` from
+//! candle ops on the saved inputs (the activation written with candle's elementwise ops, by
+//! the formulas of [`Activation`]) and back-propagates through it, so `dx`, `dw` and `db` are
+//! what candle gives for that graph.
+//!
+//! Threads: [`conv1x1`] builds a plan per call, so give it `Threads::Rayon` (rayon's pool,
+//! shared with candle) rather than `Threads::Count(n)`, whose dedicated pool would start and
+//! stop with every call.
 //!
 //! ```
 //! use candle_core::{Device, Module, Tensor};
@@ -157,6 +162,9 @@ impl PointwiseConv2d {
     /// As [`conv1x1`].
     pub fn new(weight: Tensor, bias: Option<Tensor>, config: Conv1x1Config) -> candle_core::Result<Self> {
         let (k, cg) = weight_dims(weight.dims())?;
+        if config.groups == 0 {
+            candle_core::bail!("pointwise candle op: groups must be at least 1");
+        }
         let in_channels = cg
             .checked_mul(config.groups)
             .ok_or_else(|| candle_core::Error::msg("pointwise candle op: C/G * groups overflows"))?;
@@ -275,6 +283,11 @@ impl PointwiseOp {
                 self.config.groups
             );
         }
+        if let Some((_, layout)) = b {
+            if layout.dims() != [k] {
+                candle_core::bail!("pointwise candle op: bias must be [{k}], got {:?}", layout.dims());
+            }
+        }
         let per_call;
         let plan = match &self.packed {
             Some(plan) => plan.as_ref(),
@@ -290,10 +303,17 @@ impl PointwiseOp {
         let input = row_major_f32(x.0, x.1)?;
         let dims = InputDims::new(n, h, width);
         let out = plan.output_dims(dims).map_err(candle_core::Error::wrap)?;
-        let mut y = vec![0.0f32; out.len().map_err(candle_core::Error::wrap)?];
-        WORKSPACE
-            .with(|ws| plan.forward(&input, dims, None, &mut y, &mut ws.borrow_mut()))
-            .map_err(candle_core::Error::wrap)?;
+        let len = out.len().map_err(candle_core::Error::wrap)?;
+        let mut y = Vec::new();
+        y.try_reserve_exact(len)
+            .map_err(|_| candle_core::Error::msg(format!("pointwise candle op: cannot allocate {len} outputs")))?;
+        y.resize(len, 0.0f32);
+        // Taken out of the cell for the call: a rayon worker running this op may run another
+        // pointwise op on the same thread while it waits (that one then starts empty).
+        let mut workspace = WORKSPACE.with(RefCell::take);
+        let result = plan.forward(&input, dims, None, &mut y, &mut workspace);
+        WORKSPACE.with(|cell| cell.replace(workspace));
+        result.map_err(candle_core::Error::wrap)?;
         Ok((CpuStorage::F32(y), Shape::from((out.n, out.k, out.h, out.w))))
     }
 
@@ -404,5 +424,43 @@ impl CustomOp3 for PointwiseOp {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, db) = self.backward(x, w, Some(b), grad)?;
         Ok((Some(dx), Some(dw), db))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The activation the backward graph rebuilds is the one the forward pass applied.
+    #[test]
+    fn candle_activations_follow_pointwise_formulas() {
+        let z: Vec<f32> = (-80..=80).map(|i| i as f32 * 0.1).collect();
+        let zt = Tensor::from_vec(z.clone(), z.len(), &Device::Cpu).unwrap();
+        for act in [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::Relu6,
+            Activation::Clamp { min: -1.5, max: 2.5 },
+            Activation::LeakyRelu { alpha: 0.1 },
+            Activation::LeakyRelu { alpha: -0.5 },
+            Activation::HardSwish,
+            Activation::HardSigmoid { alpha: 0.2, beta: 0.5 },
+            Activation::Sigmoid,
+            Activation::Tanh,
+            Activation::Silu,
+            Activation::Gelu,
+            Activation::GeluTanh,
+        ] {
+            let ours: Vec<f32> = z.iter().map(|&v| act.apply(v, 0.0)).collect();
+            let theirs = activation_in_candle(&zt, act).unwrap().to_vec1::<f32>().unwrap();
+            for ((&v, &a), &b) in z.iter().zip(&ours).zip(&theirs) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                    "{act:?} at {v}: pointwise {a}, candle {b}"
+                );
+            }
+        }
+        assert!(activation_in_candle(&zt, Activation::Prelu).is_err());
     }
 }

@@ -22,9 +22,9 @@
 //! forward(&plan, x.view(), None, y.view_mut(), &mut Workspace::new()).unwrap();
 //! assert!(y.iter().all(|&v| v == 3.0));
 //! ```
-use ::ndarray::{ArrayView4, ArrayViewMut4, Dimension};
+use ::ndarray::{ArrayBase, ArrayView4, ArrayViewMut4, Data, Ix4};
 
-use crate::{Error, InputDims, Layout, OutputDims, Plan, Workspace};
+use crate::{Error, InputDims, Layout, Plan, Workspace};
 
 /// `output = act(W * input + bias [+ residual])` on `ndarray` views: [`Plan::forward`] reading
 /// and writing the views' memory in place.
@@ -44,15 +44,24 @@ pub fn forward(
     mut output: ArrayViewMut4<'_, f32>,
     workspace: &mut Workspace,
 ) -> Result<(), Error> {
-    let (x, dims) = input_slice(plan, &input)?;
-    let out_dims = plan.output_dims(dims)?;
+    let (dims, out_dims) = matching_dims(plan, &input, &output)?;
     let residual = match &residual {
-        Some(r) => Some(output_order_slice(plan.conv().layout, "residual", r, out_dims)?),
+        Some(r) => {
+            let layout = plan.conv().layout;
+            if !readings(r, "residual", layout)?.contains(&out_dims) {
+                return Err(shape_error("residual", r.shape(), layout, out_dims));
+            }
+            Some(memory_slice(r))
+        }
         None => None,
     };
-    check_output(plan.conv().layout, &output, out_dims)?;
-    let y = output_slice_mut(&mut output)?;
-    plan.forward(x, dims, residual, y, workspace)
+    plan.forward(
+        memory_slice(&input),
+        dims,
+        residual,
+        memory_slice_mut(&mut output),
+        workspace,
+    )
 }
 
 /// `output = act(W * input + bias + output)` on `ndarray` views: [`Plan::forward_residual_in_place`],
@@ -69,12 +78,12 @@ pub fn forward_residual_in_place(
     mut output: ArrayViewMut4<'_, f32>,
     workspace: &mut Workspace,
 ) -> Result<(), Error> {
-    let (x, dims) = input_slice(plan, &input)?;
-    let out_dims = plan.output_dims(dims)?;
-    check_output(plan.conv().layout, &output, out_dims)?;
-    let y = output_slice_mut(&mut output)?;
-    plan.forward_residual_in_place(x, dims, y, workspace)
+    let (dims, _) = matching_dims(plan, &input, &output)?;
+    plan.forward_residual_in_place(memory_slice(&input), dims, memory_slice_mut(&mut output), workspace)
 }
+
+/// `(n, channels, h, w)`.
+type NamedDims = [usize; 4];
 
 /// How a view's axes map onto the plan's memory order, outermost first: `[0, 1, 2, 3]` when
 /// the axes are already in memory order, `[0, 2, 3, 1]` for logical NCHW over NHWC memory.
@@ -82,42 +91,59 @@ type AxisOrder = [usize; 4];
 const AXES_IN_MEMORY_ORDER: AxisOrder = [0, 1, 2, 3];
 const NCHW_AXES_OVER_NHWC_MEMORY: AxisOrder = [0, 2, 3, 1];
 
-/// The view's dims as `(n, channels, h, w)` read in `order`, or `None` when its strides are not
-/// dense in that order. Axes of extent 1 (and every axis of an empty view) may have any stride.
-fn dense_in_order(shape: &[usize], strides: &[isize], layout: Layout, order: AxisOrder) -> Option<[usize; 4]> {
-    if shape.contains(&0) {
-        return Some(named_dims(shape, layout, order));
-    }
-    let mut expected: isize = 1;
-    for &axis in order.iter().rev() {
-        if shape[axis] > 1 && strides[axis] != expected {
-            return None;
+/// The input's dims and the output's, from a reading of each view that fits the plan: the
+/// input's channel count is `C` and the output's dims are what the plan gives for it. (Axes of
+/// extent 1 can make a view readable two ways; the pair that fits wins.)
+fn matching_dims<S, T>(
+    plan: &Plan,
+    input: &ArrayBase<S, Ix4>,
+    output: &ArrayBase<T, Ix4>,
+) -> Result<(InputDims, NamedDims), Error>
+where
+    S: Data<Elem = f32>,
+    T: Data<Elem = f32>,
+{
+    let conv = plan.conv();
+    let inputs: Vec<NamedDims> = readings(input, "input", conv.layout)?
+        .into_iter()
+        .filter(|d| d[1] == conv.in_channels)
+        .collect();
+    let Some(&first) = inputs.first() else {
+        return Err(Error::ArrayView {
+            what: "input",
+            problem: match readings(input, "input", conv.layout)?.first() {
+                Some(d) => format!("has {} channels, the plan expects {}", d[1], conv.in_channels),
+                None => not_dense(input.shape(), input.strides(), conv.layout),
+            },
+        });
+    };
+    let outputs = readings(output, "output", conv.layout)?;
+    for [n, _, h, w] in inputs {
+        let dims = InputDims::new(n, h, w);
+        let out = plan.output_dims(dims)?;
+        let want = [out.n, out.k, out.h, out.w];
+        if outputs.contains(&want) {
+            return Ok((dims, want));
         }
-        expected = expected.checked_mul(isize::try_from(shape[axis]).ok()?)?;
     }
-    Some(named_dims(shape, layout, order))
+    let out = plan.output_dims(InputDims::new(first[0], first[2], first[3]))?;
+    Err(shape_error(
+        "output",
+        output.shape(),
+        conv.layout,
+        [out.n, out.k, out.h, out.w],
+    ))
 }
 
-/// `(n, channels, h, w)` of a view whose axes, taken in `order`, are the layout's memory order.
-fn named_dims(shape: &[usize], layout: Layout, order: AxisOrder) -> [usize; 4] {
-    let m = order.map(|axis| shape[axis]);
-    match layout {
-        Layout::Nchw => m,
-        Layout::Nhwc => [m[0], m[3], m[1], m[2]],
-    }
-}
-
-/// Finds how to read `view` as `layout` in place and returns its `(n, channels, h, w)`; when
-/// two readings exist (axes of extent 1), the one whose channel count is `channels` wins.
-fn read_as_layout<S: ::ndarray::Data<Elem = f32>>(
-    view: &::ndarray::ArrayBase<S, ::ndarray::Ix4>,
+/// Every way to read `view` in place as `layout`, as `(n, channels, h, w)`.
+fn readings<S: Data<Elem = f32>>(
+    view: &ArrayBase<S, Ix4>,
     what: &'static str,
     layout: Layout,
-    channels: usize,
-) -> Result<[usize; 4], Error> {
+) -> Result<Vec<NamedDims>, Error> {
     let shape = view.shape();
     let strides = view.strides();
-    if let Some(axis) = strides.iter().position(|&s| s < 0) {
+    if let Some(axis) = (0..4).find(|&a| shape[a] > 1 && strides[a] < 0) {
         return Err(Error::ArrayView {
             what,
             problem: format!(
@@ -130,81 +156,71 @@ fn read_as_layout<S: ::ndarray::Data<Elem = f32>>(
         Layout::Nchw => &[AXES_IN_MEMORY_ORDER],
         Layout::Nhwc => &[AXES_IN_MEMORY_ORDER, NCHW_AXES_OVER_NHWC_MEMORY],
     };
-    let readings: Vec<[usize; 4]> = orders
+    Ok(orders
         .iter()
         .filter_map(|&order| dense_in_order(shape, strides, layout, order))
-        .collect();
-    if let Some(d) = readings.iter().find(|d| d[1] == channels) {
-        return Ok(*d);
+        .collect())
+}
+
+/// The view's dims as `(n, channels, h, w)` read in `order`, or `None` when its strides are not
+/// dense in that order. Axes of extent 1 (and every axis of an empty view) may have any stride.
+fn dense_in_order(shape: &[usize], strides: &[isize], layout: Layout, order: AxisOrder) -> Option<NamedDims> {
+    if !shape.contains(&0) {
+        let mut expected: isize = 1;
+        for &axis in order.iter().rev() {
+            if shape[axis] > 1 && strides[axis] != expected {
+                return None;
+            }
+            expected = expected.checked_mul(isize::try_from(shape[axis]).ok()?)?;
+        }
     }
-    let axes = match layout {
+    let m = order.map(|axis| shape[axis]);
+    Some(match layout {
+        Layout::Nchw => m,
+        Layout::Nhwc => [m[0], m[3], m[1], m[2]],
+    })
+}
+
+fn axis_names(layout: Layout) -> &'static str {
+    match layout {
         Layout::Nchw => "[N, C, H, W] in standard order",
         Layout::Nhwc => "[N, H, W, C] in standard order, or [N, C, H, W] with channels-last memory",
-    };
-    Err(Error::ArrayView {
-        what,
-        problem: match readings.first() {
-            Some(d) => format!("has {} channels, the plan expects {channels} ({axes})", d[1]),
-            None => format!(
-                "shape {shape:?} with strides {strides:?} is not dense in the plan's {layout:?} memory order \
-                 (expected {axes}); make a standard copy first"
-            ),
-        },
-    })
-}
-
-fn input_slice<'a>(plan: &Plan, view: &'a ArrayView4<'_, f32>) -> Result<(&'a [f32], InputDims), Error> {
-    let conv = plan.conv();
-    let [n, _, h, w] = read_as_layout(view, "input", conv.layout, conv.in_channels)?;
-    Ok((memory_slice(view, "input")?, InputDims::new(n, h, w)))
-}
-
-/// Checks that `view` has the output's dims in one of the layout's readings.
-fn check_output_dims(layout: Layout, what: &'static str, dims: [usize; 4], expected: OutputDims) -> Result<(), Error> {
-    let want = [expected.n, expected.k, expected.h, expected.w];
-    if dims == want {
-        return Ok(());
     }
-    Err(Error::ArrayView {
-        what,
-        problem: format!("(n, channels, h, w) = {dims:?}, the plan's output for this input is {want:?} ({layout:?})"),
-    })
 }
 
-fn output_order_slice<'a>(
-    layout: Layout,
-    what: &'static str,
-    view: &'a ArrayView4<'_, f32>,
-    expected: OutputDims,
-) -> Result<&'a [f32], Error> {
-    let dims = read_as_layout(view, what, layout, expected.k)?;
-    check_output_dims(layout, what, dims, expected)?;
-    memory_slice(view, what)
+fn not_dense(shape: &[usize], strides: &[isize], layout: Layout) -> String {
+    format!(
+        "shape {shape:?} with strides {strides:?} is not dense in the plan's {layout:?} memory order \
+         (expected {}); make a standard copy first",
+        axis_names(layout)
+    )
 }
 
-fn check_output(layout: Layout, view: &ArrayViewMut4<'_, f32>, expected: OutputDims) -> Result<(), Error> {
-    let dims = read_as_layout(view, "output", layout, expected.k)?;
-    check_output_dims(layout, "output", dims, expected)
-}
-
-/// The view's elements in memory order. Its strides were checked dense and non-negative, so
-/// this is the whole view with nothing between elements.
-fn memory_slice<'a>(view: &'a ArrayView4<'_, f32>, what: &'static str) -> Result<&'a [f32], Error> {
-    view.as_slice_memory_order()
-        .ok_or_else(|| not_contiguous(what, view.raw_dim()))
-}
-
-fn output_slice_mut<'a>(view: &'a mut ArrayViewMut4<'_, f32>) -> Result<&'a mut [f32], Error> {
-    let dim = view.raw_dim();
-    view.as_slice_memory_order_mut()
-        .ok_or_else(|| not_contiguous("output", dim))
-}
-
-fn not_contiguous(what: &'static str, dim: ::ndarray::Ix4) -> Error {
+fn shape_error(what: &'static str, shape: &[usize], layout: Layout, want: NamedDims) -> Error {
     Error::ArrayView {
         what,
-        problem: format!("shape {:?} is not contiguous in memory", dim.slice()),
+        problem: format!(
+            "shape {shape:?} cannot be read as (n, channels, h, w) = {want:?}, the plan's output for this input \
+             (as {}, dense)",
+            axis_names(layout)
+        ),
     }
+}
+
+/// The elements of a view that [`readings`] found dense, in memory order.
+fn memory_slice<'a>(view: &'a ArrayView4<'_, f32>) -> &'a [f32] {
+    if view.is_empty() {
+        return &[];
+    }
+    // A dense view with non-negative strides (on every axis longer than 1) is contiguous.
+    view.as_slice_memory_order().unwrap_or(&[])
+}
+
+fn memory_slice_mut<'a>(view: &'a mut ArrayViewMut4<'_, f32>) -> &'a mut [f32] {
+    if view.is_empty() {
+        return &mut [];
+    }
+    view.as_slice_memory_order_mut().unwrap_or(&mut [])
 }
 
 #[cfg(test)]
@@ -256,5 +272,42 @@ mod tests {
         let e = forward(&plan, x.view(), None, small.view_mut(), &mut Workspace::new()).unwrap_err();
         assert!(matches!(&e, Error::ArrayView { what: "output", .. }));
         assert!(y.iter().all(|&v| v == 7.0));
+    }
+
+    #[test]
+    fn empty_sliced_batches_are_no_ops() {
+        let plan = plan(Layout::Nchw);
+        let x = Array4::<f32>::ones((2, 3, 4, 4));
+        let mut y = Array4::<f32>::zeros((2, 2, 4, 4));
+        let empty_x = x.slice(s![0..0, .., .., ..]);
+        let empty_y = y.slice_mut(s![0..0, .., .., ..]);
+        forward(&plan, empty_x, None, empty_y, &mut Workspace::new()).unwrap();
+    }
+
+    #[test]
+    fn extent_one_axes_pick_the_reading_that_fits_input_and_output() {
+        // NHWC plan, K = 1, Wo = 1: [N, C, H, W] views over channels-last memory, where the
+        // standard reading of the output view would be a different shape.
+        let conv = Conv1x1::new(3, 1).with_layout(Layout::Nhwc);
+        let plan = Plan::new(&conv, &[1.0, -2.0, 0.5], None, PlanOptions::default()).unwrap();
+        let nhwc = Array4::from_shape_fn((1, 4, 1, 3), |(_, h, _, c)| (h * 3 + c) as f32);
+        let mut y = Array4::<f32>::zeros((1, 4, 1, 1));
+        let y_view = y.view_mut().permuted_axes([0, 3, 1, 2]);
+        forward(
+            &plan,
+            nhwc.view().permuted_axes([0, 3, 1, 2]),
+            None,
+            y_view,
+            &mut Workspace::new(),
+        )
+        .unwrap();
+        let want = plain(&plan, nhwc.as_slice().unwrap(), InputDims::new(1, 4, 1));
+        assert_eq!(y.as_slice().unwrap(), &want[..]);
+        // A negative stride on an axis of extent 1 reads nothing twice: accepted.
+        let mut flipped = Array4::<f32>::zeros((1, 4, 1, 1));
+        let mut flipped_view = flipped.view_mut();
+        flipped_view.invert_axis(::ndarray::Axis(2));
+        forward(&plan, nhwc.view(), None, flipped_view, &mut Workspace::new()).unwrap();
+        assert_eq!(flipped.as_slice().unwrap(), &want[..]);
     }
 }

@@ -1,0 +1,530 @@
+//! The backward passes of a 1x1 convolution, each lowered onto the forward engine's GEMM:
+//!
+//! - **data**: `dX = W^T * dZ` is a forward convolution from `K` to `C` channels (groups `G`,
+//!   stride 1, no padding) with the transposed weights, packed once by [`BackwardPlan::new`];
+//!   stride and padding become a scatter through the forward pixel map (each input pixel is
+//!   read by at most one output pixel, so the scatter writes each element once; pixels no
+//!   output reads get 0, or keep their value when accumulating);
+//! - **weights**: `dW_g[K/G, C/G] = dZ_g[K/G, N*Ho*Wo] * X_g[C/G, N*Ho*Wo]^T` per group is a
+//!   forward product whose reduction runs over the `N*Ho*Wo` output pixels: `X_g` (gathered
+//!   through the pixel map) is packed as the weights of an NHWC plan whose "pixels" are the
+//!   `K/G` rows of `dZ_g`. The forward engine blocks and splits that long reduction with its
+//!   fixed-order combine, so `dW` is bit-identical for every thread count;
+//! - **bias**: `db[k] = sum of dZ[k]`, summed image by image and pixel by pixel;
+//! - **activation**: `dZ = dY * act'(z)` from the saved output `y` or pre-activation `z`
+//!   ([`Saved`]); [`Plan::forward_training`](crate::Plan::forward_training) writes both.
+//!
+//! With a residual `Y = act(W X + b + R)`, the residual's gradient is `dZ` itself.
+use crate::conv::Geometry;
+use crate::epilogue::{normal_cdf, GELU_CUBIC, GELU_SQRT_2_OVER_PI};
+use crate::error::{checked_product, Error, Result};
+use crate::{Activation, Conv1x1, InputDims, Layout, Plan, PlanOptions, Workspace};
+
+/// Whether a backward pass overwrites its output or adds into it (`beta = 0` or `1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[non_exhaustive]
+pub enum Accumulate {
+    /// `out = gradient`.
+    #[default]
+    Overwrite,
+    /// `out += gradient` (a tensor feeding several branches; gradient accumulation over
+    /// micro-batches).
+    Add,
+}
+
+/// What the forward pass saved for the activation's gradient.
+#[derive(Debug, Clone, Copy)]
+pub enum Saved<'a> {
+    /// The output `y = act(z)`: enough for Identity, ReLU, ReLU6, Clamp, Sigmoid, Tanh,
+    /// HardSigmoid, and LeakyReLU / PReLU with positive slopes.
+    Output(&'a [f32]),
+    /// The pre-activation `z = W X + b + R` (from
+    /// [`Plan::forward_training`](crate::Plan::forward_training)): enough for every activation.
+    PreActivation(&'a [f32]),
+}
+
+/// The backward passes of one convolution: validated once, with the transposed weights for
+/// the data gradient packed once.
+///
+/// # Shapes
+/// As the forward [`Plan`]: `x` and `dx` have the input's shape (`[N, C, H, W]` or
+/// `[N, H, W, C]`), `dy`, `dz`, `y` and `z` the output's (`[N, K, Ho, Wo]` or
+/// `[N, Ho, Wo, K]`), `dw` is `[K, C/G]`, `db` is `[K]`.
+///
+/// # Example
+/// ```
+/// use pointwise::{Accumulate, BackwardPlan, Conv1x1, InputDims, PlanOptions, Workspace};
+/// let conv = Conv1x1::new(3, 2);
+/// let w = [1.0, 2.0, 3.0, 0.5, 0.0, -1.0];
+/// let grads = BackwardPlan::new(&conv, &w, PlanOptions::default()).unwrap();
+/// let dims = InputDims::new(1, 1, 1);
+/// let (x, dz) = ([1.0, 2.0, 3.0], [1.0, -1.0]);
+/// let (mut dx, mut dw, mut db) = ([0.0; 3], [0.0; 6], [0.0; 2]);
+/// let mut ws = Workspace::new();
+/// grads.data(&dz, dims, &mut dx, Accumulate::Overwrite, &mut ws).unwrap();
+/// grads.weights(&x, &dz, dims, &mut dw, Accumulate::Overwrite, &mut ws).unwrap();
+/// grads.bias(&dz, dims, &mut db, Accumulate::Overwrite).unwrap();
+/// assert_eq!(dx, [0.5, 2.0, 4.0]); // W^T dz
+/// assert_eq!(dw, [1.0, 2.0, 3.0, -1.0, -2.0, -3.0]); // dz x^T
+/// assert_eq!(db, [1.0, -1.0]);
+/// ```
+pub struct BackwardPlan {
+    conv: Conv1x1,
+    /// `dX' = W^T dZ`: `K -> C`, groups `G`, stride 1, no padding, identity, the same layout.
+    data: Plan,
+    /// PReLU slopes `[K]` for the activation gradient.
+    slope: Option<Vec<f32>>,
+    options: PlanOptions,
+}
+
+impl std::fmt::Debug for BackwardPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackwardPlan")
+            .field("conv", &self.conv)
+            .field("data_kernel", &self.data.kernel())
+            .finish()
+    }
+}
+
+impl BackwardPlan {
+    /// Validates `conv` and packs `W^T` for the data gradient; `weights` is `[K, C/G]`, as for
+    /// [`Plan::new`]. For PReLU, give the slopes with [`BackwardPlan::with_prelu_slope`].
+    ///
+    /// # Errors
+    /// As [`Plan::new`].
+    pub fn new(conv: &Conv1x1, weights: &[f32], options: PlanOptions) -> Result<Self> {
+        conv.validate()?;
+        let expected = conv.weights_len()?;
+        if weights.len() != expected {
+            return Err(Error::LengthMismatch {
+                what: "weights",
+                expected,
+                got: weights.len(),
+            });
+        }
+        let (g, kg, cg) = (
+            conv.groups,
+            conv.out_channels / conv.groups,
+            conv.in_channels / conv.groups,
+        );
+        // W^T per group: row `g*C/G + c` of the data convolution is column `c` of group g's
+        // `[K/G, C/G]` block.
+        let mut transposed = vec![0.0f32; expected];
+        for group in 0..g {
+            let block = &weights[group * kg * cg..(group + 1) * kg * cg];
+            let out = &mut transposed[group * kg * cg..(group + 1) * kg * cg];
+            for (kk, row) in block.chunks_exact(cg).enumerate() {
+                for (c, &v) in row.iter().enumerate() {
+                    out[c * kg + kk] = v;
+                }
+            }
+        }
+        let data_conv = Conv1x1::new(conv.out_channels, conv.in_channels)
+            .with_groups(g)
+            .with_layout(conv.layout);
+        let data = Plan::new(&data_conv, &transposed, None, options)?;
+        Ok(BackwardPlan {
+            conv: *conv,
+            data,
+            slope: None,
+            options,
+        })
+    }
+
+    /// These passes with the PReLU slopes `[K]` for [`BackwardPlan::activation`].
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] (`prelu slope`) for a count other than `K`;
+    /// [`Error::InvalidActivation`] for slopes with another activation or a non-finite slope.
+    pub fn with_prelu_slope(mut self, slope: &[f32]) -> Result<Self> {
+        if !self.conv.activation.needs_slope() {
+            return Err(Error::InvalidActivation("PReLU slopes given to another activation"));
+        }
+        if slope.len() != self.conv.out_channels {
+            return Err(Error::LengthMismatch {
+                what: "prelu slope",
+                expected: self.conv.out_channels,
+                got: slope.len(),
+            });
+        }
+        if slope.iter().any(|s| !s.is_finite()) {
+            return Err(Error::InvalidActivation("PReLU slope is not finite"));
+        }
+        self.slope = Some(slope.to_vec());
+        Ok(self)
+    }
+
+    /// The forward convolution these passes differentiate.
+    pub fn conv(&self) -> &Conv1x1 {
+        &self.conv
+    }
+
+    /// The geometry of the forward call on `dims`, with the slices named as this pass names
+    /// them; `None` when the output is empty.
+    fn geometry(
+        &self,
+        dims: InputDims,
+        input: (&'static str, usize),
+        output: (&'static str, usize),
+    ) -> Result<Option<Geometry>> {
+        let expected_in = self.conv.input_len(dims)?;
+        let expected_out = self.conv.output_dims(dims)?.len()?;
+        for ((what, got), expected) in [(input, expected_in), (output, expected_out)] {
+            if got != expected {
+                return Err(Error::LengthMismatch { what, expected, got });
+            }
+        }
+        Geometry::new(&self.conv, dims, expected_in, None, expected_out)
+    }
+
+    /// The data gradient `dx = W^T dz`, scattered through stride and padding: input pixels no
+    /// output reads get 0 (`Overwrite`) or keep their value (`Add`).
+    ///
+    /// # Shapes
+    /// `dz`: the forward output's shape for input `dims`; `dx`: the forward input's.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] (`grad_output`, `grad_input`), [`Error::SizeOverflow`]; on
+    /// error `dx` is untouched.
+    pub fn data(
+        &self,
+        dz: &[f32],
+        dims: InputDims,
+        dx: &mut [f32],
+        accumulate: Accumulate,
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let Some(geom) = self.geometry(dims, ("grad_input", dx.len()), ("grad_output", dz.len()))? else {
+            if accumulate == Accumulate::Overwrite {
+                dx.fill(0.0);
+            }
+            return Ok(());
+        };
+        let out_dims = InputDims::new(geom.n, geom.p / geom.wo, geom.wo);
+        if geom.is_dense() {
+            return match accumulate {
+                Accumulate::Overwrite => self.data.forward(dz, out_dims, None, dx, workspace),
+                Accumulate::Add => self.data.forward_residual_in_place(dz, out_dims, dx, workspace),
+            };
+        }
+        // Strided or padded: the product at the output pixels, then the scatter.
+        let mut product = workspace.take_backward_scratch(checked_product(&[geom.n, geom.c, geom.p], "grad_input")?);
+        let result = self.data.forward(dz, out_dims, None, &mut product, workspace);
+        if result.is_ok() {
+            if accumulate == Accumulate::Overwrite {
+                dx.fill(0.0);
+            }
+            scatter_to_input(&geom, &product, dx, accumulate);
+        }
+        workspace.return_backward_scratch(product);
+        result
+    }
+
+    /// The weight gradient `dw[K, C/G] = sum over images and output pixels of dz x^T`,
+    /// bit-identical for every thread count.
+    ///
+    /// # Shapes
+    /// `x`: the forward input for `dims`; `dz`: the forward output's shape; `dw`: `[K, C/G]`.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] (`input`, `grad_output`, `grad_weights`),
+    /// [`Error::SizeOverflow`]; on error `dw` is untouched.
+    pub fn weights(
+        &self,
+        x: &[f32],
+        dz: &[f32],
+        dims: InputDims,
+        dw: &mut [f32],
+        accumulate: Accumulate,
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let expected_dw = self.conv.weights_len()?;
+        if dw.len() != expected_dw {
+            return Err(Error::LengthMismatch {
+                what: "grad_weights",
+                expected: expected_dw,
+                got: dw.len(),
+            });
+        }
+        let Some(geom) = self.geometry(dims, ("input", x.len()), ("grad_output", dz.len()))? else {
+            if accumulate == Accumulate::Overwrite {
+                dw.fill(0.0);
+            }
+            return Ok(());
+        };
+        let pixels = checked_product(&[geom.n, geom.p], "grad_weights reduction")?;
+        // One NHWC product per group: "pixels" are the K/G rows of dz_g, "channels" the
+        // N*Ho*Wo output pixels, weights the C/G rows of x_g.
+        let product = Conv1x1::new(pixels, geom.cg).with_layout(Layout::Nhwc);
+        let rows_dims = InputDims::new(1, 1, geom.kg);
+        let in_place = geom.layout == Layout::Nchw && geom.n == 1 && geom.is_dense();
+        let (mut dz_rows, mut x_rows) = if in_place {
+            (Vec::new(), Vec::new())
+        } else {
+            let len_dz = checked_product(&[geom.kg, pixels], "grad_weights scratch")?;
+            let len_x = checked_product(&[geom.cg, pixels], "grad_weights scratch")?;
+            (
+                workspace.take_backward_scratch(len_dz),
+                workspace.take_backward_scratch(len_x),
+            )
+        };
+        let mut result = Ok(());
+        for g in 0..geom.groups {
+            let (dz_g, x_g): (&[f32], &[f32]) = if in_place {
+                (
+                    &dz[g * geom.kg * geom.p..(g + 1) * geom.kg * geom.p],
+                    &x[g * geom.cg * geom.p..(g + 1) * geom.cg * geom.p],
+                )
+            } else {
+                gather_output_rows(&geom, dz, g, &mut dz_rows);
+                gather_input_rows(&geom, x, g, &mut x_rows);
+                (&dz_rows, &x_rows)
+            };
+            let dw_g = &mut dw[g * geom.kg * geom.cg..(g + 1) * geom.kg * geom.cg];
+            result = Plan::new(&product, x_g, None, self.options).and_then(|plan| match accumulate {
+                Accumulate::Overwrite => plan.forward(dz_g, rows_dims, None, dw_g, workspace),
+                Accumulate::Add => plan.forward_residual_in_place(dz_g, rows_dims, dw_g, workspace),
+            });
+            if result.is_err() {
+                break;
+            }
+        }
+        workspace.return_backward_scratch(dz_rows);
+        workspace.return_backward_scratch(x_rows);
+        result
+    }
+
+    /// The bias gradient `db[k] = sum over images and output pixels of dz[k]`, summed in
+    /// image order, then pixel order.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] (`grad_output`, `grad_bias`); on error `db` is untouched.
+    pub fn bias(&self, dz: &[f32], dims: InputDims, db: &mut [f32], accumulate: Accumulate) -> Result<()> {
+        let out = self.conv.output_dims(dims)?;
+        let expected = out.len()?;
+        if dz.len() != expected {
+            return Err(Error::LengthMismatch {
+                what: "grad_output",
+                expected,
+                got: dz.len(),
+            });
+        }
+        if db.len() != out.k {
+            return Err(Error::LengthMismatch {
+                what: "grad_bias",
+                expected: out.k,
+                got: db.len(),
+            });
+        }
+        let p = out.h * out.w;
+        for (k, db_k) in db.iter_mut().enumerate() {
+            let mut sum = 0.0f32;
+            for img in 0..out.n {
+                match self.conv.layout {
+                    Layout::Nchw => {
+                        let start = (img * out.k + k) * p;
+                        for &v in &dz[start..start + p] {
+                            sum += v;
+                        }
+                    }
+                    Layout::Nhwc => {
+                        for q in 0..p {
+                            sum += dz[(img * p + q) * out.k + k];
+                        }
+                    }
+                }
+            }
+            *db_k = match accumulate {
+                Accumulate::Overwrite => sum,
+                Accumulate::Add => *db_k + sum,
+            };
+        }
+        Ok(())
+    }
+
+    /// The activation's gradient `dz = dy * act'(z)`, from what the forward pass saved.
+    ///
+    /// # Shapes
+    /// `dy`, the saved tensor and `dz`: the forward output's shape for input `dims`.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] (`grad_output`, `saved`, `grad_pre_activation`);
+    /// [`Error::InvalidActivation`] when the activation's derivative cannot be read from the
+    /// saved output (give the pre-activation) or PReLU slopes are missing. On error `dz` is
+    /// untouched.
+    pub fn activation(&self, dy: &[f32], saved: Saved<'_>, dims: InputDims, dz: &mut [f32]) -> Result<()> {
+        let out = self.conv.output_dims(dims)?;
+        let expected = out.len()?;
+        let (values, from_output) = match saved {
+            Saved::Output(y) => (y, true),
+            Saved::PreActivation(z) => (z, false),
+        };
+        for (what, got) in [
+            ("grad_output", dy.len()),
+            ("saved", values.len()),
+            ("grad_pre_activation", dz.len()),
+        ] {
+            if got != expected {
+                return Err(Error::LengthMismatch { what, expected, got });
+            }
+        }
+        let act = self.conv.activation;
+        let slopes: &[f32] = match (&self.slope, act.needs_slope()) {
+            (Some(s), true) => s,
+            (None, true) => {
+                return Err(Error::InvalidActivation(
+                    "PReLU backward needs the slopes (with_prelu_slope)",
+                ))
+            }
+            _ => &[],
+        };
+        if from_output && !derivative_follows_from_output(act, slopes) {
+            return Err(Error::InvalidActivation(
+                "this activation's derivative needs the pre-activation z (Saved::PreActivation)",
+            ));
+        }
+        let p = out.h * out.w;
+        let channel_of = |i: usize| match self.conv.layout {
+            Layout::Nchw => (i / p) % out.k,
+            Layout::Nhwc => i % out.k,
+        };
+        for (i, (dz_i, (&dy_i, &v))) in dz.iter_mut().zip(dy.iter().zip(values)).enumerate() {
+            let slope = if slopes.is_empty() { 0.0 } else { slopes[channel_of(i)] };
+            *dz_i = dy_i * derivative(act, v, from_output, slope);
+        }
+        Ok(())
+    }
+}
+
+/// Whether `act'(z)` is a function of `y = act(z)`.
+fn derivative_follows_from_output(act: Activation, slopes: &[f32]) -> bool {
+    match act {
+        Activation::Identity
+        | Activation::Relu
+        | Activation::Relu6
+        | Activation::Clamp { .. }
+        | Activation::HardSigmoid { .. }
+        | Activation::Sigmoid
+        | Activation::Tanh => true,
+        Activation::LeakyRelu { alpha } => alpha > 0.0,
+        Activation::Prelu => slopes.iter().all(|&s| s > 0.0),
+        Activation::HardSwish | Activation::Silu | Activation::Gelu | Activation::GeluTanh => false,
+    }
+}
+
+/// `act'(z)`, given `v = z` or (`from_output`) `v = act(z)`. At the kinks, the derivative of
+/// the flat side (PyTorch's convention: ReLU'(0) = 0, Clamp' = 0 at its bounds).
+fn derivative(act: Activation, v: f32, from_output: bool, slope: f32) -> f32 {
+    let step = |inside: bool, value: f32| if inside { value } else { 0.0 };
+    match act {
+        Activation::Identity => 1.0,
+        Activation::Relu => step(v > 0.0, 1.0),
+        Activation::Relu6 => step(v > 0.0 && v < 6.0, 1.0),
+        Activation::Clamp { min, max } => step(v > min && v < max, 1.0),
+        Activation::LeakyRelu { alpha } => {
+            if v > 0.0 {
+                1.0
+            } else {
+                alpha
+            }
+        }
+        Activation::Prelu => {
+            if v > 0.0 {
+                1.0
+            } else {
+                slope
+            }
+        }
+        Activation::HardSigmoid { alpha, beta } => {
+            let y = if from_output { v } else { alpha * v + beta };
+            step(y > 0.0 && y < 1.0, alpha)
+        }
+        Activation::Sigmoid => {
+            let s = if from_output { v } else { 1.0 / (1.0 + (-v).exp()) };
+            s * (1.0 - s)
+        }
+        Activation::Tanh => {
+            let t = if from_output { v } else { v.tanh() };
+            1.0 - t * t
+        }
+        Activation::HardSwish => {
+            if v < -3.0 {
+                0.0
+            } else if v <= 3.0 {
+                v / 3.0 + 0.5
+            } else {
+                1.0
+            }
+        }
+        Activation::Silu => {
+            let s = 1.0 / (1.0 + (-v).exp());
+            s * (1.0 + v * (1.0 - s))
+        }
+        Activation::Gelu => {
+            // Phi(z) + z phi(z).
+            let density = (-0.5 * v * v).exp() * 0.398_942_3;
+            normal_cdf(v) + v * density
+        }
+        Activation::GeluTanh => {
+            let u = GELU_SQRT_2_OVER_PI * (v + GELU_CUBIC * v * v * v);
+            let t = u.tanh();
+            let du = GELU_SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * v * v);
+            0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du
+        }
+    }
+}
+
+/// Writes (or adds) `product` (`[N, C, Ho, Wo]` or `[N, Ho, Wo, C]`: `W^T dz` at the output
+/// pixels) into the input pixels they came from.
+fn scatter_to_input(geom: &Geometry, product: &[f32], dx: &mut [f32], accumulate: Accumulate) {
+    let cs = geom.input_channel_stride();
+    for img in 0..geom.n {
+        for q in 0..geom.p {
+            let Some(base) = geom.input_offset(img, q / geom.wo, q % geom.wo) else {
+                continue;
+            };
+            for c in 0..geom.c {
+                let v = match geom.layout {
+                    Layout::Nchw => product[(img * geom.c + c) * geom.p + q],
+                    Layout::Nhwc => product[(img * geom.p + q) * geom.c + c],
+                };
+                let out = &mut dx[base + c * cs];
+                *out = match accumulate {
+                    Accumulate::Overwrite => v,
+                    Accumulate::Add => *out + v,
+                };
+            }
+        }
+    }
+}
+
+/// Group `g`'s rows of `dz` as a dense `[K/G, N*Ho*Wo]` matrix.
+fn gather_output_rows(geom: &Geometry, dz: &[f32], g: usize, rows: &mut [f32]) {
+    let pixels = geom.n * geom.p;
+    let ks = geom.output_channel_stride();
+    for kk in 0..geom.kg {
+        let k = g * geom.kg + kk;
+        let row = &mut rows[kk * pixels..(kk + 1) * pixels];
+        for img in 0..geom.n {
+            for q in 0..geom.p {
+                row[img * geom.p + q] = dz[geom.output_offset(img, q) + k * ks];
+            }
+        }
+    }
+}
+
+/// Group `g`'s channels of `x` at the output pixels (through stride and padding; padded
+/// pixels are 0) as a dense `[C/G, N*Ho*Wo]` matrix.
+fn gather_input_rows(geom: &Geometry, x: &[f32], g: usize, rows: &mut [f32]) {
+    let pixels = geom.n * geom.p;
+    let cs = geom.input_channel_stride();
+    for img in 0..geom.n {
+        for q in 0..geom.p {
+            let base = geom.input_offset(img, q / geom.wo, q % geom.wo);
+            for cc in 0..geom.cg {
+                let c = g * geom.cg + cc;
+                rows[cc * pixels + img * geom.p + q] = base.map_or(0.0, |b| x[b + c * cs]);
+            }
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! The backward passes against f64 references written from their definitions: exact (bit for
+//! bit) on integer data on every kernel, bounded by the reduction length on real data, equal
+//! for every thread count, and the analytic gradients against central finite differences of an
+//! f64 forward pass for every activation, stride, asymmetric padding and groups.
+mod common;
+
+use common::{act64, gamma, kernels_under_test, reduced};
+use pointwise::{
+    Accumulate, Activation, BackwardPlan, Conv1x1, Error, InputDims, KernelChoice, Layout, Padding, Plan, PlanOptions,
+    Saved, Threads, Workspace,
+};
+use rand::{Rng, SeedableRng};
+
+/// One convolution and its tensors: `x`, `w`, and an upstream gradient `dz`.
+struct Case {
+    conv: Conv1x1,
+    dims: InputDims,
+    x: Vec<f32>,
+    w: Vec<f32>,
+    dz: Vec<f32>,
+}
+
+impl Case {
+    fn new(conv: Conv1x1, dims: InputDims, integers: bool, seed: u64) -> Case {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut draw = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|_| {
+                    if integers {
+                        rng.random_range(-3i32..=3) as f32
+                    } else {
+                        rng.random_range(-1.0f32..1.0)
+                    }
+                })
+                .collect()
+        };
+        let x = draw(conv.input_len(dims).unwrap());
+        let w = draw(conv.weights_len().unwrap());
+        let dz = draw(conv.output_dims(dims).unwrap().len().unwrap());
+        Case { conv, dims, x, w, dz }
+    }
+
+    /// `(input offset of channel 0, output offset of channel 0)` for every output pixel that
+    /// reads an input pixel, and the channel strides of input and output.
+    fn pixel_pairs(&self) -> (Vec<(usize, usize)>, usize, usize) {
+        let c = &self.conv;
+        let out = c.output_dims(self.dims).unwrap();
+        let (h, w) = (self.dims.h, self.dims.w);
+        let (top, _, left, _) = c.padding.borders();
+        let mut pairs = Vec::new();
+        for img in 0..self.dims.n {
+            for oy in 0..out.h {
+                for ox in 0..out.w {
+                    let (iy, ix) = (
+                        (oy * c.stride.0) as isize - top as isize,
+                        (ox * c.stride.1) as isize - left as isize,
+                    );
+                    if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                        continue;
+                    }
+                    let (ip, op) = (iy as usize * w + ix as usize, oy * out.w + ox);
+                    pairs.push(match c.layout {
+                        Layout::Nchw => (img * c.in_channels * h * w + ip, img * out.k * out.h * out.w + op),
+                        _ => ((img * h * w + ip) * c.in_channels, (img * out.h * out.w + op) * out.k),
+                    });
+                }
+            }
+        }
+        let (cs, ks) = match c.layout {
+            Layout::Nchw => (h * w, out.h * out.w),
+            _ => (1, 1),
+        };
+        (pairs, cs, ks)
+    }
+
+    /// f64 `(dx, dw, db)` and, for each, the sum of |terms| (the error scale).
+    #[allow(clippy::type_complexity)]
+    fn reference(&self) -> ((Vec<f64>, Vec<f64>), (Vec<f64>, Vec<f64>), Vec<f64>) {
+        let c = &self.conv;
+        let (kg, cg) = (c.out_channels / c.groups, c.in_channels / c.groups);
+        let (pairs, cs, ks) = self.pixel_pairs();
+        let mut dx = (vec![0.0; self.x.len()], vec![0.0; self.x.len()]);
+        let mut dw = (vec![0.0; self.w.len()], vec![0.0; self.w.len()]);
+        let mut db = vec![0.0; c.out_channels];
+        for &(ib, ob) in &pairs {
+            for k in 0..c.out_channels {
+                let g = k / kg;
+                let d = self.dz[ob + k * ks] as f64;
+                for cc in 0..cg {
+                    let ch = g * cg + cc;
+                    let wv = self.w[k * cg + cc] as f64;
+                    let xv = self.x[ib + ch * cs] as f64;
+                    dx.0[ib + ch * cs] += wv * d;
+                    dx.1[ib + ch * cs] += (wv * d).abs();
+                    dw.0[k * cg + cc] += d * xv;
+                    dw.1[k * cg + cc] += (d * xv).abs();
+                }
+            }
+        }
+        let out = c.output_dims(self.dims).unwrap();
+        let p = out.h * out.w;
+        for (i, &d) in self.dz.iter().enumerate() {
+            db[channel_of(c.layout, i, p, out.k)] += d as f64;
+        }
+        (dx, dw, db)
+    }
+
+    fn run(&self, options: PlanOptions, accumulate: Accumulate, start: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let plan = BackwardPlan::new(&self.conv, &self.w, options).unwrap();
+        let mut ws = Workspace::new();
+        let mut dx = vec![start; self.x.len()];
+        let mut dw = vec![start; self.w.len()];
+        let mut db = vec![start; self.conv.out_channels];
+        plan.data(&self.dz, self.dims, &mut dx, accumulate, &mut ws).unwrap();
+        plan.weights(&self.x, &self.dz, self.dims, &mut dw, accumulate, &mut ws)
+            .unwrap();
+        plan.bias(&self.dz, self.dims, &mut db, accumulate).unwrap();
+        (dx, dw, db)
+    }
+}
+
+/// The output channel of element `i` of an output with `p` pixels per image and `k` channels.
+fn channel_of(layout: Layout, i: usize, p: usize, k: usize) -> usize {
+    match layout {
+        Layout::Nchw => (i / p) % k,
+        _ => i % k,
+    }
+}
+
+fn sweep() -> Vec<(Conv1x1, InputDims)> {
+    let mut v = Vec::new();
+    let channel_pairs: &[(usize, usize, usize)] = if reduced() {
+        &[(3, 5, 1), (16, 33, 1), (12, 6, 3)]
+    } else {
+        &[
+            (1, 1, 1),
+            (3, 5, 1),
+            (16, 33, 1),
+            (33, 16, 1),
+            (12, 6, 3),
+            (8, 8, 8),
+            (64, 96, 2),
+        ]
+    };
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        for &(c, k, g) in channel_pairs {
+            for (stride, padding) in [
+                (1, Padding::Valid),
+                (2, Padding::Valid),
+                (
+                    1,
+                    Padding::Explicit {
+                        top: 1,
+                        left: 0,
+                        bottom: 0,
+                        right: 2,
+                    },
+                ),
+                (
+                    3,
+                    Padding::Explicit {
+                        top: 0,
+                        left: 2,
+                        bottom: 1,
+                        right: 1,
+                    },
+                ),
+            ] {
+                for (n, h, w) in [(1, 5, 7), (2, 4, 3)] {
+                    let conv = Conv1x1::new(c, k)
+                        .with_groups(g)
+                        .with_layout(layout)
+                        .with_stride(stride, stride)
+                        .with_padding(padding);
+                    v.push((conv, InputDims::new(n, h, w)));
+                }
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn integer_data_gives_the_exact_gradients_on_every_kernel() {
+    for kernel in kernels_under_test() {
+        let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        for (i, (conv, dims)) in sweep().into_iter().enumerate() {
+            let case = Case::new(conv, dims, true, i as u64);
+            let ((dx, _), (dw, _), db) = case.reference();
+            let (gx, gw, gb) = case.run(options, Accumulate::Overwrite, f32::NAN);
+            let as_f32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+            assert_eq!(gx, as_f32(&dx), "{kernel} dx {conv:?} {dims:?}");
+            assert_eq!(gw, as_f32(&dw), "{kernel} dw {conv:?} {dims:?}");
+            assert_eq!(gb, as_f32(&db), "{kernel} db {conv:?} {dims:?}");
+            // beta = 1 adds onto what was there.
+            let (ax, aw, ab) = case.run(options, Accumulate::Add, 2.0);
+            let plus_two = |v: &[f32]| v.iter().map(|&x| x + 2.0).collect::<Vec<_>>();
+            assert_eq!(
+                (ax, aw, ab),
+                (plus_two(&gx), plus_two(&gw), plus_two(&gb)),
+                "{kernel} accumulate {conv:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn real_data_stays_within_the_bound_of_its_reduction_length() {
+    for kernel in kernels_under_test() {
+        let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        for (i, (conv, dims)) in sweep().into_iter().enumerate() {
+            let case = Case::new(conv, dims, false, 1000 + i as u64);
+            let ((dx, dx_scale), (dw, dw_scale), db) = case.reference();
+            let (gx, gw, gb) = case.run(options, Accumulate::Overwrite, 0.0);
+            let out = conv.output_dims(dims).unwrap();
+            // dx reduces over K/G terms, dw over N*Ho*Wo, db over N*Ho*Wo.
+            let pixels = dims.n * out.h * out.w;
+            let check = |name: &str, got: &[f32], want: &[f64], scale: &[f64], n: usize| {
+                for (j, (&g, &r)) in got.iter().zip(want).enumerate() {
+                    let bound = gamma(n + 1) * scale[j] + f64::from(f32::MIN_POSITIVE);
+                    assert!(
+                        (g as f64 - r).abs() <= bound,
+                        "{kernel} {name}[{j}] {g} vs {r} {conv:?} {dims:?}"
+                    );
+                }
+            };
+            check("dx", &gx, &dx, &dx_scale, conv.out_channels / conv.groups);
+            check("dw", &gw, &dw, &dw_scale, pixels);
+            let db_scale: Vec<f64> = vec![case.dz.iter().map(|v| v.abs() as f64).sum(); db.len()];
+            check("db", &gb, &db, &db_scale, pixels);
+        }
+    }
+}
+
+#[test]
+fn gradients_are_bit_identical_for_every_thread_count() {
+    let conv = Conv1x1::new(64, 96).with_stride(2, 2).with_padding(Padding::uniform(1));
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        let case = Case::new(conv.with_layout(layout), InputDims::new(2, 23, 21), false, 7);
+        let one = case.run(PlanOptions::default(), Accumulate::Overwrite, 0.0);
+        for t in [2, 3, 7] {
+            let many = case.run(
+                PlanOptions::default().with_threads(Threads::Count(t)),
+                Accumulate::Overwrite,
+                0.0,
+            );
+            assert!(one == many, "{t} threads, {layout:?}");
+        }
+    }
+}
+
+/// `sum(act(W x + b) * r)` in f64, for finite differences.
+fn loss64(conv: &Conv1x1, dims: InputDims, x: &[f64], w: &[f64], b: &[f64], r: &[f32], slope: &[f32]) -> f64 {
+    let out = conv.output_dims(dims).unwrap();
+    let (kg, cg) = (conv.out_channels / conv.groups, conv.in_channels / conv.groups);
+    let case = Case {
+        conv: *conv,
+        dims,
+        x: vec![0.0; x.len()],
+        w: vec![],
+        dz: vec![],
+    };
+    let (pairs, cs, ks) = case.pixel_pairs();
+    let p = out.h * out.w;
+    let mut z: Vec<f64> = (0..out.len().unwrap())
+        .map(|i| b[channel_of(conv.layout, i, p, out.k)])
+        .collect();
+    for &(ib, ob) in &pairs {
+        for k in 0..out.k {
+            let g = k / kg;
+            z[ob + k * ks] += (0..cg)
+                .map(|cc| w[k * cg + cc] * x[ib + (g * cg + cc) * cs])
+                .sum::<f64>();
+        }
+    }
+    z.iter()
+        .enumerate()
+        .map(|(i, &zi)| {
+            let k = channel_of(conv.layout, i, p, out.k);
+            act64(conv.activation, zi, slope.get(k).copied().unwrap_or(0.0) as f64) * r[i] as f64
+        })
+        .sum()
+}
+
+#[test]
+fn analytic_gradients_agree_with_finite_differences() {
+    let activations = [
+        Activation::Identity,
+        Activation::Relu,
+        Activation::Relu6,
+        Activation::Clamp { min: -0.5, max: 0.75 },
+        Activation::LeakyRelu { alpha: 0.1 },
+        Activation::Prelu,
+        Activation::HardSwish,
+        Activation::HardSigmoid { alpha: 0.2, beta: 0.5 },
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Silu,
+        Activation::Gelu,
+        Activation::GeluTanh,
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for (a, &act) in activations.iter().enumerate() {
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            let conv = Conv1x1::new(4, 6)
+                .with_groups(2)
+                .with_stride(2, 1)
+                .with_padding(Padding::Explicit {
+                    top: 1,
+                    left: 0,
+                    bottom: 0,
+                    right: 1,
+                })
+                .with_layout(layout)
+                .with_activation(act);
+            let dims = InputDims::new(2, 3, 3);
+            let case = Case::new(conv, dims, false, 50 + a as u64);
+            let b: Vec<f32> = (0..6).map(|_| rng.random_range(-0.5f32..0.5)).collect();
+            let slope: Vec<f32> = if act == Activation::Prelu {
+                vec![0.2, -0.3, 0.5, 0.1, 0.0, 0.7]
+            } else {
+                vec![]
+            };
+            let r: Vec<f32> = (0..case.dz.len()).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+
+            // Forward in training mode, then the four backward passes.
+            let mut builder = Plan::builder(&conv, &case.w).bias(&b);
+            if !slope.is_empty() {
+                builder = builder.prelu_slope(&slope);
+            }
+            let plan = builder.build().unwrap();
+            let mut grads = BackwardPlan::new(&conv, &case.w, PlanOptions::default()).unwrap();
+            if !slope.is_empty() {
+                grads = grads.with_prelu_slope(&slope).unwrap();
+            }
+            let mut ws = Workspace::new();
+            let (mut z, mut y) = (vec![0.0; r.len()], vec![0.0; r.len()]);
+            plan.forward_training(&case.x, dims, None, &mut z, &mut y, &mut ws)
+                .unwrap();
+            let mut plain = vec![0.0; r.len()];
+            plan.forward(&case.x, dims, None, &mut plain, &mut ws).unwrap();
+            assert_eq!(y, plain, "training forward output bits {act:?}");
+            let mut dz = vec![0.0; r.len()];
+            grads.activation(&r, Saved::PreActivation(&z), dims, &mut dz).unwrap();
+            let mut dz_from_y = vec![f32::NAN; r.len()];
+            match grads.activation(&r, Saved::Output(&y), dims, &mut dz_from_y) {
+                Ok(()) => {
+                    for (i, (&a1, &a2)) in dz.iter().zip(&dz_from_y).enumerate() {
+                        assert!(
+                            (a1 - a2).abs() <= 1e-5 * (1.0 + a1.abs()),
+                            "{act:?} dz from y [{i}]: {a2} vs {a1}"
+                        );
+                    }
+                }
+                Err(Error::InvalidActivation(_)) => assert!(dz_from_y.iter().all(|v| v.is_nan()), "untouched"),
+                Err(e) => panic!("{e}"),
+            }
+            let (mut dx, mut dw, mut db) = (vec![0.0; case.x.len()], vec![0.0; case.w.len()], vec![0.0; 6]);
+            grads.data(&dz, dims, &mut dx, Accumulate::Overwrite, &mut ws).unwrap();
+            grads
+                .weights(&case.x, &dz, dims, &mut dw, Accumulate::Overwrite, &mut ws)
+                .unwrap();
+            grads.bias(&dz, dims, &mut db, Accumulate::Overwrite).unwrap();
+
+            let x64: Vec<f64> = case.x.iter().map(|&v| v as f64).collect();
+            let w64: Vec<f64> = case.w.iter().map(|&v| v as f64).collect();
+            let b64: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+            let h = 1e-6;
+            let fd = |x: &[f64], w: &[f64], b: &[f64], which: usize, i: usize| {
+                let (mut xp, mut wp, mut bp) = (x.to_vec(), w.to_vec(), b.to_vec());
+                let (mut xm, mut wm, mut bm) = (x.to_vec(), w.to_vec(), b.to_vec());
+                match which {
+                    0 => (xp[i] += h, xm[i] -= h),
+                    1 => (wp[i] += h, wm[i] -= h),
+                    _ => (bp[i] += h, bm[i] -= h),
+                };
+                (loss64(&conv, dims, &xp, &wp, &bp, &r, &slope) - loss64(&conv, dims, &xm, &wm, &bm, &r, &slope))
+                    / (2.0 * h)
+            };
+            for (which, analytic) in [(0, &dx), (1, &dw), (2, &db)] {
+                for (i, &g) in analytic.iter().enumerate() {
+                    let numeric = fd(&x64, &w64, &b64, which, i);
+                    assert!(
+                        (g as f64 - numeric).abs() <= 1e-3 * (1.0 + numeric.abs()),
+                        "{act:?} {layout:?} d{}[{i}]: analytic {g}, numeric {numeric}",
+                        ["x", "w", "b"][which]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_are_typed_errors_and_leave_outputs_untouched() {
+    let conv = Conv1x1::new(4, 6).with_groups(2).with_stride(2, 2);
+    let case = Case::new(conv, InputDims::new(1, 5, 5), true, 3);
+    let grads = BackwardPlan::new(&conv, &case.w, PlanOptions::default()).unwrap();
+    let mut ws = Workspace::new();
+    let dims = case.dims;
+    let mut dx = vec![9.0; case.x.len()];
+    let e = grads
+        .data(&case.dz[1..], dims, &mut dx, Accumulate::Overwrite, &mut ws)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::LengthMismatch {
+                what: "grad_output",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let mut short = vec![9.0; case.x.len() - 1];
+    let e = grads
+        .data(&case.dz, dims, &mut short, Accumulate::Overwrite, &mut ws)
+        .unwrap_err();
+    assert!(matches!(e, Error::LengthMismatch { what: "grad_input", .. }), "{e}");
+    assert!(dx.iter().chain(&short).all(|&v| v == 9.0));
+    let mut dw = vec![9.0; case.w.len() + 1];
+    let e = grads
+        .weights(&case.x, &case.dz, dims, &mut dw, Accumulate::Overwrite, &mut ws)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::LengthMismatch {
+                what: "grad_weights",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let mut dw = vec![9.0; case.w.len()];
+    let e = grads
+        .weights(&case.x[1..], &case.dz, dims, &mut dw, Accumulate::Overwrite, &mut ws)
+        .unwrap_err();
+    assert!(matches!(e, Error::LengthMismatch { what: "input", .. }), "{e}");
+    assert!(dw.iter().all(|&v| v == 9.0));
+    let mut db = vec![9.0; 5];
+    let e = grads.bias(&case.dz, dims, &mut db, Accumulate::Overwrite).unwrap_err();
+    assert!(matches!(e, Error::LengthMismatch { what: "grad_bias", .. }), "{e}");
+    assert!(db.iter().all(|&v| v == 9.0));
+    let mut dz = vec![9.0; case.dz.len()];
+    let silu = BackwardPlan::new(&conv.with_activation(Activation::Silu), &case.w, PlanOptions::default()).unwrap();
+    let e = silu
+        .activation(&case.dz, Saved::Output(&case.dz), dims, &mut dz)
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidActivation(_)), "{e}");
+    let prelu = BackwardPlan::new(
+        &conv.with_activation(Activation::Prelu),
+        &case.w,
+        PlanOptions::default(),
+    )
+    .unwrap();
+    let e = prelu
+        .activation(&case.dz, Saved::PreActivation(&case.dz), dims, &mut dz)
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidActivation(_)), "{e}");
+    assert!(dz.iter().all(|&v| v == 9.0));
+    assert!(matches!(
+        BackwardPlan::new(&conv, &case.w[1..], PlanOptions::default()),
+        Err(Error::LengthMismatch { what: "weights", .. })
+    ));
+    assert!(matches!(
+        BackwardPlan::new(&conv.with_groups(3), &case.w, PlanOptions::default()),
+        Err(Error::GroupsDoNotDivide { .. })
+    ));
+}

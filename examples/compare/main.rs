@@ -6,35 +6,19 @@ mod machine;
 mod report;
 mod suite;
 
+use clap::{ArgAction, Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
 use pointwise::{auto_kernel, available_kernels, compiled_target_features, Activation, KernelId, Layout, Threads};
 use report::Row;
-use std::io::Write;
 use suite::Layer;
 
-const HELP: &str = "\
+/// The first paragraph of `--help`.
+const ABOUT: &str = "\
 compare: runs every pointwise kernel available on this CPU over a suite of 1x1 layers,
-checks each result against an f64 reference, and reports GFLOP/s side by side.
+checks each result against an f64 reference, and reports GFLOP/s side by side.";
 
-USAGE: cargo run --release --example compare -- [OPTIONS]
-
-OPTIONS:
-  --threads N|all     threads per forward call (default 1; `all` = every core)
-  --layers A,B,...    only suite layers whose name contains one of these substrings
-  --kernels A,B,...   only these kernels (avx512, avx2, neon, portable, matrixmultiply;
-                      `auto` = the one Auto picks on this CPU)
-  --layer n,c,k,h,w[,stride[,pad[,groups]]]
-                      a custom layer instead of the suite (repeatable)
-  --layout nchw|nhwc  memory layout (default nchw)
-  --activation NAME   fuse this activation into every layer (default identity): identity,
-                      relu, relu6, clamp, leaky_relu, prelu, hardswish, hardsigmoid, sigmoid,
-                      tanh, silu, gelu, gelu_tanh; checked against its f64 formula
-  --quick             short timings (for CI); numbers are noisier
-  --format table|csv|json
-                      stdout format (default table); the header goes to stderr for csv/json
-  --plot FILE.svg     also draw a grouped bar chart: GFLOP/s per layer, a bar per kernel,
-                      each tier's FMA peak as a horizontal line
-  --help              this text
-
+/// The last section of `--help`: what the columns mean.
+const READING_THE_NUMBERS: &str = "\
 READING THE NUMBERS:
   GFLOP/s   = 2*K*(C/groups)*Ho*Wo*N / median time of one forward call.
   % peak    = GFLOP/s / the single-core FMA peak of the kernel's tier, measured at start
@@ -45,111 +29,136 @@ READING THE NUMBERS:
   vs mm     = speedup over the matrixmultiply kernel in the same run.
   max rel   = max |y - ref| / (sum|w*x| + |b|) over sampled outputs; a kernel whose error
               exceeds 2*gamma(C/groups + 1) on any output (times the activation's Lipschitz
-              constant, plus its stated error) is FAIL, and compare exits 1.
-";
+              constant, plus its stated error) is FAIL, and compare exits 1.";
 
-#[derive(Debug, Clone, PartialEq)]
+/// The command line. Each field's doc comment is its entry in `--help`, line breaks kept
+/// (`verbatim_doc_comment`); the defaults are stated there, so clap's own `[default: ...]`
+/// notes are hidden. A repeated option keeps its last value, except `--layer`, which adds a
+/// layer each time.
+#[derive(Debug, Clone, PartialEq, Parser)]
+#[command(
+    name = "compare",
+    about = ABOUT,
+    long_about = None,
+    override_usage = "cargo run --release --example compare -- [OPTIONS]",
+    after_help = READING_THE_NUMBERS,
+    args_override_self = true,
+    hide_possible_values = true,
+    disable_help_flag = true,
+)]
 pub struct Options {
+    /// threads per forward call (default 1; `all` = every core)
+    #[arg(long, value_name = "N|all", default_value_t = 1, hide_default_value = true, value_parser = parse_threads)]
     pub threads: usize,
+    /// only suite layers whose name contains one of these substrings
+    #[arg(long = "layers", value_name = "A,B,...", value_delimiter = ',', action = ArgAction::Set)]
     pub layer_filter: Vec<String>,
+    /// only these kernels (avx512, avx2, neon, portable,
+    /// matrixmultiply; `auto` = the one Auto picks on this CPU)
+    #[arg(
+        long,
+        value_name = "A,B,...",
+        value_delimiter = ',',
+        action = ArgAction::Set,
+        value_parser = parse_kernel,
+        verbatim_doc_comment
+    )]
     pub kernels: Vec<KernelId>,
+    /// a custom layer n,c,k,h,w[,stride[,pad[,groups]]] instead of
+    /// the suite (repeatable)
+    #[arg(long = "layer", value_name = "SPEC", value_parser = parse_layer, verbatim_doc_comment)]
     pub custom: Vec<Layer>,
+    /// memory layout (default nchw)
+    #[arg(long, value_name = "nchw|nhwc", default_value = "nchw", hide_default_value = true, value_parser = parse_layout)]
     pub layout: Layout,
+    /// fuse this activation into every layer (default identity):
+    /// identity, relu, relu6, clamp, leaky_relu, prelu, hardswish,
+    /// hardsigmoid, sigmoid, tanh, silu, gelu, gelu_tanh; checked
+    /// against its f64 formula
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "identity",
+        hide_default_value = true,
+        value_parser = parse_activation,
+        verbatim_doc_comment
+    )]
     pub activation: Activation,
+    /// short timings (for CI); numbers are noisier
+    #[arg(long)]
     pub quick: bool,
+    /// stdout format (default table); the header goes to stderr
+    /// for csv/json
+    #[arg(
+        long,
+        value_name = "table|csv|json",
+        value_enum,
+        default_value_t = Format::Table,
+        hide_default_value = true,
+        verbatim_doc_comment
+    )]
     pub format: Format,
+    /// also draw a grouped bar chart: GFLOP/s per layer, a bar per
+    /// kernel, each tier's FMA peak as a horizontal line
+    #[arg(long, value_name = "FILE.svg", verbatim_doc_comment)]
     pub plot: Option<String>,
-    pub help: bool,
+    // clap's own help flag, declared here to keep the wording "this text": parsing stops at it
+    // (help printed, exit 0), so the field itself is never set.
+    /// this text
+    #[arg(short, long, action = ArgAction::Help)]
+    help: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What stdout gets: `--format table|csv|json`.
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
 pub enum Format {
     Table,
     Csv,
     Json,
 }
 
-/// Parses the command line (without the program name).
-pub fn parse_args(args: &[String]) -> Result<Options, String> {
-    let mut o = Options {
-        threads: 1,
-        layer_filter: Vec::new(),
-        kernels: Vec::new(),
-        custom: Vec::new(),
-        layout: Layout::Nchw,
-        activation: Activation::Identity,
-        quick: false,
-        format: Format::Table,
-        plot: None,
-        help: false,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
-        match a.as_str() {
-            "--help" | "-h" => o.help = true,
-            "--quick" => o.quick = true,
-            "--threads" => {
-                let v = value("--threads")?;
-                o.threads = if v == "all" {
-                    std::thread::available_parallelism().map_or(1, |n| n.get())
-                } else {
-                    v.parse()
-                        .ok()
-                        .filter(|&n: &usize| n >= 1)
-                        .ok_or(format!("bad --threads {v}"))?
-                };
-            }
-            "--layers" => o.layer_filter = value("--layers")?.split(',').map(str::to_string).collect(),
-            "--kernels" => {
-                o.kernels = value("--kernels")?
-                    .split(',')
-                    .map(|k| match k {
-                        "auto" => Ok(auto_kernel()),
-                        _ => KernelId::from_name(k).map_err(|e| e.to_string()),
-                    })
-                    .collect::<Result<_, _>>()?
-            }
-            "--layer" => o.custom.push(parse_layer(&value("--layer")?)?),
-            "--layout" => {
-                o.layout = match value("--layout")?.as_str() {
-                    "nchw" => Layout::Nchw,
-                    "nhwc" => Layout::Nhwc,
-                    v => return Err(format!("bad --layout {v} (nchw or nhwc)")),
-                }
-            }
-            "--activation" => {
-                let v = value("--activation")?;
-                o.activation = suite::activation_by_name(&v)
-                    .ok_or(format!("bad --activation {v} ({})", suite::ACTIVATION_NAMES))?;
-            }
-            "--format" => {
-                o.format = match value("--format")?.as_str() {
-                    "table" => Format::Table,
-                    "csv" => Format::Csv,
-                    "json" => Format::Json,
-                    v => return Err(format!("bad --format {v} (table, csv or json)")),
-                }
-            }
-            "--plot" => o.plot = Some(value("--plot")?),
-            other => return Err(format!("unknown argument {other} (see --help)")),
-        }
+/// `--threads`: a count of at least 1, or `all` for every core.
+fn parse_threads(value: &str) -> Result<usize, String> {
+    if value == "all" {
+        return Ok(std::thread::available_parallelism().map_or(1, |n| n.get()));
     }
-    Ok(o)
+    value
+        .parse()
+        .ok()
+        .filter(|&n: &usize| n >= 1)
+        .ok_or_else(|| "expected a thread count of at least 1, or `all`".to_string())
 }
 
-/// `n,c,k,h,w[,stride[,pad[,groups]]]`.
+/// One name of `--kernels`: a kernel's name, or `auto` for the one Auto picks.
+fn parse_kernel(name: &str) -> Result<KernelId, String> {
+    match name {
+        "auto" => Ok(auto_kernel()),
+        _ => KernelId::from_name(name).map_err(|e| e.to_string()),
+    }
+}
+
+/// `--layout nchw|nhwc`.
+fn parse_layout(name: &str) -> Result<Layout, String> {
+    match name {
+        "nchw" => Ok(Layout::Nchw),
+        "nhwc" => Ok(Layout::Nhwc),
+        _ => Err("expected nchw or nhwc".into()),
+    }
+}
+
+/// `--activation NAME`.
+fn parse_activation(name: &str) -> Result<Activation, String> {
+    suite::activation_by_name(name).ok_or_else(|| format!("expected one of {}", suite::ACTIVATION_NAMES))
+}
+
+/// `--layer n,c,k,h,w[,stride[,pad[,groups]]]`.
 pub fn parse_layer(spec: &str) -> Result<Layer, String> {
     let v: Vec<usize> = spec
         .split(',')
-        .map(|s| {
-            s.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("bad number {s:?} in --layer {spec}"))
-        })
+        .map(|s| s.trim().parse::<usize>().map_err(|_| format!("bad number {s:?}")))
         .collect::<Result<_, _>>()?;
     if !(5..=8).contains(&v.len()) {
-        return Err(format!("--layer wants n,c,k,h,w[,stride[,pad[,groups]]], got {spec}"));
+        return Err("expected n,c,k,h,w[,stride[,pad[,groups]]]".into());
     }
     let layer = Layer {
         name: format!("custom_{}", spec.replace(',', "_")),
@@ -163,12 +172,9 @@ pub fn parse_layer(spec: &str) -> Result<Layer, String> {
         groups: *v.get(7).unwrap_or(&1),
         memory_bound: false,
     };
-    layer
-        .conv(Layout::Nchw)
-        .validate()
-        .map_err(|e| format!("--layer {spec}: {e}"))?;
+    layer.conv(Layout::Nchw).validate().map_err(|e| e.to_string())?;
     if layer.n == 0 || layer.h == 0 || layer.w == 0 {
-        return Err(format!("--layer {spec}: n, h and w must be at least 1"));
+        return Err("n, h and w must be at least 1".into());
     }
     Ok(layer)
 }
@@ -184,18 +190,17 @@ fn peak_tier(kernel: KernelId) -> KernelId {
     }
 }
 
-fn progress(done: usize, total: usize, what: &str) {
-    let width = 30;
-    let filled = done * width / total.max(1);
-    eprint!(
-        "\r[{}{}] {done}/{total} {what:<44}",
-        "#".repeat(filled),
-        ".".repeat(width - filled)
-    );
-    if done == total {
-        eprintln!();
+/// The bar over a run's layer x kernel measurements: on stderr, where indicatif draws
+/// nothing unless stderr is a terminal (so redirected logs stay clean); hidden if `show` is
+/// false.
+fn progress_bar(total: usize, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
     }
-    let _ = std::io::stderr().flush();
+    let style = ProgressStyle::with_template("[{bar:30}] {pos}/{len} {msg}")
+        .expect("the template is valid")
+        .progress_chars("#.");
+    ProgressBar::new(total as u64).with_style(style)
 }
 
 /// Everything one run produced.
@@ -265,9 +270,8 @@ pub fn run(opts: &Options, show_progress: bool) -> Result<RunResult, String> {
         Threads::Count(opts.threads)
     };
     let seconds = if opts.quick { 0.02 } else { 0.12 };
-    let total = layers.len() * kernels.len();
+    let progress = progress_bar(layers.len() * kernels.len(), show_progress);
     let mut rows: Vec<Row> = Vec::new();
-    let mut done = 0;
     for layer in &layers {
         let mut mm_gflops = None;
         let mut layer_rows = Vec::new();
@@ -275,11 +279,9 @@ pub fn run(opts: &Options, show_progress: bool) -> Result<RunResult, String> {
         let mut order = kernels.clone();
         order.sort_by_key(|k| *k != KernelId::MatrixMultiply);
         for kernel in order {
-            if show_progress {
-                progress(done, total, &format!("{} {}", layer.name, kernel));
-            }
+            progress.set_message(format!("{} {}", layer.name, kernel));
             let m = suite::measure(layer, opts.layout, opts.activation, kernel, threads, seconds);
-            done += 1;
+            progress.inc(1);
             if kernel == KernelId::MatrixMultiply {
                 mm_gflops = Some(m.gflops);
             }
@@ -315,9 +317,7 @@ pub fn run(opts: &Options, show_progress: bool) -> Result<RunResult, String> {
         layer_rows.sort_by_key(|r| kernels.iter().position(|k| k.name() == r.kernel));
         rows.extend(layer_rows);
     }
-    if show_progress {
-        progress(total, total, "done");
-    }
+    progress.finish_with_message("done");
     Ok(RunResult {
         header,
         rows,
@@ -328,18 +328,7 @@ pub fn run(opts: &Options, show_progress: bool) -> Result<RunResult, String> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts = match parse_args(&args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}\n\n{HELP}");
-            std::process::exit(2);
-        }
-    };
-    if opts.help {
-        print!("{HELP}");
-        return;
-    }
+    let opts = Options::parse();
     let result = match run(&opts, true) {
         Ok(r) => r,
         Err(e) => {
@@ -398,16 +387,23 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(str::to_string).collect()
+    /// Parses a command line given without the program name.
+    fn parse_args(line: &str) -> Result<Options, clap::Error> {
+        Options::try_parse_from(std::iter::once("compare").chain(line.split_whitespace()))
+    }
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Options::command().debug_assert();
     }
 
     #[test]
     fn parses_every_option() {
-        let o = parse_args(&args(
+        let o = parse_args(
             "--threads 3 --layers resnet,seed --kernels avx2,matrixmultiply --layout nhwc --quick --format csv --plot x.svg",
-        ))
+        )
         .unwrap();
         assert_eq!(o.threads, 3);
         assert_eq!(o.layer_filter, ["resnet", "seed"]);
@@ -416,20 +412,43 @@ mod tests {
         assert!(o.quick);
         assert_eq!(o.format, Format::Csv);
         assert_eq!(o.plot.as_deref(), Some("x.svg"));
-        assert!(parse_args(&args("--threads all")).unwrap().threads >= 1);
-        assert!(parse_args(&args("--help")).unwrap().help);
-        assert_eq!(
-            parse_args(&args("--activation gelu")).unwrap().activation,
-            Activation::Gelu
-        );
-        assert!(parse_args(&args("--activation swish")).is_err());
-        let l = parse_args(&args("--layer 2,12,6,9,9,2,1,3")).unwrap().custom[0].clone();
+        assert!(parse_args("--threads all").unwrap().threads >= 1);
+        assert_eq!(parse_args("--activation gelu").unwrap().activation, Activation::Gelu);
+        assert!(parse_args("--activation swish").is_err());
+        let l = parse_args("--layer 2,12,6,9,9,2,1,3").unwrap().custom[0].clone();
         assert_eq!(
             (l.n, l.c, l.k, l.h, l.w, l.stride, l.pad, l.groups),
             (2, 12, 6, 9, 9, 2, 1, 3)
         );
-        let l = parse_args(&args("--layer 1,3,2,3,3")).unwrap().custom[0].clone();
+        let l = parse_args("--layer 1,3,2,3,3").unwrap().custom[0].clone();
         assert_eq!((l.stride, l.pad, l.groups), (1, 0, 1));
+    }
+
+    #[test]
+    fn defaults_and_repeats() {
+        let o = parse_args("").unwrap();
+        assert_eq!(
+            (o.threads, o.layout, o.activation, o.quick, o.format),
+            (1, Layout::Nchw, Activation::Identity, false, Format::Table)
+        );
+        assert!(o.layer_filter.is_empty() && o.kernels.is_empty() && o.custom.is_empty() && o.plot.is_none());
+        // A repeated option keeps its last value; `--layer` adds a layer each time.
+        let o = parse_args("--threads 2 --threads 3 --layers a,b --layers c --layer 1,3,2,3,3 --layer 1,3,2,3,3,2")
+            .unwrap();
+        assert_eq!(
+            (o.threads, o.layer_filter, o.custom.len()),
+            (3, vec!["c".to_string()], 2)
+        );
+    }
+
+    #[test]
+    fn help_is_an_exit_0_request() {
+        for flag in ["--help", "-h"] {
+            let e = parse_args(flag).unwrap_err();
+            assert_eq!((e.kind(), e.exit_code()), (clap::error::ErrorKind::DisplayHelp, 0));
+            let text = e.to_string();
+            assert!(text.contains("--layer <SPEC>") && text.contains("READING THE NUMBERS"));
+        }
     }
 
     #[test]
@@ -447,7 +466,8 @@ mod tests {
             "--layer 0,3,2,3,3",
             "--bogus",
         ] {
-            assert!(parse_args(&args(bad)).is_err(), "{bad}");
+            let e = parse_args(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
         }
     }
 
@@ -467,45 +487,68 @@ mod tests {
         }
     }
 
+    /// The CSV header line every consumer of `--format csv` reads.
+    const CSV_HEADER: &str = "layer,n,c,k,h,w,stride,groups,layout,kernel,tile,threads,gflops,pct_peak,peak_basis,speedup_vs_matrixmultiply,max_rel_err,ok";
+
     #[test]
-    fn csv_and_json_shape() {
-        let rows = [sample_row(true), sample_row(false)];
-        let csv = report::csv(&rows);
+    fn csv_header_and_rows() {
+        let csv = report::csv(&[sample_row(true), sample_row(false)]);
         let lines: Vec<&str> = csv.lines().collect();
-        assert_eq!(lines.len(), 3);
-        let header: Vec<&str> = lines[0].split(',').collect();
-        for col in [
-            "layer",
-            "n",
-            "c",
-            "k",
-            "h",
-            "w",
-            "stride",
-            "groups",
-            "layout",
-            "kernel",
-            "tile",
-            "threads",
-            "gflops",
-            "pct_peak",
-            "speedup_vs_matrixmultiply",
-            "max_rel_err",
-            "ok",
-        ] {
-            assert!(header.contains(&col), "missing {col}");
+        assert_eq!(lines[0], CSV_HEADER);
+        assert_eq!(
+            lines[1..],
+            [
+                "l,1,2,3,4,4,1,1,nchw,avx2,avx2_f32_6x16_wrows,1,12.50,50.0,fma:avx2,,1.00e-7,true",
+                "l,1,2,3,4,4,1,1,nchw,avx2,avx2_f32_6x16_wrows,1,12.50,50.0,fma:avx2,,1.00e-7,false",
+            ]
+        );
+        assert!(csv.ends_with('\n') && !csv.contains('\r'));
+    }
+
+    #[test]
+    fn json_is_valid_with_the_csv_columns_as_keys() {
+        let mut with_speedup = sample_row(false);
+        with_speedup.speedup_vs_matrixmultiply = Some(1.5);
+        let json = report::json(&[sample_row(true), with_speedup]);
+        assert_eq!(json.lines().count(), 4, "one record per line:\n{json}");
+        for record_line in json.lines().filter(|line| line.contains('{')) {
+            let key_positions: Vec<usize> = CSV_HEADER
+                .split(',')
+                .map(|key| record_line.find(&format!("\"{key}\": ")).expect(key))
+                .collect();
+            assert!(key_positions.is_sorted(), "keys out of CSV column order: {record_line}");
         }
-        assert!(lines[1..].iter().all(|l| l.split(',').count() == header.len()));
-        let json = report::json(&rows);
-        assert!(json.trim_start().starts_with('[') && json.trim_end().ends_with(']'));
-        assert_eq!(json.matches("\"gflops\": 12.50").count(), 2);
-        assert_eq!(json.matches("\"speedup_vs_matrixmultiply\": null").count(), 2);
-        assert!(json.contains("\"ok\": true") && json.contains("\"ok\": false"));
+        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let records = parsed.as_array().unwrap();
+        assert_eq!(records.len(), 2);
+        for record in records {
+            assert_eq!(record.as_object().unwrap().len(), CSV_HEADER.split(',').count());
+            assert_eq!(record["gflops"], 12.5);
+            assert_eq!(record["max_rel_err"], 1e-7);
+            assert_eq!(record["tile"], "avx2_f32_6x16_wrows");
+        }
+        assert!(records[0]["speedup_vs_matrixmultiply"].is_null());
+        assert_eq!(records[1]["speedup_vs_matrixmultiply"], 1.5);
+        assert_eq!((&records[0]["ok"], &records[1]["ok"]), (&true.into(), &false.into()));
+    }
+
+    #[test]
+    fn json_with_nan_or_infinite_numbers_parses() {
+        let mut row = sample_row(false);
+        row.gflops = f64::NAN;
+        row.pct_peak = f64::INFINITY;
+        row.speedup_vs_matrixmultiply = Some(f64::NEG_INFINITY);
+        row.max_rel_err = f64::NAN;
+        let json = report::json(&[row]);
+        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}:\n{json}"));
+        for key in ["gflops", "pct_peak", "speedup_vs_matrixmultiply", "max_rel_err"] {
+            assert!(parsed[0][key].is_null(), "{key}: {json}");
+        }
     }
 
     #[test]
     fn quick_run_on_two_small_layers() {
-        let opts = parse_args(&args("--quick --layer 1,8,16,9,9 --layer 2,12,6,5,7,2,1,3")).unwrap();
+        let opts = parse_args("--quick --layer 1,8,16,9,9 --layer 2,12,6,5,7,2,1,3").unwrap();
         let result = run(&opts, false).unwrap();
         assert_eq!(result.rows.len(), 2 * result.kernels.len());
         for r in &result.rows {
@@ -520,7 +563,7 @@ mod tests {
     #[test]
     fn every_activation_passes_its_check_on_every_kernel() {
         for name in suite::ACTIVATION_NAMES.split(", ") {
-            let opts = parse_args(&args(&format!("--quick --layer 1,24,40,6,7,1,1 --activation {name}"))).unwrap();
+            let opts = parse_args(&format!("--quick --layer 1,24,40,6,7,1,1 --activation {name}")).unwrap();
             let result = run(&opts, false).unwrap();
             assert_eq!(result.rows.len(), result.kernels.len());
             for r in &result.rows {

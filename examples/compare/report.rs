@@ -2,6 +2,8 @@
 use crate::suite::Layer;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+use serde::Serialize;
+use std::io;
 
 /// One layer x kernel result.
 #[derive(Debug, Clone)]
@@ -21,85 +23,111 @@ pub struct Row {
     pub ok: bool,
 }
 
-const HEADER: [&str; 18] = [
-    "layer",
-    "n",
-    "c",
-    "k",
-    "h",
-    "w",
-    "stride",
-    "groups",
-    "layout",
-    "kernel",
-    "tile",
-    "threads",
-    "gflops",
-    "pct_peak",
-    "peak_basis",
-    "speedup_vs_matrixmultiply",
-    "max_rel_err",
-    "ok",
-];
-
-fn fields(r: &Row) -> Vec<String> {
-    vec![
-        r.layer.name.clone(),
-        r.layer.n.to_string(),
-        r.layer.c.to_string(),
-        r.layer.k.to_string(),
-        r.layer.h.to_string(),
-        r.layer.w.to_string(),
-        r.layer.stride.to_string(),
-        r.layer.groups.to_string(),
-        r.layout.to_string(),
-        r.kernel.to_string(),
-        r.tile.to_string(),
-        r.threads.to_string(),
-        format!("{:.2}", r.gflops),
-        format!("{:.1}", r.pct_peak),
-        r.basis.clone(),
-        r.speedup_vs_matrixmultiply.map_or(String::new(), |s| format!("{s:.2}")),
-        format!("{:.2e}", r.max_rel_err),
-        r.ok.to_string(),
-    ]
+/// One row as CSV and JSON write it: the fields in column order, under their column names.
+/// The measured numbers are `Number`s: their text for CSV, `f64`s for JSON.
+#[derive(Serialize)]
+struct Record<'a, Number> {
+    layer: &'a str,
+    n: usize,
+    c: usize,
+    k: usize,
+    h: usize,
+    w: usize,
+    stride: usize,
+    groups: usize,
+    layout: &'a str,
+    kernel: &'a str,
+    tile: &'a str,
+    threads: usize,
+    gflops: Number,
+    pct_peak: Number,
+    peak_basis: &'a str,
+    speedup_vs_matrixmultiply: Option<Number>,
+    max_rel_err: Number,
+    ok: bool,
 }
 
+impl<'a, Number> Record<'a, Number> {
+    /// `row`'s record. Each measured number is first written at the precision CSV shows it
+    /// with (so CSV and JSON carry the same digits), then made a `Number` by `number`.
+    fn new(row: &'a Row, number: impl Fn(String) -> Number) -> Self {
+        Record {
+            layer: &row.layer.name,
+            n: row.layer.n,
+            c: row.layer.c,
+            k: row.layer.k,
+            h: row.layer.h,
+            w: row.layer.w,
+            stride: row.layer.stride,
+            groups: row.layer.groups,
+            layout: row.layout,
+            kernel: row.kernel,
+            tile: row.tile,
+            threads: row.threads,
+            gflops: number(format!("{:.2}", row.gflops)),
+            pct_peak: number(format!("{:.1}", row.pct_peak)),
+            peak_basis: &row.basis,
+            speedup_vs_matrixmultiply: row.speedup_vs_matrixmultiply.map(|s| number(format!("{s:.2}"))),
+            max_rel_err: number(format!("{:.2e}", row.max_rel_err)),
+            ok: row.ok,
+        }
+    }
+}
+
+/// The rows as CSV, with a header line of the column names.
 pub fn csv(rows: &[Row]) -> String {
-    let mut s = HEADER.join(",") + "\n";
-    for r in rows {
-        s += &(fields(r).join(",") + "\n");
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        writer
+            .serialize(Record::new(row, |text| text))
+            .expect("a record of plain fields serializes into memory");
     }
-    s
+    let bytes = writer.into_inner().expect("flushing into memory cannot fail");
+    String::from_utf8(bytes).expect("CSV of UTF-8 fields is UTF-8")
 }
 
+/// The rows as a JSON array of objects, one per line, keyed by the CSV's column names. A
+/// number that is NaN or infinite is `null` (serde_json writes non-finite floats so).
 pub fn json(rows: &[Row]) -> String {
-    let mut s = String::from("[\n");
-    for (i, r) in rows.iter().enumerate() {
-        let f = fields(r);
-        let items: Vec<String> = HEADER
-            .iter()
-            .zip(&f)
-            .map(|(h, v)| {
-                let numeric = !matches!(*h, "layer" | "layout" | "kernel" | "tile" | "peak_basis" | "ok");
-                if *h == "ok" {
-                    format!("\"{h}\": {v}")
-                } else if numeric {
-                    format!("\"{h}\": {}", if v.is_empty() { "null" } else { v })
-                } else {
-                    format!("\"{h}\": \"{}\"", v.replace('"', "'"))
-                }
-            })
-            .collect();
-        s += &format!(
-            "  {{{}}}{}\n",
-            items.join(", "),
-            if i + 1 < rows.len() { "," } else { "" }
-        );
-    }
-    s + "]\n"
+    let records: Vec<Record<f64>> = rows
+        .iter()
+        .map(|row| Record::new(row, |text| text.parse().expect("a formatted f64 parses back")))
+        .collect();
+    let mut bytes = Vec::new();
+    records
+        .serialize(&mut serde_json::Serializer::with_formatter(&mut bytes, RecordPerLine))
+        .expect("records of plain fields serialize into memory");
+    bytes.push(b'\n');
+    String::from_utf8(bytes).expect("serde_json writes UTF-8")
 }
 
+/// serde_json's layout for [`json`]: the array's items each on a line of their own, an
+/// object's members on one line as `"key": value, ...`.
+struct RecordPerLine;
+
+impl serde_json::ser::Formatter for RecordPerLine {
+    fn begin_array_value<W: ?Sized + io::Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
+        writer.write_all(if first { b"\n  " } else { b",\n  " })
+    }
+
+    fn end_array<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        writer.write_all(b"\n]")
+    }
+
+    fn begin_object_key<W: ?Sized + io::Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        writer.write_all(b": ")
+    }
+}
+
+/// The rows as the aligned text table, a layer's name only on its first row.
 pub fn table(rows: &[Row]) -> String {
     let mut s = format!(
         "{:<30} {:<15} {:<24} {:>9} {:>8} {:>12} {:>9} {:>10} {:>5}\n",

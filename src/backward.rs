@@ -6,10 +6,12 @@
 //!   read by at most one output pixel, so the scatter writes each element once; pixels no
 //!   output reads get 0, or keep their value when accumulating);
 //! - **weights**: `dW_g[K/G, C/G] = dZ_g[K/G, N*Ho*Wo] * X_g[C/G, N*Ho*Wo]^T` per group is a
-//!   forward product whose reduction runs over the `N*Ho*Wo` output pixels: `X_g` (gathered
-//!   through the pixel map) is packed as the weights of an NHWC plan whose "pixels" are the
-//!   `K/G` rows of `dZ_g`. The forward engine blocks and splits that long reduction with its
-//!   fixed-order combine, so `dW` is bit-identical for every thread count;
+//!   forward product whose reduction runs over the `N*Ho*Wo` output pixels: the smaller of
+//!   `dZ_g` and `X_g` is packed as the product's weights, the other read in place as its input
+//!   (`PixelReduction`). NCHW tensors of one image and NHWC tensors of one group without
+//!   stride or padding are read as given; others are gathered through the pixel map first.
+//!   The forward engine blocks and splits that long reduction with its fixed-order combine,
+//!   so `dW` is bit-identical for every thread count;
 //! - **bias**: `db[k] = sum of dZ[k]`, summed image by image and pixel by pixel;
 //! - **activation**: `dZ = dY * act'(z)` from the saved output `y` or pre-activation `z`
 //!   ([`Saved`]); [`Plan::forward_training`](crate::Plan::forward_training) writes both.
@@ -18,7 +20,7 @@
 use crate::conv::Geometry;
 use crate::epilogue::{normal_cdf, GELU_CUBIC, GELU_SQRT_2_OVER_PI};
 use crate::error::{checked_product, Error, Result};
-use crate::{Activation, Conv1x1, InputDims, Layout, Plan, PlanOptions, Workspace};
+use crate::{Activation, Conv1x1, InputDims, Layout, Plan, PlanOptions, WeightOrder, Workspace};
 
 /// Whether a backward pass overwrites its output or adds into it (`beta = 0` or `1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -253,44 +255,48 @@ impl BackwardPlan {
             return Ok(());
         };
         let pixels = checked_product(&[geom.n, geom.p], "grad_weights reduction")?;
-        // One NHWC product per group: "pixels" are the K/G rows of dz_g, "channels" the
-        // N*Ho*Wo output pixels, weights the C/G rows of x_g.
-        let product = Conv1x1::new(pixels, geom.cg).with_layout(Layout::Nhwc);
-        let rows_dims = InputDims::new(1, 1, geom.kg);
-        let in_place = geom.layout == Layout::Nchw && geom.n == 1 && geom.is_dense();
-        let (mut dz_rows, mut x_rows) = if in_place {
-            (Vec::new(), Vec::new())
+        let form = if geom.layout == Layout::Nhwc && geom.groups == 1 && geom.is_dense() {
+            OperandForm::Columns
         } else {
-            let len_dz = checked_product(&[geom.kg, pixels], "grad_weights scratch")?;
-            let len_x = checked_product(&[geom.cg, pixels], "grad_weights scratch")?;
-            (
-                workspace.take_backward_scratch(len_dz),
-                workspace.take_backward_scratch(len_x),
-            )
+            OperandForm::Rows
         };
+        let in_place = form == OperandForm::Columns || (geom.layout == Layout::Nchw && geom.n == 1 && geom.is_dense());
+        let mut dz_rows = Vec::new();
+        let mut x_rows = Vec::new();
+        if !in_place {
+            dz_rows = workspace.take_backward_scratch(checked_product(&[geom.kg, pixels], "grad_weights scratch")?);
+            x_rows = workspace.take_backward_scratch(checked_product(&[geom.cg, pixels], "grad_weights scratch")?);
+        }
+        let mut transposed = workspace.take_backward_scratch(geom.kg * geom.cg);
         let mut result = Ok(());
         for g in 0..geom.groups {
-            let (dz_g, x_g): (&[f32], &[f32]) = if in_place {
+            let (dz_g, x_g): (&[f32], &[f32]) = if !in_place {
+                gather_output_rows(&geom, dz, g, &mut dz_rows);
+                gather_input_rows(&geom, x, g, &mut x_rows);
+                (&dz_rows, &x_rows)
+            } else if form == OperandForm::Columns {
+                (dz, x)
+            } else {
                 (
                     &dz[g * geom.kg * geom.p..(g + 1) * geom.kg * geom.p],
                     &x[g * geom.cg * geom.p..(g + 1) * geom.cg * geom.p],
                 )
-            } else {
-                gather_output_rows(&geom, dz, g, &mut dz_rows);
-                gather_input_rows(&geom, x, g, &mut x_rows);
-                (&dz_rows, &x_rows)
+            };
+            let product = PixelReduction {
+                form,
+                pixels,
+                dz: (dz_g, geom.kg),
+                x: (x_g, geom.cg),
             };
             let dw_g = &mut dw[g * geom.kg * geom.cg..(g + 1) * geom.kg * geom.cg];
-            result = Plan::new(&product, x_g, None, self.options).and_then(|plan| match accumulate {
-                Accumulate::Overwrite => plan.forward(dz_g, rows_dims, None, dw_g, workspace),
-                Accumulate::Add => plan.forward_residual_in_place(dz_g, rows_dims, dw_g, workspace),
-            });
+            result = product.run(self.options, dw_g, accumulate, &mut transposed, workspace);
             if result.is_err() {
                 break;
             }
         }
-        workspace.return_backward_scratch(dz_rows);
-        workspace.return_backward_scratch(x_rows);
+        for buffer in [dz_rows, x_rows, transposed] {
+            workspace.return_backward_scratch(buffer);
+        }
         result
     }
 
@@ -391,6 +397,76 @@ impl BackwardPlan {
         for (i, (dz_i, (&dy_i, &v))) in dz.iter_mut().zip(dy.iter().zip(values)).enumerate() {
             let slope = if slopes.is_empty() { 0.0 } else { slopes[channel_of(i)] };
             *dz_i = dy_i * derivative(act, v, from_output, slope);
+        }
+        Ok(())
+    }
+}
+
+/// How the operands of `dW_g = dZ_g X_g^T` lie in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OperandForm {
+    /// `[rows, N*Ho*Wo]` row-major (NCHW tensors of one image, or gathered).
+    Rows,
+    /// `[N*Ho*Wo, rows]` row-major (NHWC tensors of one group without stride or padding).
+    Columns,
+}
+
+/// One group's weight gradient as a forward product whose reduction runs over the pixels.
+struct PixelReduction<'a> {
+    form: OperandForm,
+    /// `N*Ho*Wo`, the reduction length.
+    pixels: usize,
+    /// dZ_g and its row count `K/G`.
+    dz: (&'a [f32], usize),
+    /// X_g and its row count `C/G`.
+    x: (&'a [f32], usize),
+}
+
+impl PixelReduction<'_> {
+    /// Writes (or adds) `dw_g[K/G, C/G]`. The smaller operand is packed as the product's
+    /// weights (packing costs its size on every call); the other is read in place as its
+    /// input. Rows-form products are NHWC (input rows are pixels, weights `[rows, pixels]`),
+    /// columns-form products NCHW (input channels are the pixels, weights given input-major),
+    /// and whichever product gives `dw_g^T` is transposed through `transposed`.
+    fn run(
+        &self,
+        options: PlanOptions,
+        dw_g: &mut [f32],
+        accumulate: Accumulate,
+        transposed: &mut [f32],
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let (kg, cg) = (self.dz.1, self.x.1);
+        let pack_dz = kg < cg;
+        let ((packed, packed_rows), (streamed, streamed_rows)) =
+            if pack_dz { (self.dz, self.x) } else { (self.x, self.dz) };
+        let (layout, order) = match self.form {
+            OperandForm::Rows => (Layout::Nhwc, WeightOrder::OutputMajor),
+            OperandForm::Columns => (Layout::Nchw, WeightOrder::InputMajor),
+        };
+        let conv = Conv1x1::new(self.pixels, packed_rows).with_layout(layout);
+        let plan = Plan::builder(&conv, packed)
+            .weight_order(order)
+            .options(options)
+            .build()?;
+        let dims = InputDims::new(1, 1, streamed_rows);
+        // Rows form gives [streamed, packed]; columns form [packed, streamed].
+        let gives_dw = (self.form == OperandForm::Rows) != pack_dz;
+        if gives_dw {
+            return match accumulate {
+                Accumulate::Overwrite => plan.forward(streamed, dims, None, dw_g, workspace),
+                Accumulate::Add => plan.forward_residual_in_place(streamed, dims, dw_g, workspace),
+            };
+        }
+        plan.forward(streamed, dims, None, transposed, workspace)?;
+        for (kk, row) in dw_g.chunks_exact_mut(cg).enumerate() {
+            for (cc, out) in row.iter_mut().enumerate() {
+                let v = transposed[cc * kg + kk];
+                *out = match accumulate {
+                    Accumulate::Overwrite => v,
+                    Accumulate::Add => *out + v,
+                };
+            }
         }
         Ok(())
     }

@@ -234,9 +234,12 @@ fn real_data_stays_within_the_bound_of_its_reduction_length() {
 
 #[test]
 fn gradients_are_bit_identical_for_every_thread_count() {
-    let conv = Conv1x1::new(64, 96).with_stride(2, 2).with_padding(Padding::uniform(1));
-    for layout in [Layout::Nchw, Layout::Nhwc] {
-        let case = Case::new(conv.with_layout(layout), InputDims::new(2, 23, 21), false, 7);
+    // Gathered operands (stride, padding, two images) and operands read in place (one image,
+    // dense: rows in NCHW, columns in NHWC), each packing the smaller one.
+    let strided = Conv1x1::new(64, 96).with_stride(2, 2).with_padding(Padding::uniform(1));
+    let cases = [(strided, 2), (Conv1x1::new(96, 48), 1), (Conv1x1::new(48, 96), 1)];
+    for ((conv, n), layout) in cases.into_iter().flat_map(|c| [(c, Layout::Nchw), (c, Layout::Nhwc)]) {
+        let case = Case::new(conv.with_layout(layout), InputDims::new(n, 23, 21), false, 7);
         let one = case.run(PlanOptions::default(), Accumulate::Overwrite, 0.0);
         for t in [2, 3, 7] {
             let many = case.run(

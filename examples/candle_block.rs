@@ -154,8 +154,8 @@ fn main() -> Result<()> {
 
     println!("\ncompare's suite, one 1x1 layer each (NCHW, f32): candle conv2d + bias add against the op");
     println!(
-        "{:<32}{:>14}{:>14}{:>10}{:>14}  {}",
-        "layer", "candle GF/s", "op GF/s", "speedup", "max |diff|", "op tile"
+        "{:<32}{:>14}{:>14}{:>10}{:>14}  op tile",
+        "layer", "candle GF/s", "op GF/s", "speedup", "max |diff|"
     );
     for layer in suite::default_suite() {
         let cg = layer.c / layer.groups;

@@ -3,8 +3,8 @@
 //!
 //! | feature | module | what it gives |
 //! |---|---|---|
-//! | `candle` | [`candle`](crate::interop::candle) | a candle custom op (`x`, `w`, optional `b`) and a module that packs its weights once |
-//! | `ndarray` | [`ndarray`](crate::interop::ndarray) | `forward` on `ArrayView4` / `ArrayViewMut4`, zero-copy |
+//! | `candle` | [`candle`] | a candle custom op (`x`, `w`, optional `b`) and a module that packs its weights once |
+//! | `ndarray` | [`ndarray`] | `forward` on `ArrayView4` / `ArrayViewMut4`, zero-copy |
 //!
 //! Each adapter checks shapes and memory order, then calls [`Plan::forward`](crate::Plan::forward)
 //! on the views' memory: its results are bit-identical to the plain API's.

@@ -7,7 +7,9 @@
 //! RAYON_NUM_THREADS=1 cargo run --release --features candle --example candle_block
 //! ```
 //! Both sides run on rayon's global pool (`Threads::Rayon` for pointwise), so they get the same
-//! threads. Times are medians; the max difference is over every output.
+//! threads. Times are medians; the max difference is over every output. The suite table also
+//! shows the same plan through the plain API into a buffer allocated once ("plain"): the gap
+//! between it and the op is candle's part (a fresh output tensor per call, the op dispatch).
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Module, Tensor};
@@ -154,8 +156,8 @@ fn main() -> Result<()> {
 
     println!("\ncompare's suite, one 1x1 layer each (NCHW, f32): candle conv2d + bias add against the op");
     println!(
-        "{:<32}{:>14}{:>14}{:>10}{:>14}  op tile",
-        "layer", "candle GF/s", "op GF/s", "speedup", "max |diff|"
+        "{:<32}{:>14}{:>14}{:>14}{:>10}{:>14}  op tile",
+        "layer", "candle GF/s", "op GF/s", "plain GF/s", "speedup", "max |diff|"
     );
     for layer in suite::default_suite() {
         let cg = layer.c / layer.groups;
@@ -175,13 +177,22 @@ fn main() -> Result<()> {
         let diff = max_abs_difference(&candle(&x)?, &op.forward(&x)?)?;
         let t_candle = median_seconds(budget, || candle(&x).map(drop))?;
         let t_op = median_seconds(budget, || op.forward(&x).map(drop).map_err(Into::into))?;
+        // The same plan through the plain API into a buffer allocated once: the op's cost over
+        // it is candle's (the output tensor, the op dispatch).
+        let x_values = x.flatten_all()?.to_vec1::<f32>()?;
+        let mut y_plain = vec![0.0f32; op.plan().output_len(layer.dims())?];
+        let mut ws = pointwise::Workspace::new();
+        let t_plain = median_seconds(budget, || {
+            op.plan().forward(&x_values, layer.dims(), None, &mut y_plain, &mut ws).map_err(Into::into)
+        })?;
         let gflops = |t: f64| layer.flops() / t * 1e-9;
         let tile = op.plan().tile_for(layer.dims())?.unwrap_or("-");
         println!(
-            "{:<32}{:>14.1}{:>14.1}{:>9.2}x{:>14.2e}  {}",
+            "{:<32}{:>14.1}{:>14.1}{:>14.1}{:>9.2}x{:>14.2e}  {}",
             layer.name,
             gflops(t_candle),
             gflops(t_op),
+            gflops(t_plain),
             t_candle / t_op,
             diff,
             tile

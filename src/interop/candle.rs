@@ -304,10 +304,8 @@ impl PointwiseOp {
         let dims = InputDims::new(n, h, width);
         let out = plan.output_dims(dims).map_err(candle_core::Error::wrap)?;
         let len = out.len().map_err(candle_core::Error::wrap)?;
-        let mut y = Vec::new();
-        y.try_reserve_exact(len)
-            .map_err(|_| candle_core::Error::msg(format!("pointwise candle op: cannot allocate {len} outputs")))?;
-        y.resize(len, 0.0f32);
+        // Zeroed pages from the allocator: no separate pass writes them before the kernel does.
+        let mut y = vec![0.0f32; len];
         // Taken out of the cell for the call: a rayon worker running this op may run another
         // pointwise op on the same thread while it waits (that one then starts empty).
         let mut workspace = WORKSPACE.with(RefCell::take);

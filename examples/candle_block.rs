@@ -183,7 +183,9 @@ fn main() -> Result<()> {
         let mut y_plain = vec![0.0f32; op.plan().output_len(layer.dims())?];
         let mut ws = pointwise::Workspace::new();
         let t_plain = median_seconds(budget, || {
-            op.plan().forward(&x_values, layer.dims(), None, &mut y_plain, &mut ws).map_err(Into::into)
+            op.plan()
+                .forward(&x_values, layer.dims(), None, &mut y_plain, &mut ws)
+                .map_err(Into::into)
         })?;
         let gflops = |t: f64| layer.flops() / t * 1e-9;
         let tile = op.plan().tile_for(layer.dims())?.unwrap_or("-");

@@ -259,14 +259,16 @@ thread_local! {
 
 /// Records `message` (or clears the record) for [`pw_last_error_message`].
 fn set_last_error(message: Option<String>) {
-    let text = message.map_or_else(CString::default, |m| {
-        // Interior NULs would cut the C string short; none are expected, but keep the rest.
-        CString::new(m.replace('\0', "\\0")).unwrap_or_default()
-    });
     // During thread teardown the slot may be gone; the message is then dropped.
     let _ = LAST_ERROR.try_with(|slot| {
         if let Ok(mut slot) = slot.try_borrow_mut() {
-            *slot = text;
+            match message {
+                // A success after a success allocates nothing.
+                None if slot.as_bytes().is_empty() => {}
+                None => *slot = CString::default(),
+                // Interior NULs would cut the C string short; none are expected, but keep the rest.
+                Some(m) => *slot = CString::new(m.replace('\0', "\\0")).unwrap_or_default(),
+            }
         }
     });
 }

@@ -10,7 +10,7 @@ use clap::{ArgAction, Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use pointwise::{auto_kernel, available_kernels, compiled_target_features, Activation, KernelId, Layout, Threads};
 use report::Row;
-use suite::Layer;
+use suite::{Layer, Pass};
 
 /// The first paragraph of `--help`.
 const ABOUT: &str = "\
@@ -20,7 +20,8 @@ checks each result against an f64 reference, and reports GFLOP/s side by side.";
 /// The last section of `--help`: what the columns mean.
 const READING_THE_NUMBERS: &str = "\
 READING THE NUMBERS:
-  GFLOP/s   = 2*K*(C/groups)*Ho*Wo*N / median time of one forward call.
+  GFLOP/s   = 2*K*(C/groups)*Ho*Wo*N / median time of one forward call (or, with
+              --pass, of one backward pass: the same count for each).
   % peak    = GFLOP/s / the single-core FMA peak of the kernel's tier, measured at start
               (basis fma:<tier>), times the thread count; matrixmultiply and portable are
               measured against the widest tier they can use. Memory-bound layers (basis
@@ -29,7 +30,9 @@ READING THE NUMBERS:
   vs mm     = speedup over the matrixmultiply kernel in the same run.
   max rel   = max |y - ref| / (sum|w*x| + |b|) over sampled outputs; a kernel whose error
               exceeds 2*gamma(C/groups + 1) on any output (times the activation's Lipschitz
-              constant, plus its stated error) is FAIL, and compare exits 1.";
+              constant, plus its stated error) is FAIL, and compare exits 1. Backward passes
+              are checked the same way against sum|terms|, with bound 2*gamma(L + 1): L = K/groups
+              for bwd_data (dx = W^T dz), L = N*Ho*Wo for bwd_weights (dw = dz x^T).";
 
 /// The command line. Each field's doc comment is its entry in `--help`, line breaks kept
 /// (`verbatim_doc_comment`); the defaults are stated there, so clap's own `[default: ...]`
@@ -84,6 +87,20 @@ pub struct Options {
         verbatim_doc_comment
     )]
     pub activation: Activation,
+    /// the passes to time (default fwd): fwd, bwd_data, bwd_weights
+    /// (the backward passes of pointwise::BackwardPlan; the
+    /// activation plays no part in them); a row each
+    #[arg(
+        long = "pass",
+        value_name = "A,B,...",
+        value_enum,
+        value_delimiter = ',',
+        action = ArgAction::Set,
+        default_value = "fwd",
+        hide_default_value = true,
+        verbatim_doc_comment
+    )]
+    pub passes: Vec<Pass>,
     /// short timings (for CI); numbers are noisier
     #[arg(long)]
     pub quick: bool,
@@ -99,7 +116,8 @@ pub struct Options {
     )]
     pub format: Format,
     /// also draw a grouped bar chart: GFLOP/s per layer, a bar per
-    /// kernel, each tier's FMA peak as a horizontal line
+    /// kernel, each tier's FMA peak as a horizontal line (of the
+    /// first --pass only)
     #[arg(long, value_name = "FILE.svg", verbatim_doc_comment)]
     pub plot: Option<String>,
     // clap's own help flag, declared here to keep the wording "this text": parsing stops at it
@@ -270,17 +288,30 @@ pub fn run(opts: &Options, show_progress: bool) -> Result<RunResult, String> {
         Threads::Count(opts.threads)
     };
     let seconds = if opts.quick { 0.02 } else { 0.12 };
-    let progress = progress_bar(layers.len() * kernels.len(), show_progress);
+    let mut passes: Vec<Pass> = Vec::new();
+    for &p in &opts.passes {
+        if !passes.contains(&p) {
+            passes.push(p);
+        }
+    }
+    let progress = progress_bar(layers.len() * kernels.len() * passes.len(), show_progress);
     let mut rows: Vec<Row> = Vec::new();
-    for layer in &layers {
+    for (layer, &pass) in layers.iter().flat_map(|l| passes.iter().map(move |p| (l, p))) {
         let mut mm_gflops = None;
         let mut layer_rows = Vec::new();
         // matrixmultiply first, so speedups can be computed as we go.
         let mut order = kernels.clone();
         order.sort_by_key(|k| *k != KernelId::MatrixMultiply);
         for kernel in order {
-            progress.set_message(format!("{} {}", layer.name, kernel));
-            let m = suite::measure(layer, opts.layout, opts.activation, kernel, threads, seconds);
+            if pass == Pass::Fwd {
+                progress.set_message(format!("{} {}", layer.name, kernel));
+            } else {
+                progress.set_message(format!("{} {} {}", layer.name, kernel, pass.name()));
+            }
+            let m = match pass {
+                Pass::Fwd => suite::measure(layer, opts.layout, opts.activation, kernel, threads, seconds),
+                _ => suite::measure_backward(layer, opts.layout, pass, kernel, threads, seconds),
+            };
             progress.inc(1);
             if kernel == KernelId::MatrixMultiply {
                 mm_gflops = Some(m.gflops);
@@ -311,6 +342,7 @@ pub fn run(opts: &Options, show_progress: bool) -> Result<RunResult, String> {
                 speedup_vs_matrixmultiply: mm_gflops.map(|b| m.gflops / b),
                 max_rel_err: m.max_rel_err,
                 ok: m.ok,
+                pass: pass.name(),
             });
         }
         // Report in the kernels' list order.
@@ -365,7 +397,9 @@ fn main() {
             .copied()
             .filter(|(t, _)| shown.iter().any(|k| k.name() == *t))
             .collect();
-        match report::plot(path, rows, &names, &plot_peaks, &title) {
+        let first_pass = opts.passes.first().map_or("fwd", |p| p.name());
+        let plot_rows: Vec<Row> = rows.iter().filter(|r| r.pass == first_pass).cloned().collect();
+        match report::plot(path, &plot_rows, &names, &plot_peaks, &title) {
             Ok(()) => eprintln!("plot written to {path}"),
             Err(e) => {
                 eprintln!("error: could not write the plot: {e}");
@@ -376,7 +410,10 @@ fn main() {
     let failed: Vec<String> = rows
         .iter()
         .filter(|r| !r.ok)
-        .map(|r| format!("{} on {}", r.layer.name, r.kernel))
+        .map(|r| match r.pass {
+            "fwd" => format!("{} on {}", r.layer.name, r.kernel),
+            pass => format!("{} on {} ({pass})", r.layer.name, r.kernel),
+        })
         .collect();
     if !failed.is_empty() {
         eprintln!("FAIL: {}", failed.join("; "));
@@ -432,6 +469,7 @@ mod tests {
             (1, Layout::Nchw, Activation::Identity, false, Format::Table)
         );
         assert!(o.layer_filter.is_empty() && o.kernels.is_empty() && o.custom.is_empty() && o.plot.is_none());
+        assert_eq!(o.passes, [Pass::Fwd]);
         // A repeated option keeps its last value; `--layer` adds a layer each time.
         let o = parse_args("--threads 2 --threads 3 --layers a,b --layers c --layer 1,3,2,3,3 --layer 1,3,2,3,3,2")
             .unwrap();
@@ -460,6 +498,8 @@ mod tests {
             "--kernels sse9",
             "--layout nchwc",
             "--format xml",
+            "--pass bwd",
+            "--pass fwd,bwd-data",
             "--layer 1,2,3",
             "--layer 1,3,2,3,3,0",
             "--layer 1,4,6,3,3,1,0,4",
@@ -484,11 +524,12 @@ mod tests {
             speedup_vs_matrixmultiply: None,
             max_rel_err: 1e-7,
             ok,
+            pass: "fwd",
         }
     }
 
     /// The CSV header line every consumer of `--format csv` reads.
-    const CSV_HEADER: &str = "layer,n,c,k,h,w,stride,groups,layout,kernel,tile,threads,gflops,pct_peak,peak_basis,speedup_vs_matrixmultiply,max_rel_err,ok";
+    const CSV_HEADER: &str = "layer,n,c,k,h,w,stride,groups,layout,kernel,tile,threads,gflops,pct_peak,peak_basis,speedup_vs_matrixmultiply,max_rel_err,ok,pass";
 
     #[test]
     fn csv_header_and_rows() {
@@ -498,8 +539,8 @@ mod tests {
         assert_eq!(
             lines[1..],
             [
-                "l,1,2,3,4,4,1,1,nchw,avx2,avx2_f32_6x16_wrows,1,12.50,50.0,fma:avx2,,1.00e-7,true",
-                "l,1,2,3,4,4,1,1,nchw,avx2,avx2_f32_6x16_wrows,1,12.50,50.0,fma:avx2,,1.00e-7,false",
+                "l,1,2,3,4,4,1,1,nchw,avx2,avx2_f32_6x16_wrows,1,12.50,50.0,fma:avx2,,1.00e-7,true,fwd",
+                "l,1,2,3,4,4,1,1,nchw,avx2,avx2_f32_6x16_wrows,1,12.50,50.0,fma:avx2,,1.00e-7,false,fwd",
             ]
         );
         assert!(csv.ends_with('\n') && !csv.contains('\r'));
@@ -558,6 +599,32 @@ mod tests {
             assert!(r.max_rel_err.is_finite(), "{r:?}");
         }
         assert!(!result.peaks.is_empty() && result.peaks.iter().all(|p| p.1 > 0.0));
+    }
+
+    #[test]
+    fn backward_passes_parse_and_pass_their_checks() {
+        let o = parse_args("--pass bwd_data,bwd_weights").unwrap();
+        assert_eq!(o.passes, [Pass::BwdData, Pass::BwdWeights]);
+        let o = parse_args("--pass fwd,bwd_data,bwd_weights").unwrap();
+        assert_eq!(o.passes, [Pass::Fwd, Pass::BwdData, Pass::BwdWeights]);
+        // The seed layers (stride 1 and 2) and a small strided, padded, grouped layer.
+        let opts = parse_args("--quick --layers seed --pass bwd_data,bwd_weights").unwrap();
+        let small = parse_args("--quick --layer 2,12,6,5,7,2,1,3 --pass bwd_data,bwd_weights --layout nhwc").unwrap();
+        for opts in [opts, small] {
+            let result = run(&opts, false).unwrap();
+            assert_eq!(result.rows.len(), 2 * result.layers * result.kernels.len());
+            for r in &result.rows {
+                assert!(["bwd_data", "bwd_weights"].contains(&r.pass), "{r:?}");
+                assert!(r.ok, "{r:?}");
+                assert!(r.gflops.is_finite() && r.gflops > 0.0, "{r:?}");
+                assert!(r.max_rel_err.is_finite(), "{r:?}");
+            }
+        }
+        let table = report::table(&[sample_row(true)]);
+        assert!(
+            !table.contains("pass"),
+            "no pass column without a backward row:\n{table}"
+        );
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct Row {
     pub speedup_vs_matrixmultiply: Option<f64>,
     pub max_rel_err: f64,
     pub ok: bool,
+    /// The pass timed: `fwd`, `bwd_data` or `bwd_weights`.
+    pub pass: &'static str,
 }
 
 /// One row as CSV and JSON write it: the fields in column order, under their column names.
@@ -45,6 +47,7 @@ struct Record<'a, Number> {
     speedup_vs_matrixmultiply: Option<Number>,
     max_rel_err: Number,
     ok: bool,
+    pass: &'a str,
 }
 
 impl<'a, Number> Record<'a, Number> {
@@ -70,6 +73,7 @@ impl<'a, Number> Record<'a, Number> {
             speedup_vs_matrixmultiply: row.speedup_vs_matrixmultiply.map(|s| number(format!("{s:.2}"))),
             max_rel_err: number(format!("{:.2e}", row.max_rel_err)),
             ok: row.ok,
+            pass: row.pass,
         }
     }
 }
@@ -127,11 +131,29 @@ impl serde_json::ser::Formatter for RecordPerLine {
     }
 }
 
-/// The rows as the aligned text table, a layer's name only on its first row.
+/// The rows as the aligned text table, a layer's name only on its first row. A `pass` column
+/// follows `kernel` when any row times a backward pass.
 pub fn table(rows: &[Row]) -> String {
+    let show_pass = rows.iter().any(|r| r.pass != "fwd");
+    let pass_cell = |pass: &str| {
+        if show_pass {
+            format!(" {pass:<11}")
+        } else {
+            String::new()
+        }
+    };
     let mut s = format!(
-        "{:<30} {:<15} {:<24} {:>9} {:>8} {:>12} {:>9} {:>10} {:>5}\n",
-        "layer", "kernel", "tile", "GFLOP/s", "% peak", "basis", "vs mm", "max rel", "ok"
+        "{:<30} {:<15}{} {:<24} {:>9} {:>8} {:>12} {:>9} {:>10} {:>5}\n",
+        "layer",
+        "kernel",
+        pass_cell("pass"),
+        "tile",
+        "GFLOP/s",
+        "% peak",
+        "basis",
+        "vs mm",
+        "max rel",
+        "ok"
     );
     let mut last = "";
     for r in rows {
@@ -142,9 +164,10 @@ pub fn table(rows: &[Row]) -> String {
         };
         last = &r.layer.name;
         s += &format!(
-            "{:<30} {:<15} {:<24} {:>9.1} {:>7.1}% {:>12} {:>9} {:>10.1e} {:>5}\n",
+            "{:<30} {:<15}{} {:<24} {:>9.1} {:>7.1}% {:>12} {:>9} {:>10.1e} {:>5}\n",
             name,
             r.kernel,
+            pass_cell(r.pass),
             r.tile,
             r.gflops,
             r.pct_peak,
@@ -158,26 +181,42 @@ pub fn table(rows: &[Row]) -> String {
     s
 }
 
-/// Geometric mean of GFLOP/s and % of peak per kernel.
+/// Geometric mean of GFLOP/s and % of peak per kernel; per kernel and pass when any row
+/// times a backward pass.
 pub fn summary(rows: &[Row], kernels: &[&'static str]) -> String {
+    let mut passes: Vec<&str> = Vec::new();
+    for r in rows {
+        if !passes.contains(&r.pass) {
+            passes.push(r.pass);
+        }
+    }
+    let by_pass = passes.iter().any(|p| *p != "fwd");
+    let width = if by_pass { 26 } else { 15 };
     let mut s = format!(
-        "{:<15} {:>14} {:>14} {:>7}\n",
-        "kernel", "geomean GF/s", "geomean %peak", "layers"
+        "{:<width$} {:>14} {:>14} {:>7}\n",
+        if by_pass { "kernel pass" } else { "kernel" },
+        "geomean GF/s",
+        "geomean %peak",
+        "layers"
     );
     for &k in kernels {
-        let mine: Vec<&Row> = rows.iter().filter(|r| r.kernel == k).collect();
-        if mine.is_empty() {
-            continue;
+        for &pass in &passes {
+            let mine: Vec<&Row> = rows.iter().filter(|r| r.kernel == k && r.pass == pass).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let gm = |f: &dyn Fn(&Row) -> f64| {
+                (mine.iter().map(|r| f(r).max(1e-9).ln()).sum::<f64>() / mine.len() as f64).exp()
+            };
+            let label = if by_pass { format!("{k} {pass}") } else { k.to_string() };
+            s += &format!(
+                "{:<width$} {:>14.1} {:>13.1}% {:>7}\n",
+                label,
+                gm(&|r| r.gflops),
+                gm(&|r| r.pct_peak),
+                mine.len()
+            );
         }
-        let gm =
-            |f: &dyn Fn(&Row) -> f64| (mine.iter().map(|r| f(r).max(1e-9).ln()).sum::<f64>() / mine.len() as f64).exp();
-        s += &format!(
-            "{:<15} {:>14.1} {:>13.1}% {:>7}\n",
-            k,
-            gm(&|r| r.gflops),
-            gm(&|r| r.pct_peak),
-            mine.len()
-        );
     }
     s
 }

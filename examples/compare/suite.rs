@@ -1,7 +1,8 @@
 //! The built-in layer suite, and running one layer on one kernel: median GFLOP/s over
 //! repeated runs, checked against an f64 reference on sampled outputs.
 use pointwise::{
-    Activation, Conv1x1, InputDims, KernelChoice, KernelId, Layout, Padding, Plan, PlanOptions, Threads, Workspace,
+    Accumulate, Activation, BackwardPlan, Conv1x1, InputDims, KernelChoice, KernelId, Layout, Padding, Plan,
+    PlanOptions, Threads, Workspace,
 };
 use std::time::Instant;
 
@@ -33,6 +34,31 @@ pub fn activation_by_name(name: &str) -> Option<Activation> {
 /// The names [`activation_by_name`] takes.
 pub const ACTIVATION_NAMES: &str =
     "identity, relu, relu6, clamp, leaky_relu, prelu, hardswish, hardsigmoid, sigmoid, tanh, silu, gelu, gelu_tanh";
+
+/// Which pass of a layer a measurement times: `--pass fwd,bwd_data,bwd_weights`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pass {
+    /// The forward call `y = act(W x + b)`.
+    #[value(name = "fwd")]
+    Fwd,
+    /// [`BackwardPlan::data`]: `dx = W^T dz`.
+    #[value(name = "bwd_data")]
+    BwdData,
+    /// [`BackwardPlan::weights`]: `dw = dz x^T`.
+    #[value(name = "bwd_weights")]
+    BwdWeights,
+}
+
+impl Pass {
+    /// The name `--pass` takes and the `pass` column shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pass::Fwd => "fwd",
+            Pass::BwdData => "bwd_data",
+            Pass::BwdWeights => "bwd_weights",
+        }
+    }
+}
 
 /// One layer: `n` images of `c x h x w` to `k` channels.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,9 +216,22 @@ pub fn measure(
     let (max_rel_err, ok) = verify(layer, layout, act, &x, &w, &bias, &slope, &y);
     let tile = plan.tile_for(dims).ok().flatten().unwrap_or("-");
 
-    // Time: batches of at least ~2 ms, median over the budget (at least 5 batches).
+    let median = median_seconds(seconds, || {
+        plan.forward(&x, dims, None, &mut y, &mut ws).expect("valid")
+    });
+    Measurement {
+        tile,
+        gflops: layer.flops() / median / 1e9,
+        max_rel_err,
+        ok,
+    }
+}
+
+/// The median time of one `call`: batches of at least ~2 ms, median over about `seconds` (at
+/// least 5 batches, at most 1000).
+fn median_seconds(seconds: f64, mut call: impl FnMut()) -> f64 {
     let t0 = Instant::now();
-    plan.forward(&x, dims, None, &mut y, &mut ws).expect("valid");
+    call();
     let once = t0.elapsed().as_secs_f64().max(1e-7);
     let per_batch = ((2e-3 / once).ceil() as usize).max(1);
     let mut samples = Vec::new();
@@ -200,18 +239,175 @@ pub fn measure(
     while samples.len() < 5 || (start.elapsed().as_secs_f64() < seconds && samples.len() < 1000) {
         let t = Instant::now();
         for _ in 0..per_batch {
-            plan.forward(&x, dims, None, &mut y, &mut ws).expect("valid");
+            call();
         }
         samples.push(t.elapsed().as_secs_f64() / per_batch as f64);
     }
     samples.sort_by(f64::total_cmp);
-    let median = samples[samples.len() / 2];
+    samples[samples.len() / 2]
+}
+
+/// Runs a backward pass of `layer` on `kernel` through [`BackwardPlan`] (the activation
+/// plays no part in it): times it as [`measure`] does, with the forward's flop count, and
+/// checks sampled results against an f64 reference. `pass` is [`Pass::BwdData`] or
+/// [`Pass::BwdWeights`].
+pub fn measure_backward(
+    layer: &Layer,
+    layout: Layout,
+    pass: Pass,
+    kernel: KernelId,
+    threads: Threads,
+    seconds: f64,
+) -> Measurement {
+    let conv = layer.conv(layout);
+    let dims = layer.dims();
+    let x = data(conv.input_len(dims).expect("valid"), 1);
+    let w = data(conv.weights_len().expect("valid"), 2);
+    let dz = data(conv.output_dims(dims).expect("valid").len().expect("valid"), 5);
+    let options = PlanOptions::default()
+        .with_kernel(KernelChoice::Force(kernel))
+        .with_threads(threads);
+    let grads = BackwardPlan::new(&conv, &w, options).expect("kernel is available");
+    let mut ws = Workspace::new();
+    let (median, (max_rel_err, ok)) = match pass {
+        Pass::BwdData => {
+            let mut dx = vec![f32::NAN; x.len()];
+            grads
+                .data(&dz, dims, &mut dx, Accumulate::Overwrite, &mut ws)
+                .expect("valid");
+            let check = verify_backward(layer, layout, pass, &x, &w, &dz, &dx);
+            let median = median_seconds(seconds, || {
+                grads
+                    .data(&dz, dims, &mut dx, Accumulate::Overwrite, &mut ws)
+                    .expect("valid")
+            });
+            (median, check)
+        }
+        Pass::BwdWeights => {
+            let mut dw = vec![f32::NAN; w.len()];
+            grads
+                .weights(&x, &dz, dims, &mut dw, Accumulate::Overwrite, &mut ws)
+                .expect("valid");
+            let check = verify_backward(layer, layout, pass, &x, &w, &dz, &dw);
+            let median = median_seconds(seconds, || {
+                grads
+                    .weights(&x, &dz, dims, &mut dw, Accumulate::Overwrite, &mut ws)
+                    .expect("valid")
+            });
+            (median, check)
+        }
+        Pass::Fwd => panic!("measure_backward times the backward passes only"),
+    };
     Measurement {
-        tile,
+        tile: "-",
         gflops: layer.flops() / median / 1e9,
         max_rel_err,
         ok,
     }
+}
+
+/// Compares up to ~4096 sampled results of a backward pass (`got`: `dx` for
+/// [`Pass::BwdData`], `dw` for [`Pass::BwdWeights`]) with an f64 reference:
+/// `dx[c, pixel] = sum_k W[k, c] dz[k, pixel]` through stride and padding (0 where no output
+/// reads the pixel), `dw[k, c] = sum over images and output pixels of dz[k, p] x[c, p]`. The
+/// error of each, divided by the sum of its terms' magnitudes, must stay within
+/// `2 gamma_(L + 1)`, `L` the reduction's length: `K/G` for the data pass, `N*Ho*Wo` for the
+/// weights pass.
+fn verify_backward(
+    layer: &Layer,
+    layout: Layout,
+    pass: Pass,
+    x: &[f32],
+    w: &[f32],
+    dz: &[f32],
+    got: &[f32],
+) -> (f64, bool) {
+    let out = layer.conv(layout).output_dims(layer.dims()).expect("valid");
+    let (ho, wo) = (out.h, out.w);
+    let (cg, kg) = (layer.c / layer.groups, layer.k / layer.groups);
+    let x_at = |img: usize, ch: usize, iy: usize, ix: usize| match layout {
+        Layout::Nchw => ((img * layer.c + ch) * layer.h + iy) * layer.w + ix,
+        Layout::Nhwc => ((img * layer.h + iy) * layer.w + ix) * layer.c + ch,
+        other => panic!("no reference for {other:?}"),
+    };
+    let dz_at = |img: usize, k: usize, oy: usize, ox: usize| match layout {
+        Layout::Nchw => ((img * layer.k + k) * ho + oy) * wo + ox,
+        Layout::Nhwc => ((img * ho + oy) * wo + ox) * layer.k + k,
+        other => panic!("no reference for {other:?}"),
+    };
+    // The output pixel that reads input pixel (iy, ix), if any.
+    let reader = |iy: usize, ix: usize| {
+        let (py, px) = (iy + layer.pad, ix + layer.pad);
+        let (oy, ox) = (py / layer.stride, px / layer.stride);
+        (py % layer.stride == 0 && px % layer.stride == 0 && oy < ho && ox < wo).then_some((oy, ox))
+    };
+    let reduction = match pass {
+        Pass::BwdData => kg,
+        Pass::BwdWeights => layer.n * ho * wo,
+        Pass::Fwd => panic!("verify_backward checks the backward passes only"),
+    };
+    let u = 1.0 / (1u64 << 24) as f64;
+    let n_terms = (reduction + 1) as f64;
+    let bound = 2.0 * n_terms * u / (1.0 - n_terms * u);
+    let step = (got.len() / 4096).max(1) | 1;
+    let mut worst = 0.0f64;
+    let mut ok = got.iter().all(|v| v.is_finite());
+    for i in (0..got.len()).step_by(step) {
+        let (mut want, mut mag) = (0.0f64, 0.0f64);
+        let mut add = |a: f32, b: f32| {
+            let prod = a as f64 * b as f64;
+            want += prod;
+            mag += prod.abs();
+        };
+        match pass {
+            Pass::BwdData => {
+                let (img, ch, iy, ix) = match layout {
+                    Layout::Nchw => {
+                        let p = i % (layer.h * layer.w);
+                        (
+                            i / (layer.c * layer.h * layer.w),
+                            (i / (layer.h * layer.w)) % layer.c,
+                            p / layer.w,
+                            p % layer.w,
+                        )
+                    }
+                    _ => {
+                        let p = (i / layer.c) % (layer.h * layer.w);
+                        (i / (layer.c * layer.h * layer.w), i % layer.c, p / layer.w, p % layer.w)
+                    }
+                };
+                debug_assert_eq!(x_at(img, ch, iy, ix), i);
+                if let Some((oy, ox)) = reader(iy, ix) {
+                    let (g, cc) = (ch / cg, ch % cg);
+                    for kk in 0..kg {
+                        let k = g * kg + kk;
+                        add(w[k * cg + cc], dz[dz_at(img, k, oy, ox)]);
+                    }
+                }
+            }
+            _ => {
+                let (k, cc) = (i / cg, i % cg);
+                let ch = (k / kg) * cg + cc;
+                for img in 0..layer.n {
+                    for oy in 0..ho {
+                        let iy = (oy * layer.stride) as isize - layer.pad as isize;
+                        for ox in 0..wo {
+                            let ix = (ox * layer.stride) as isize - layer.pad as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < layer.h && (ix as usize) < layer.w {
+                                add(dz[dz_at(img, k, oy, ox)], x[x_at(img, ch, iy as usize, ix as usize)]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let err = (got[i] as f64 - want).abs();
+        worst = worst.max(err / mag.max(f64::MIN_POSITIVE));
+        if err > bound * mag + 1e-30 {
+            ok = false;
+        }
+    }
+    (worst, ok)
 }
 
 /// Compares up to ~4096 sampled outputs with an f64 reference. The error of each is divided

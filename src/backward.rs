@@ -424,10 +424,11 @@ struct PixelReduction<'a> {
 
 impl PixelReduction<'_> {
     /// Writes (or adds) `dw_g[K/G, C/G]`. The smaller operand is packed as the product's
-    /// weights (packing costs its size on every call); the other is read in place as its
-    /// input. Rows-form products are NHWC (input rows are pixels, weights `[rows, pixels]`),
-    /// columns-form products NCHW (input channels are the pixels, weights given input-major),
-    /// and whichever product gives `dw_g^T` is transposed through `transposed`.
+    /// weights (packing costs its size on every call) unless the transpose that choice
+    /// brings costs more; the other is read in place as its input. Rows-form products are
+    /// NHWC (input rows are pixels, weights `[rows, pixels]`), columns-form products NCHW
+    /// (input channels are the pixels, weights given input-major), and whichever product
+    /// gives `dw_g^T` is transposed through `transposed`.
     fn run(
         &self,
         options: PlanOptions,
@@ -437,7 +438,14 @@ impl PixelReduction<'_> {
         workspace: &mut Workspace,
     ) -> Result<()> {
         let (kg, cg) = (self.dz.1, self.x.1);
-        let pack_dz = kg < cg;
+        // Packing dZ_g instead of X_g saves (C/G - K/G) * pixels values of packing, and, in
+        // the rows form, costs a transpose of the K/G x C/G result (a read and a write of
+        // each value). Choose by the values moved.
+        let transpose_cost = match self.form {
+            OperandForm::Rows => 2 * kg * cg,
+            OperandForm::Columns => 0,
+        };
+        let pack_dz = kg < cg && (cg - kg) * self.pixels > transpose_cost;
         let ((packed, packed_rows), (streamed, streamed_rows)) =
             if pack_dz { (self.dz, self.x) } else { (self.x, self.dz) };
         let (layout, order) = match self.form {

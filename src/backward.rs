@@ -389,13 +389,12 @@ impl BackwardPlan {
                 "this activation's derivative needs the pre-activation z (Saved::PreActivation)",
             ));
         }
-        let p = out.h * out.w;
-        let channel_of = |i: usize| match self.conv.layout {
-            Layout::Nchw => (i / p) % out.k,
-            Layout::Nhwc => i % out.k,
-        };
         for (i, (dz_i, (&dy_i, &v))) in dz.iter_mut().zip(dy.iter().zip(values)).enumerate() {
-            let slope = if slopes.is_empty() { 0.0 } else { slopes[channel_of(i)] };
+            let slope = if slopes.is_empty() {
+                0.0
+            } else {
+                slopes[out.channel_of(self.conv.layout, i)]
+            };
             *dz_i = dy_i * derivative(act, v, from_output, slope);
         }
         Ok(())

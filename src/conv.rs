@@ -112,6 +112,14 @@ impl OutputDims {
     pub fn is_empty(&self) -> bool {
         self.n == 0 || self.k == 0 || self.h == 0 || self.w == 0
     }
+
+    /// The output channel of element `i` of an output in `layout`.
+    pub(crate) fn channel_of(&self, layout: Layout, i: usize) -> usize {
+        match layout {
+            Layout::Nchw => (i / (self.h * self.w)) % self.k,
+            Layout::Nhwc => i % self.k,
+        }
+    }
 }
 
 /// Description of a pointwise (1x1) convolution, the equivalent of PyTorch's

@@ -668,15 +668,11 @@ impl Plan {
                 e => e,
             })?;
         let act = self.conv.activation;
-        let p = out.h * out.w;
         for (i, (y, &z)) in output.iter_mut().zip(pre_activation.iter()).enumerate() {
-            let slope = match &self.slope {
-                Some(s) => match self.conv.layout {
-                    Layout::Nchw => s[(i / p) % out.k],
-                    Layout::Nhwc => s[i % out.k],
-                },
-                None => 0.0,
-            };
+            let slope = self
+                .slope
+                .as_ref()
+                .map_or(0.0, |s| s[out.channel_of(self.conv.layout, i)]);
             *y = act.apply(z, slope);
         }
         Ok(())

@@ -361,21 +361,7 @@ fn verify_backward(
         };
         match pass {
             Pass::BwdData => {
-                let (img, ch, iy, ix) = match layout {
-                    Layout::Nchw => {
-                        let p = i % (layer.h * layer.w);
-                        (
-                            i / (layer.c * layer.h * layer.w),
-                            (i / (layer.h * layer.w)) % layer.c,
-                            p / layer.w,
-                            p % layer.w,
-                        )
-                    }
-                    _ => {
-                        let p = (i / layer.c) % (layer.h * layer.w);
-                        (i / (layer.c * layer.h * layer.w), i % layer.c, p / layer.w, p % layer.w)
-                    }
-                };
+                let (img, ch, iy, ix) = unflatten(layout, i, layer.c, layer.h, layer.w);
                 debug_assert_eq!(x_at(img, ch, iy, ix), i);
                 if let Some((oy, ox)) = reader(iy, ix) {
                     let (g, cc) = (ch / cg, ch % cg);
@@ -410,6 +396,16 @@ fn verify_backward(
     (worst, ok)
 }
 
+/// `(image, channel, y, x)` of element `i` of a `[N, channels, h, w]` tensor (NCHW) or a
+/// `[N, h, w, channels]` one (NHWC).
+fn unflatten(layout: Layout, i: usize, channels: usize, h: usize, w: usize) -> (usize, usize, usize, usize) {
+    let (img, ch, p) = match layout {
+        Layout::Nchw => (i / (channels * h * w), (i / (h * w)) % channels, i % (h * w)),
+        _ => (i / (channels * h * w), i % channels, (i / channels) % (h * w)),
+    };
+    (img, ch, p / w, p % w)
+}
+
 /// Compares up to ~4096 sampled outputs with an f64 reference. The error of each is divided
 /// by `sum |w x| + |b|`, and must stay within `2 gamma_(C/G + 1)` times the activation's
 /// Lipschitz constant, plus the activation's own stated error.
@@ -434,22 +430,7 @@ fn verify(
     let mut worst = 0.0f64;
     let mut ok = y.iter().all(|v| v.is_finite());
     for oi in (0..y.len()).step_by(step) {
-        let (img, k, oy, ox) = match layout {
-            Layout::Nchw => {
-                let p = oi % (out.h * out.w);
-                (
-                    oi / (layer.k * out.h * out.w),
-                    (oi / (out.h * out.w)) % layer.k,
-                    p / out.w,
-                    p % out.w,
-                )
-            }
-            Layout::Nhwc => {
-                let p = (oi / layer.k) % (out.h * out.w);
-                (oi / (layer.k * out.h * out.w), oi % layer.k, p / out.w, p % out.w)
-            }
-            other => panic!("no reference for {other:?}"),
-        };
+        let (img, k, oy, ox) = unflatten(layout, oi, layer.k, out.h, out.w);
         let iy = (oy * layer.stride) as isize - layer.pad as isize;
         let ix = (ox * layer.stride) as isize - layer.pad as isize;
         let mut z = bias[k] as f64;

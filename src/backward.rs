@@ -581,32 +581,68 @@ fn scatter_to_input(geom: &Geometry, product: &[f32], dx: &mut [f32], accumulate
     }
 }
 
-/// Group `g`'s rows of `dz` as a dense `[K/G, N*Ho*Wo]` matrix.
+/// Group `g`'s rows of `dz` as a dense `[K/G, N*Ho*Wo]` matrix: row runs copied in NCHW,
+/// pixel by pixel (reading each pixel's channels in order) in NHWC.
 fn gather_output_rows(geom: &Geometry, dz: &[f32], g: usize, rows: &mut [f32]) {
     let pixels = geom.n * geom.p;
-    let ks = geom.output_channel_stride();
-    for kk in 0..geom.kg {
-        let k = g * geom.kg + kk;
-        let row = &mut rows[kk * pixels..(kk + 1) * pixels];
-        for img in 0..geom.n {
-            for q in 0..geom.p {
-                row[img * geom.p + q] = dz[geom.output_offset(img, q) + k * ks];
+    let k0 = g * geom.kg;
+    match geom.layout {
+        Layout::Nchw => {
+            for kk in 0..geom.kg {
+                for img in 0..geom.n {
+                    let src = &dz[geom.output_offset(img, 0) + (k0 + kk) * geom.p..][..geom.p];
+                    rows[kk * pixels + img * geom.p..][..geom.p].copy_from_slice(src);
+                }
+            }
+        }
+        Layout::Nhwc => {
+            for img in 0..geom.n {
+                for q in 0..geom.p {
+                    let src = &dz[geom.output_offset(img, q) + k0..][..geom.kg];
+                    for (kk, &v) in src.iter().enumerate() {
+                        rows[kk * pixels + img * geom.p + q] = v;
+                    }
+                }
             }
         }
     }
 }
 
 /// Group `g`'s channels of `x` at the output pixels (through stride and padding; padded
-/// pixels are 0) as a dense `[C/G, N*Ho*Wo]` matrix.
+/// pixels are 0) as a dense `[C/G, N*Ho*Wo]` matrix: channel row by channel row in NCHW
+/// (row runs copied when the map is dense), pixel by pixel in NHWC.
 fn gather_input_rows(geom: &Geometry, x: &[f32], g: usize, rows: &mut [f32]) {
     let pixels = geom.n * geom.p;
-    let cs = geom.input_channel_stride();
-    for img in 0..geom.n {
-        for q in 0..geom.p {
-            let base = geom.input_offset(img, q / geom.wo, q % geom.wo);
+    let c0 = g * geom.cg;
+    match geom.layout {
+        Layout::Nchw if geom.is_dense() => {
             for cc in 0..geom.cg {
-                let c = g * geom.cg + cc;
-                rows[cc * pixels + img * geom.p + q] = base.map_or(0.0, |b| x[b + c * cs]);
+                for img in 0..geom.n {
+                    let src = &x[(img * geom.c + c0 + cc) * geom.p..][..geom.p];
+                    rows[cc * pixels + img * geom.p..][..geom.p].copy_from_slice(src);
+                }
+            }
+        }
+        Layout::Nchw => {
+            let cs = geom.input_channel_stride();
+            for cc in 0..geom.cg {
+                for img in 0..geom.n {
+                    let row = &mut rows[cc * pixels + img * geom.p..][..geom.p];
+                    for (q, out) in row.iter_mut().enumerate() {
+                        let base = geom.input_offset(img, q / geom.wo, q % geom.wo);
+                        *out = base.map_or(0.0, |b| x[b + (c0 + cc) * cs]);
+                    }
+                }
+            }
+        }
+        Layout::Nhwc => {
+            for img in 0..geom.n {
+                for q in 0..geom.p {
+                    let base = geom.input_offset(img, q / geom.wo, q % geom.wo);
+                    for cc in 0..geom.cg {
+                        rows[cc * pixels + img * geom.p + q] = base.map_or(0.0, |b| x[b + c0 + cc]);
+                    }
+                }
             }
         }
     }

@@ -87,14 +87,30 @@ pub(crate) fn pack_weight_panels(
     let panel_len = format.panel_len(cg);
     let total = groups * panels * panel_len;
     let mut data = PanelBuf::from_iter(64, std::iter::repeat_n(pad, total));
+    // Reduction steps in blocks whose part of the panel stays in L1 while each lane's
+    // source row streams through it: lane by lane over a whole panel would rewrite a panel
+    // larger than the cache once per lane (long reductions: the weight gradient's panels).
+    const STEPS_PER_BLOCK: usize = 64;
     for g in 0..groups {
         for panel in 0..panels {
             let dst = &mut data[(g * panels + panel) * panel_len..][..panel_len];
-            for lane in 0..lanes.min(kg - panel * lanes) {
-                let k = g * kg + panel * lanes + lane;
-                let src = &weights[k * cg..(k + 1) * cg];
-                for (c, &w) in src.iter().enumerate() {
-                    dst[format.index(c, lane)] = w;
+            let rows = lanes.min(kg - panel * lanes);
+            for c0 in (0..cg).step_by(STEPS_PER_BLOCK) {
+                let c1 = (c0 + STEPS_PER_BLOCK).min(cg);
+                for lane in 0..rows {
+                    let k = g * kg + panel * lanes + lane;
+                    let src = &weights[k * cg + c0..k * cg + c1];
+                    // The step grouping as a constant, so `index` needs no division.
+                    match format.k_group {
+                        1 => place_row::<1>(dst, src, c0, lane, lanes),
+                        2 => place_row::<2>(dst, src, c0, lane, lanes),
+                        4 => place_row::<4>(dst, src, c0, lane, lanes),
+                        _ => {
+                            for (c, &w) in (c0..c1).zip(src) {
+                                dst[format.index(c, lane)] = w;
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -106,6 +122,15 @@ pub(crate) fn pack_weight_panels(
         groups,
         panels,
         cg,
+    }
+}
+
+/// Places `src` (reduction steps `c0..` of one output channel) at lane `lane` of a panel of
+/// `lanes` lanes whose steps are grouped by `K_GROUP` (the layout of [`PackedFormat::index`]).
+#[inline(always)]
+fn place_row<const K_GROUP: usize>(dst: &mut [f32], src: &[f32], c0: usize, lane: usize, lanes: usize) {
+    for (c, &w) in (c0..).zip(src) {
+        dst[((c / K_GROUP) * lanes + lane) * K_GROUP + c % K_GROUP] = w;
     }
 }
 
@@ -309,7 +334,13 @@ mod tests {
     #[test]
     fn weight_panels_hold_every_weight_once_and_pad_the_rest() {
         for k_group in [1, 2, 4] {
-            for (groups, kg, cg, lanes) in [(1, 8, 5, 8), (2, 13, 3, 4), (3, 1, 7, 16), (1, 33, 1, 32)] {
+            for (groups, kg, cg, lanes) in [
+                (1, 8, 5, 8),
+                (2, 13, 3, 4),
+                (3, 1, 7, 16),
+                (1, 33, 1, 32),
+                (2, 5, 131, 4),
+            ] {
                 let w = named_weights(groups * kg, cg);
                 let format = PackedFormat { lanes, k_group };
                 let p = pack_weight_panels(&w, groups, kg, cg, format, -1.0);

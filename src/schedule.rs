@@ -18,8 +18,9 @@
 //! C = 2048, 8 x 2048 weights = 64 KiB and 2048 x 32 pixels = 256 KiB) are read
 //! sequentially, which the prefetchers keep ahead of the FMAs from L2. Only when one pixel
 //! panel and one weight panel of the whole reduction exceed half of L2 is the reduction
-//! blocked (`kc`): each block's partial sums are stored as whole tiles and reloaded by the
-//! next, in order, which gives the same bits as one block. The pixel block (the NC loop) is sized so its
+//! blocked (`kc`, sized so one block of a weight panel takes half of L1 and the pixel block
+//! then holds several panels): each block's partial sums are stored as whole tiles and
+//! reloaded by the next, in order, which gives the same bits as one block. The pixel block (the NC loop) is sized so its
 //! packed panels take half of this core's L2 (read from the machine), and blocks are made
 //! equal so threads finish together; each unit sweeps its weight panels (the MC loop, all of
 //! them or a thread's share) over the block, so a weight panel is read once per block and
@@ -201,14 +202,30 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
     // Packed pixel panels of one block take half of L2, beside the weight panel swept over it.
     let packed_bytes = machine.l2 / 2;
     // Reduction blocks: the whole reduction when one pixel panel and one weight panel of it fit
-    // that budget (every layer of common networks), else as many steps as fit, a multiple of 8.
+    // that budget (every layer of common networks), else blocks whose weight panel fits half
+    // of L1, a multiple of 8.
     // Blocks accumulate in order, so the result is the same bits either way.
+    // An NCHW weight-rows tile reads its pixel panel in place, one channel row of the input
+    // per step; when rows lie a multiple of 1 KiB apart, all of a panel's lines fall in a
+    // sixteenth of the cache's sets, so a long panel evicts itself before the next weight
+    // panel rereads it (the weight gradient's products over power-of-two channel counts:
+    // 2x slower, measured). Such reductions are blocked as the long ones below.
+    let conflicting_rows = g.layout == Layout::Nchw
+        && tiles
+            .get(tile)
+            .is_some_and(|t| t.borrow().orient == Orientation::WeightRows)
+        && g.input_channel_stride() % 256 == 0;
+    let l1_block = (machine.l1d / 2 / (4 * weight_lanes) / 8 * 8).max(8);
     let per_step = 4 * (pixel_lanes + weight_lanes);
     let kc = match forced.kc {
         _ if tiles.is_empty() || fused => g.cg,
         Some(kc) => kc.clamp(1, g.cg),
-        None if g.cg * per_step <= packed_bytes => g.cg,
-        None => (packed_bytes / per_step / 8 * 8).clamp(8, g.cg),
+        None if g.cg * per_step <= packed_bytes && !(conflicting_rows && g.cg > l1_block) => g.cg,
+        // Blocked: a weight panel of one block stays in half of L1 while the block's pixel
+        // panels (then several, from L2) stream past it. Sizing the block by L2 instead left
+        // one pixel panel per block and every weight panel re-read from memory per panel
+        // (the weight gradient's reductions over N*Ho*Wo pixels: 2x slower, measured).
+        None => l1_block.min(g.cg),
     };
     // Input channels a packed pixel panel holds per reduction block: the block's steps, or
     // every channel when fused groups read their own channels of one panel.
@@ -472,10 +489,20 @@ mod tests {
                 for threads in [1, 2, 7, 64] {
                     for m in machines() {
                         let s = schedule(&g, &tiles, &m, threads, Forced::default());
-                        let lanes = tiles.get(s.tile).map_or(0, |t| t.pixel_lanes() + t.weight_lanes());
-                        if g.cg * 4 * lanes <= m.l2 / 2 || tiles.is_empty() {
+                        let t = tiles.get(s.tile);
+                        let lanes = t.map_or(0, |t| t.pixel_lanes() + t.weight_lanes());
+                        let l1_block = t.map_or(0, |t| m.l1d / 2 / (4 * t.weight_lanes()) / 8 * 8);
+                        let conflicting = g.layout == Layout::Nchw
+                            && t.is_some_and(|t| t.orient == Orientation::WeightRows)
+                            && g.input_channel_stride() % 256 == 0;
+                        if tiles.is_empty()
+                            || s.fused
+                            || (g.cg * 4 * lanes <= m.l2 / 2 && !(conflicting && g.cg > l1_block))
+                        {
                             assert_eq!(s.kc, g.cg, "{s:?}");
                         } else {
+                            // Blocks of a weight panel in half of L1.
+                            assert_eq!(s.kc, l1_block.max(8).min(g.cg), "{s:?}");
                             assert!(s.kc < g.cg && s.kc % 8 == 0 && s.kc * 4 * lanes <= m.l2 / 2, "{s:?}");
                         }
                         // The same for every thread count.
@@ -484,6 +511,22 @@ mod tests {
                 }
             }
         }
+        // A long reduction over input rows 1 KiB apart (16 x 16 planes, read in place) is
+        // blocked even though it fits L2; the same over 14 x 14 planes is not.
+        let conv = Conv1x1::new(3136, 64);
+        let tiles = [tile(Orientation::WeightRows, 8, 32)];
+        let m = machines()[1];
+        let kc = |h| {
+            schedule(
+                &geometry(conv, InputDims::new(1, h, h)),
+                &tiles,
+                &m,
+                1,
+                Forced::default(),
+            )
+            .kc
+        };
+        assert_eq!((kc(16), kc(14)), (512, 3136));
         // Forced blocks are clamped to the reduction.
         let g = &all_problems()[0];
         let forced = |kc| Forced {

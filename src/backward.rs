@@ -45,6 +45,68 @@ pub enum Saved<'a> {
     PreActivation(&'a [f32]),
 }
 
+/// The gradients one [`BackwardPlan::backward`] step writes, each optional: a step writes
+/// only those it is given.
+///
+/// # Shapes
+/// `input`: the forward input's shape; `weights`: `[K, C/G]`; `bias`: `[K]`; `residual`
+/// (the gradient of the pre-activation `z`, which is also the residual's): the forward
+/// output's shape.
+///
+/// # Example
+/// ```
+/// # use pointwise::{Accumulate, Gradients};
+/// let (mut dx, mut dw) = (vec![0.0f32; 6], vec![0.0f32; 6]);
+/// let grads = Gradients::new().input(&mut dx).weights(&mut dw).accumulate(Accumulate::Add);
+/// # let _ = grads;
+/// ```
+#[derive(Debug, Default)]
+pub struct Gradients<'a> {
+    input: Option<&'a mut [f32]>,
+    weights: Option<&'a mut [f32]>,
+    bias: Option<&'a mut [f32]>,
+    residual: Option<&'a mut [f32]>,
+    accumulate: Accumulate,
+}
+
+impl<'a> Gradients<'a> {
+    /// No gradients, overwriting.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes `dx` (the data gradient, scattered through stride and padding).
+    pub fn input(mut self, dx: &'a mut [f32]) -> Self {
+        self.input = Some(dx);
+        self
+    }
+
+    /// Writes `dw[K, C/G]`.
+    pub fn weights(mut self, dw: &'a mut [f32]) -> Self {
+        self.weights = Some(dw);
+        self
+    }
+
+    /// Writes `db[K]`.
+    pub fn bias(mut self, db: &'a mut [f32]) -> Self {
+        self.bias = Some(db);
+        self
+    }
+
+    /// Writes `dz = dy * act'(z)`: the gradient of the pre-activation, and so of the residual
+    /// when the forward pass added one (`y = act(W x + b + r)`).
+    pub fn residual(mut self, dz: &'a mut [f32]) -> Self {
+        self.residual = Some(dz);
+        self
+    }
+
+    /// Whether every gradient given overwrites its buffer (the default) or adds into it.
+    pub fn accumulate(mut self, accumulate: Accumulate) -> Self {
+        self.accumulate = accumulate;
+        self
+    }
+}
+
 /// The backward passes of one convolution: validated once, with the transposed weights for
 /// the data gradient packed once.
 ///
@@ -359,45 +421,191 @@ impl BackwardPlan {
     /// saved output (give the pre-activation) or PReLU slopes are missing. On error `dz` is
     /// untouched.
     pub fn activation(&self, dy: &[f32], saved: Saved<'_>, dims: InputDims, dz: &mut [f32]) -> Result<()> {
-        let out = self.conv.output_dims(dims)?;
-        let expected = out.len()?;
+        let expected = self.check_activation(dy, saved, dims)?;
+        if dz.len() != expected {
+            return Err(Error::LengthMismatch {
+                what: "grad_pre_activation",
+                expected,
+                got: dz.len(),
+            });
+        }
+        self.activation_gradient(dy, saved, dims, dz);
+        Ok(())
+    }
+
+    /// One backward step through the layer: `dz = dy * act'(z)` from what the forward pass
+    /// saved, computed once and read by every pass asked for (data, weights, bias), and
+    /// written out as the residual's gradient on request. Every length is checked before
+    /// anything is written.
+    ///
+    /// `dz` is computed straight into the residual gradient's buffer when one is given (and
+    /// gradients overwrite), else into the workspace; with the identity activation `dy` is
+    /// read as it is.
+    ///
+    /// # Shapes
+    /// `x`: the forward input for `dims`; `dy` and the saved tensor: the forward output's
+    /// shape; the gradients: see [`Gradients`].
+    ///
+    /// # Errors
+    /// As [`BackwardPlan::activation`], [`BackwardPlan::data`], [`BackwardPlan::weights`] and
+    /// [`BackwardPlan::bias`] (`grad_residual` for the residual gradient); on error no
+    /// gradient buffer is touched.
+    ///
+    /// # Example
+    /// ```
+    /// use pointwise::{Activation, BackwardPlan, Conv1x1, Gradients, InputDims, Plan, PlanOptions, Saved, Workspace};
+    /// let conv = Conv1x1::new(2, 1).with_activation(Activation::Relu);
+    /// let (w, dims) = ([1.0, -1.0], InputDims::new(1, 1, 2));
+    /// let x = [3.0, 1.0, 1.0, 2.0]; // channel 0, then channel 1
+    /// let plan = Plan::new(&conv, &w, None, PlanOptions::default()).unwrap();
+    /// let grads = BackwardPlan::new(&conv, &w, PlanOptions::default()).unwrap();
+    /// let mut ws = Workspace::new();
+    /// let (mut z, mut y) = ([0.0; 2], [0.0; 2]);
+    /// plan.forward_training(&x, dims, None, &mut z, &mut y, &mut ws).unwrap();
+    /// assert_eq!(y, [2.0, 0.0]); // relu(3 - 1), relu(1 - 2)
+    /// let (mut dx, mut dw, mut db) = ([0.0; 4], [0.0; 2], [0.0; 1]);
+    /// let dy = [1.0, 1.0];
+    /// let step = Gradients::new().input(&mut dx).weights(&mut dw).bias(&mut db);
+    /// grads.backward(&x, &dy, Saved::Output(&y), dims, step, &mut ws).unwrap();
+    /// assert_eq!(dw, [3.0, 1.0]); // only the first pixel passes the ReLU
+    /// assert_eq!(db, [1.0]);
+    /// assert_eq!(dx, [1.0, 0.0, -1.0, 0.0]);
+    /// ```
+    pub fn backward(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        saved: Saved<'_>,
+        dims: InputDims,
+        gradients: Gradients<'_>,
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let Gradients {
+            input,
+            weights,
+            bias,
+            residual,
+            accumulate,
+        } = gradients;
+        let out_len = self.check_activation(dy, saved, dims)?;
+        let checks = [
+            ("input", Some(x.len()), self.conv.input_len(dims)?),
+            (
+                "grad_input",
+                input.as_deref().map(<[f32]>::len),
+                self.conv.input_len(dims)?,
+            ),
+            (
+                "grad_weights",
+                weights.as_deref().map(<[f32]>::len),
+                self.conv.weights_len()?,
+            ),
+            ("grad_bias", bias.as_deref().map(<[f32]>::len), self.conv.out_channels),
+            ("grad_residual", residual.as_deref().map(<[f32]>::len), out_len),
+        ];
+        for (what, got, expected) in checks {
+            if let Some(got) = got.filter(|&got| got != expected) {
+                return Err(Error::LengthMismatch { what, expected, got });
+            }
+        }
+        // Sizes of every pass (overflow) before any write.
+        if self.conv.output_dims(dims)?.len()? > 0 {
+            Geometry::new(&self.conv, dims, x.len(), None, out_len)?;
+        }
+        // dz: dy itself (identity), the residual gradient's buffer, or workspace scratch.
+        let identity = self.conv.activation == Activation::Identity;
+        let mut residual = residual;
+        let mut scratch = Vec::new();
+        let dz: &[f32] = if identity {
+            dy
+        } else if let Some(r) = residual.take_if(|_| accumulate == Accumulate::Overwrite) {
+            // Computed in place: the residual's gradient is written once, and read as dz.
+            self.activation_gradient(dy, saved, dims, r);
+            r
+        } else {
+            scratch = workspace.take_backward_scratch(out_len);
+            self.activation_gradient(dy, saved, dims, &mut scratch);
+            &scratch
+        };
+        let mut result = Ok(());
+        if let Some(r) = residual {
+            match accumulate {
+                Accumulate::Overwrite => r.copy_from_slice(dz),
+                Accumulate::Add => r.iter_mut().zip(dz).for_each(|(r, &d)| *r += d),
+            }
+        }
+        if let Some(db) = bias {
+            result = result.and_then(|()| self.bias(dz, dims, db, accumulate));
+        }
+        if let Some(dw) = weights {
+            result = result.and_then(|()| self.weights(x, dz, dims, dw, accumulate, workspace));
+        }
+        if let Some(dx) = input {
+            result = result.and_then(|()| self.data(dz, dims, dx, accumulate, workspace));
+        }
+        workspace.return_backward_scratch(scratch);
+        result
+    }
+
+    /// Checks `dy`, the saved tensor and the activation's needs; returns the output length.
+    fn check_activation(&self, dy: &[f32], saved: Saved<'_>, dims: InputDims) -> Result<usize> {
+        let expected = self.conv.output_dims(dims)?.len()?;
         let (values, from_output) = match saved {
             Saved::Output(y) => (y, true),
             Saved::PreActivation(z) => (z, false),
         };
-        for (what, got) in [
-            ("grad_output", dy.len()),
-            ("saved", values.len()),
-            ("grad_pre_activation", dz.len()),
-        ] {
+        for (what, got) in [("grad_output", dy.len()), ("saved", values.len())] {
             if got != expected {
                 return Err(Error::LengthMismatch { what, expected, got });
             }
         }
         let act = self.conv.activation;
-        let slopes: &[f32] = match (&self.slope, act.needs_slope()) {
-            (Some(s), true) => s,
-            (None, true) => {
-                return Err(Error::InvalidActivation(
-                    "PReLU backward needs the slopes (with_prelu_slope)",
-                ))
-            }
-            _ => &[],
-        };
+        let slopes: &[f32] = self.slope.as_deref().unwrap_or_default();
+        if act.needs_slope() && self.slope.is_none() {
+            return Err(Error::InvalidActivation(
+                "PReLU backward needs the slopes (with_prelu_slope)",
+            ));
+        }
         if from_output && !derivative_follows_from_output(act, slopes) {
             return Err(Error::InvalidActivation(
                 "this activation's derivative needs the pre-activation z (Saved::PreActivation)",
             ));
         }
-        for (i, (dz_i, (&dy_i, &v))) in dz.iter_mut().zip(dy.iter().zip(values)).enumerate() {
-            let slope = if slopes.is_empty() {
-                0.0
-            } else {
-                slopes[out.channel_of(self.conv.layout, i)]
-            };
-            *dz_i = dy_i * derivative(act, v, from_output, slope);
+        Ok(expected)
+    }
+
+    /// `dz = dy * act'(z)` on checked lengths. The activation is matched once outside the
+    /// element loop, so the piecewise-linear ones run as vectorized selects.
+    fn activation_gradient(&self, dy: &[f32], saved: Saved<'_>, dims: InputDims, dz: &mut [f32]) {
+        let (values, from_output) = match saved {
+            Saved::Output(y) => (y, true),
+            Saved::PreActivation(z) => (z, false),
+        };
+        let elements = dz.iter_mut().zip(dy.iter().zip(values));
+        macro_rules! each {
+            ($act:expr) => {{
+                let act = $act;
+                for (dz_i, (&dy_i, &v)) in elements {
+                    *dz_i = dy_i * derivative(act, v, from_output, 0.0);
+                }
+            }};
         }
-        Ok(())
+        match self.conv.activation {
+            a @ Activation::Identity => each!(a),
+            a @ Activation::Relu => each!(a),
+            a @ Activation::Relu6 => each!(a),
+            a @ Activation::Clamp { .. } => each!(a),
+            a @ Activation::LeakyRelu { .. } => each!(a),
+            Activation::Prelu => {
+                let (out, slopes) = (self.conv.output_dims(dims), self.slope.as_deref().unwrap_or_default());
+                let Ok(out) = out else { return };
+                for (i, (dz_i, (&dy_i, &v))) in elements.enumerate() {
+                    let slope = slopes[out.channel_of(self.conv.layout, i)];
+                    *dz_i = dy_i * derivative(Activation::Prelu, v, from_output, slope);
+                }
+            }
+            a => each!(a),
+        }
     }
 }
 
@@ -497,6 +705,7 @@ fn derivative_follows_from_output(act: Activation, slopes: &[f32]) -> bool {
 
 /// `act'(z)`, given `v = z` or (`from_output`) `v = act(z)`. At the kinks, the derivative of
 /// the flat side (PyTorch's convention: ReLU'(0) = 0, Clamp' = 0 at its bounds).
+#[inline(always)]
 fn derivative(act: Activation, v: f32, from_output: bool, slope: f32) -> f32 {
     let step = |inside: bool, value: f32| if inside { value } else { 0.0 };
     match act {

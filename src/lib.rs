@@ -86,7 +86,7 @@ mod shuffle;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use backward::{Accumulate, BackwardPlan, Saved};
+pub use backward::{Accumulate, BackwardPlan, Gradients, Saved};
 pub use conv::{Conv1x1, InputDims, Layout, OutputDims, Padding};
 pub use dispatch::{
     auto_kernel, available_kernels, compiled_target_features, cpu_features, portable_width_bits, CpuFeatures,

@@ -6,8 +6,8 @@ mod common;
 
 use common::{act64, gamma, kernels_under_test, reduced};
 use pointwise::{
-    Accumulate, Activation, BackwardPlan, Conv1x1, Error, InputDims, KernelChoice, Layout, Padding, Plan, PlanOptions,
-    Saved, Threads, Workspace,
+    Accumulate, Activation, BackwardPlan, Conv1x1, Error, Gradients, InputDims, KernelChoice, Layout, Padding, Plan,
+    PlanOptions, Saved, Threads, Workspace,
 };
 use rand::{Rng, SeedableRng};
 
@@ -472,4 +472,156 @@ fn bad_inputs_are_typed_errors_and_leave_outputs_untouched() {
         BackwardPlan::new(&conv.with_groups(3), &case.w, PlanOptions::default()),
         Err(Error::GroupsDoNotDivide { .. })
     ));
+}
+
+#[test]
+fn one_step_equals_the_separate_passes_bit_for_bit() {
+    let activations = [
+        Activation::Identity,
+        Activation::Relu,
+        Activation::Clamp { min: -0.5, max: 0.75 },
+        Activation::LeakyRelu { alpha: 0.1 },
+        Activation::Prelu,
+        Activation::HardSwish,
+        Activation::Silu,
+        Activation::Gelu,
+    ];
+    for (a, &act) in activations.iter().enumerate() {
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            let conv = Conv1x1::new(6, 9)
+                .with_groups(3)
+                .with_stride(2, 1)
+                .with_padding(Padding::Explicit {
+                    top: 0,
+                    left: 1,
+                    bottom: 1,
+                    right: 0,
+                })
+                .with_layout(layout)
+                .with_activation(act);
+            let dims = InputDims::new(2, 5, 4);
+            let case = Case::new(conv, dims, false, 70 + a as u64);
+            // `case.dz` plays dy; z from a perturbation of it (any pre-activation will do).
+            let z: Vec<f32> = case.dz.iter().map(|&v| 2.0 * v - 0.3).collect();
+            let slope = [0.2, -0.3, 0.5, 0.1, 0.0, 0.7, 1.5, -1.0, 0.25];
+            let mut grads = BackwardPlan::new(&conv, &case.w, PlanOptions::default()).unwrap();
+            if act == Activation::Prelu {
+                grads = grads.with_prelu_slope(&slope).unwrap();
+            }
+            let mut ws = Workspace::new();
+            for accumulate in [Accumulate::Overwrite, Accumulate::Add] {
+                for with_residual in [false, true] {
+                    let start = 0.375;
+                    let mut expected_dz = vec![0.0; z.len()];
+                    grads
+                        .activation(&case.dz, Saved::PreActivation(&z), dims, &mut expected_dz)
+                        .unwrap();
+                    let (mut dx0, mut dw0, mut db0) =
+                        (vec![start; case.x.len()], vec![start; case.w.len()], vec![start; 9]);
+                    grads.data(&expected_dz, dims, &mut dx0, accumulate, &mut ws).unwrap();
+                    grads
+                        .weights(&case.x, &expected_dz, dims, &mut dw0, accumulate, &mut ws)
+                        .unwrap();
+                    grads.bias(&expected_dz, dims, &mut db0, accumulate).unwrap();
+                    let dr0: Vec<f32> = match accumulate {
+                        Accumulate::Overwrite => expected_dz.clone(),
+                        _ => expected_dz.iter().map(|&d| start + d).collect(),
+                    };
+
+                    let (mut dx, mut dw, mut db, mut dr) = (
+                        vec![start; case.x.len()],
+                        vec![start; case.w.len()],
+                        vec![start; 9],
+                        vec![start; z.len()],
+                    );
+                    let mut step = Gradients::new()
+                        .input(&mut dx)
+                        .weights(&mut dw)
+                        .bias(&mut db)
+                        .accumulate(accumulate);
+                    if with_residual {
+                        step = step.residual(&mut dr);
+                    }
+                    grads
+                        .backward(&case.x, &case.dz, Saved::PreActivation(&z), dims, step, &mut ws)
+                        .unwrap();
+                    let what = format!("{act:?} {layout:?} {accumulate:?} residual {with_residual}");
+                    assert_eq!(dx, dx0, "dx {what}");
+                    assert_eq!(dw, dw0, "dw {what}");
+                    assert_eq!(db, db0, "db {what}");
+                    if with_residual {
+                        assert_eq!(dr, dr0, "dresidual {what}");
+                    } else {
+                        assert!(dr.iter().all(|&v| v == start), "not asked for: untouched {what}");
+                    }
+                }
+            }
+            // Only some gradients: the others' passes do not run (nothing else to observe
+            // but the result).
+            let mut db = vec![0.0; 9];
+            grads
+                .backward(
+                    &case.x,
+                    &case.dz,
+                    Saved::PreActivation(&z),
+                    dims,
+                    Gradients::new().bias(&mut db),
+                    &mut ws,
+                )
+                .unwrap();
+            let mut dz = vec![0.0; z.len()];
+            grads
+                .activation(&case.dz, Saved::PreActivation(&z), dims, &mut dz)
+                .unwrap();
+            let mut db0 = vec![0.0; 9];
+            grads.bias(&dz, dims, &mut db0, Accumulate::Overwrite).unwrap();
+            assert_eq!(db, db0);
+        }
+    }
+}
+
+#[test]
+fn a_bad_step_touches_no_gradient() {
+    let conv = Conv1x1::new(4, 6)
+        .with_groups(2)
+        .with_stride(2, 2)
+        .with_activation(Activation::Silu);
+    let case = Case::new(conv, InputDims::new(1, 5, 5), true, 5);
+    let grads = BackwardPlan::new(&conv, &case.w, PlanOptions::default()).unwrap();
+    let dims = case.dims;
+    let mut ws = Workspace::new();
+    let (nx, nw, nz) = (case.x.len(), case.w.len(), case.dz.len());
+    // (x, dy, saved, dx, dw, db, dresidual) lengths, the error's name; one wrong each.
+    let wrong: [([usize; 7], &str); 8] = [
+        ([nx - 1, nz, nz, nx, nw, 6, nz], "input"),
+        ([nx, nz + 1, nz, nx, nw, 6, nz], "grad_output"),
+        ([nx, nz, nz - 1, nx, nw, 6, nz], "saved"),
+        ([nx, nz, nz, nx + 1, nw, 6, nz], "grad_input"),
+        ([nx, nz, nz, nx, nw - 1, 6, nz], "grad_weights"),
+        ([nx, nz, nz, nx, nw, 4, nz], "grad_bias"),
+        ([nx, nz, nz, nx, nw, 6, 0], "grad_residual"),
+        ([nx, nz, nz, nx, nw, 6, nz], "saved output of SiLU"),
+    ];
+    for (lens, name) in wrong {
+        let x = vec![1.0; lens[0]];
+        let dy = vec![1.0; lens[1]];
+        let saved = vec![1.0; lens[2]];
+        let mut bufs: Vec<Vec<f32>> = lens[3..].iter().map(|&n| vec![9.0; n]).collect();
+        let [dx, dw, db, dr] = &mut bufs[..] else {
+            unreachable!()
+        };
+        let step = Gradients::new().input(dx).weights(dw).bias(db).residual(dr);
+        let saved = if name.starts_with("saved output") {
+            Saved::Output(&saved)
+        } else {
+            Saved::PreActivation(&saved)
+        };
+        let e = grads.backward(&x, &dy, saved, dims, step, &mut ws).unwrap_err();
+        match e {
+            Error::LengthMismatch { what, .. } => assert_eq!(what, name),
+            Error::InvalidActivation(_) => assert!(name.starts_with("saved output"), "{e}"),
+            e => panic!("{name}: {e}"),
+        }
+        assert!(bufs.iter().flatten().all(|&v| v == 9.0), "{name}: untouched");
+    }
 }

@@ -3,7 +3,7 @@
 # (default 60) from the committed seeds (fuzz/seeds/<target>/), then prints libFuzzer's final
 # stats: executions, executions per second, coverage (cov: edges, ft: features), corpus size.
 #
-#   scripts/fuzz.sh [seconds]                    # both targets
+#   scripts/fuzz.sh [seconds]                    # every target
 #   FUZZ_TARGETS=differential scripts/fuzz.sh 600
 #
 # New inputs go to fuzz/corpus/<target>/ and crashes to fuzz/artifacts/<target>/ (both
@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs=${1:-60}
-targets=${FUZZ_TARGETS:-api differential}
+targets=${FUZZ_TARGETS:-api differential backward}
 
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked

@@ -12,8 +12,8 @@ mod common;
 use common::kernels_under_test;
 use pointwise::testing;
 use pointwise::{
-    available_kernels, channel_shuffle, Activation, Conv1x1, Error, InputDims, KernelChoice, KernelId, Layout,
-    OutputDims, Padding, Plan, PlanOptions, WeightOrder, Workspace,
+    available_kernels, channel_shuffle, Accumulate, Activation, BackwardPlan, Conv1x1, Error, Gradients, InputDims,
+    KernelChoice, KernelId, Layout, OutputDims, Padding, Plan, PlanOptions, Saved, WeightOrder, Workspace,
 };
 
 /// What the output buffer holds before a call that must fail.
@@ -72,6 +72,23 @@ enum Call {
     ForceTiling { kernel: KernelId, tile: &'static str },
     /// `pointwise::testing::run_tile` (test hook) with slices of these lengths.
     RunTile(TileArgs),
+    /// `BackwardPlan::new` with weights of this length, then `with_prelu_slope` with
+    /// `slope.0` values equal to `slope.1`.
+    BackwardNew {
+        conv: Conv1x1,
+        weights: usize,
+        slope: Option<(usize, f32)>,
+    },
+    /// A pass of a valid `BackwardPlan` of `conv` (PReLU with valid slopes unless
+    /// `no_slopes`) with slices of these lengths; every gradient buffer must stay untouched.
+    Backward {
+        conv: Conv1x1,
+        dims: InputDims,
+        pass: BackwardPass,
+        lens: BackwardLens,
+        saved_output: bool,
+        no_slopes: bool,
+    },
     /// `channel_shuffle` with slices of these lengths.
     Shuffle {
         dims: InputDims,
@@ -81,6 +98,29 @@ enum Call {
         input: usize,
         output: usize,
     },
+}
+
+/// Which `BackwardPlan` method a [`Call::Backward`] calls.
+#[derive(Debug, Clone, Copy)]
+enum BackwardPass {
+    Data,
+    Weights,
+    Bias,
+    Activation,
+    Step,
+}
+
+/// Slice lengths of a backward call: each pass reads the ones it takes (`dr`: the
+/// activation pass's `dz`, the step's residual gradient).
+#[derive(Debug, Clone, Copy)]
+struct BackwardLens {
+    x: usize,
+    dy: usize,
+    saved: usize,
+    dx: usize,
+    dw: usize,
+    db: usize,
+    dr: usize,
 }
 
 struct Entry {
@@ -825,6 +865,144 @@ fn catalogue() -> Vec<Entry> {
         },
         overflow("shuffle length"),
     ));
+    c.extend(backward_entries());
+    c
+}
+
+/// The backward passes' entries: `BackwardPlan::new`, `with_prelu_slope`, and every slice of
+/// every pass too short or too long, on a strided, padded, grouped convolution.
+fn backward_entries() -> Vec<Entry> {
+    let mut c = Vec::new();
+    let conv = Conv1x1::new(4, 6)
+        .with_groups(2)
+        .with_stride(2, 2)
+        .with_padding(Padding::uniform(1));
+    let dims = InputDims::new(2, 5, 5);
+    // 5 x 5 at stride 2 with padding 1: (5 + 2 - 1) / 2 + 1 = 4 x 4 outputs.
+    let (nx, nz, nw) = (2 * 4 * 5 * 5, 2 * 6 * 4 * 4, 6 * 2);
+    let good = BackwardLens {
+        x: nx,
+        dy: nz,
+        saved: nz,
+        dx: nx,
+        dw: nw,
+        db: 6,
+        dr: nz,
+    };
+    let new = |conv, weights, slope| Call::BackwardNew { conv, weights, slope };
+    c.push(entry(
+        "backward weights short",
+        new(conv, nw - 1, None),
+        mismatch("weights", nw, nw - 1),
+    ));
+    c.push(entry(
+        "backward groups do not divide",
+        new(conv.with_groups(4), nw, None),
+        Error::GroupsDoNotDivide {
+            groups: 4,
+            what: "out_channels",
+            channels: 6,
+        },
+    ));
+    let prelu = conv.with_activation(Activation::Prelu);
+    c.push(entry(
+        "backward slopes short",
+        new(prelu, nw, Some((5, 0.5))),
+        mismatch("prelu slope", 6, 5),
+    ));
+    c.push(entry(
+        "backward slope not finite",
+        new(prelu, nw, Some((6, f32::NAN))),
+        Error::InvalidActivation("PReLU slope is not finite"),
+    ));
+    c.push(entry(
+        "backward slopes for relu",
+        new(conv.with_activation(Activation::Relu), nw, Some((6, 0.5))),
+        Error::InvalidActivation("PReLU slopes given to another activation"),
+    ));
+    let call = |conv, pass, lens, saved_output, no_slopes| Call::Backward {
+        conv,
+        dims,
+        pass,
+        lens,
+        saved_output,
+        no_slopes,
+    };
+    type Field = fn(&mut BackwardLens) -> &mut usize;
+    let fields: [(&str, &str, Field); 7] = [
+        ("x", "input", |l| &mut l.x),
+        ("dy", "grad_output", |l| &mut l.dy),
+        ("saved", "saved", |l| &mut l.saved),
+        ("dx", "grad_input", |l| &mut l.dx),
+        ("dw", "grad_weights", |l| &mut l.dw),
+        ("db", "grad_bias", |l| &mut l.db),
+        ("dr", "grad_residual", |l| &mut l.dr),
+    ];
+    // The slices each pass takes; the activation pass calls its dz `grad_pre_activation`.
+    let passes: [(BackwardPass, &[&str]); 5] = [
+        (BackwardPass::Data, &["dy", "dx"]),
+        (BackwardPass::Weights, &["x", "dy", "dw"]),
+        (BackwardPass::Bias, &["dy", "db"]),
+        (BackwardPass::Activation, &["dy", "saved", "dr"]),
+        (BackwardPass::Step, &["x", "dy", "saved", "dx", "dw", "db", "dr"]),
+    ];
+    for (pass, takes) in passes {
+        for &(field, what, get) in &fields {
+            if !takes.contains(&field) {
+                continue;
+            }
+            let what = match (pass, field) {
+                (BackwardPass::Activation, "dr") => "grad_pre_activation",
+                (BackwardPass::Data, "dy") | (BackwardPass::Weights, "dy") | (BackwardPass::Bias, "dy") => {
+                    "grad_output"
+                }
+                _ => what,
+            };
+            for (how, delta) in [("short", -1isize), ("long", 1)] {
+                let mut lens = good;
+                let expected = *get(&mut lens);
+                let got = expected.checked_add_signed(delta).unwrap();
+                *get(&mut lens) = got;
+                c.push(entry(
+                    format!("backward {pass:?} {field} {how}"),
+                    call(conv.with_activation(Activation::Silu), pass, lens, false, false),
+                    mismatch(what, expected, got),
+                ));
+            }
+        }
+    }
+    let needs_z =
+        Error::InvalidActivation("this activation's derivative needs the pre-activation z (Saved::PreActivation)");
+    let no_slopes = Error::InvalidActivation("PReLU backward needs the slopes (with_prelu_slope)");
+    for pass in [BackwardPass::Activation, BackwardPass::Step] {
+        c.push(entry(
+            format!("backward {pass:?} SiLU from its output"),
+            call(conv.with_activation(Activation::Silu), pass, good, true, false),
+            needs_z.clone(),
+        ));
+        c.push(entry(
+            format!("backward {pass:?} PReLU with a negative slope from its output"),
+            call(prelu, pass, good, true, false),
+            needs_z.clone(),
+        ));
+        c.push(entry(
+            format!("backward {pass:?} PReLU without slopes"),
+            call(prelu, pass, good, false, true),
+            no_slopes.clone(),
+        ));
+    }
+    c.push(entry(
+        "backward data input length overflows",
+        Call::Backward {
+            conv,
+            dims: InputDims::new(usize::MAX, 5, 5),
+            pass: BackwardPass::Data,
+            lens: good,
+            saved_output: false,
+            no_slopes: false,
+        },
+        overflow("input length"),
+    ));
     c
 }
 
@@ -972,6 +1150,63 @@ fn run(e: &Entry) -> Result<(), String> {
                 return Err("the kernel ran although the call failed".into());
             }
             Ok(())
+        }
+        Call::BackwardNew { conv, weights, slope } => {
+            let plan = BackwardPlan::new(conv, &data(*weights), PlanOptions::default());
+            match (plan, slope) {
+                (Ok(plan), Some((n, v))) => {
+                    expect(plan.with_prelu_slope(&vec![*v; *n]).map(|_| ()), "with_prelu_slope")
+                }
+                (plan, _) => expect(plan.map(|_| ()), "BackwardPlan::new"),
+            }
+        }
+        Call::Backward {
+            conv,
+            dims,
+            pass,
+            lens,
+            saved_output,
+            no_slopes,
+        } => {
+            let w = data(conv.weights_len().map_err(|err| format!("base conv: {err}"))?);
+            let mut plan = BackwardPlan::new(conv, &w, PlanOptions::default()).map_err(|err| format!("plan: {err}"))?;
+            if conv.activation == Activation::Prelu && !no_slopes {
+                // One negative slope: the derivative then needs z.
+                let slopes: Vec<f32> = (0..conv.out_channels)
+                    .map(|k| if k == 0 { -0.5 } else { 0.5 })
+                    .collect();
+                plan = plan.with_prelu_slope(&slopes).map_err(|err| format!("slopes: {err}"))?;
+            }
+            let (x, dy, saved) = (data(lens.x), data(lens.dy), data(lens.saved));
+            let saved = if *saved_output {
+                Saved::Output(&saved)
+            } else {
+                Saved::PreActivation(&saved)
+            };
+            let mut bufs: Vec<Vec<f32>> = [lens.dx, lens.dw, lens.db, lens.dr]
+                .iter()
+                .map(|&n| vec![SENTINEL; n])
+                .collect();
+            let [dx, dw, db, dr] = &mut bufs[..] else {
+                unreachable!("four buffers")
+            };
+            let mut ws = Workspace::new();
+            let acc = Accumulate::Overwrite;
+            let result = match pass {
+                BackwardPass::Data => plan.data(&dy, *dims, dx, acc, &mut ws),
+                BackwardPass::Weights => plan.weights(&x, &dy, *dims, dw, acc, &mut ws),
+                BackwardPass::Bias => plan.bias(&dy, *dims, db, acc),
+                BackwardPass::Activation => plan.activation(&dy, saved, *dims, dr),
+                BackwardPass::Step => {
+                    let step = Gradients::new().input(dx).weights(dw).bias(db).residual(dr);
+                    plan.backward(&x, &dy, saved, *dims, step, &mut ws)
+                }
+            };
+            expect(result, "backward pass")?;
+            match bufs.iter().flatten().position(|&v| v.to_bits() != SENTINEL.to_bits()) {
+                Some(i) => Err(format!("gradient element {i} modified on error")),
+                None => Ok(()),
+            }
         }
         Call::Shuffle {
             dims,

@@ -21,7 +21,8 @@ checks each result against an f64 reference, and reports GFLOP/s side by side.";
 const READING_THE_NUMBERS: &str = "\
 READING THE NUMBERS:
   GFLOP/s   = 2*K*(C/groups)*Ho*Wo*N / median time of one forward call (or, with
-              --pass, of one backward pass: the same count for each).
+              --pass, of one backward pass: the same count for each; a training step
+              counts three times that, so step time / fwd time = 3 * fwd / step).
   % peak    = GFLOP/s / the single-core FMA peak of the kernel's tier, measured at start
               (basis fma:<tier>), times the thread count; matrixmultiply and portable are
               measured against the widest tier they can use. Memory-bound layers (basis
@@ -89,7 +90,9 @@ pub struct Options {
     pub activation: Activation,
     /// the passes to time (default fwd): fwd, bwd_data, bwd_weights
     /// (the backward passes of pointwise::BackwardPlan; the
-    /// activation plays no part in them); a row each
+    /// activation plays no part in them), step (forward_training
+    /// with ReLU and bias, then BackwardPlan::backward for dx, dw
+    /// and db; three products' flops); a row each
     #[arg(
         long = "pass",
         value_name = "A,B,...",
@@ -608,13 +611,14 @@ mod tests {
         let o = parse_args("--pass fwd,bwd_data,bwd_weights").unwrap();
         assert_eq!(o.passes, [Pass::Fwd, Pass::BwdData, Pass::BwdWeights]);
         // The seed layers (stride 1 and 2) and a small strided, padded, grouped layer.
-        let opts = parse_args("--quick --layers seed --pass bwd_data,bwd_weights").unwrap();
-        let small = parse_args("--quick --layer 2,12,6,5,7,2,1,3 --pass bwd_data,bwd_weights --layout nhwc").unwrap();
+        let opts = parse_args("--quick --layers seed --pass bwd_data,bwd_weights,step").unwrap();
+        let small =
+            parse_args("--quick --layer 2,12,6,5,7,2,1,3 --pass bwd_data,bwd_weights,step --layout nhwc").unwrap();
         for opts in [opts, small] {
             let result = run(&opts, false).unwrap();
-            assert_eq!(result.rows.len(), 2 * result.layers * result.kernels.len());
+            assert_eq!(result.rows.len(), 3 * result.layers * result.kernels.len());
             for r in &result.rows {
-                assert!(["bwd_data", "bwd_weights"].contains(&r.pass), "{r:?}");
+                assert!(["bwd_data", "bwd_weights", "step"].contains(&r.pass), "{r:?}");
                 assert!(r.ok, "{r:?}");
                 assert!(r.gflops.is_finite() && r.gflops > 0.0, "{r:?}");
                 assert!(r.max_rel_err.is_finite(), "{r:?}");

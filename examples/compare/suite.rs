@@ -1,8 +1,8 @@
 //! The built-in layer suite, and running one layer on one kernel: median GFLOP/s over
 //! repeated runs, checked against an f64 reference on sampled outputs.
 use pointwise::{
-    Accumulate, Activation, BackwardPlan, Conv1x1, InputDims, KernelChoice, KernelId, Layout, Padding, Plan,
-    PlanOptions, Threads, Workspace,
+    Accumulate, Activation, BackwardPlan, Conv1x1, Gradients, InputDims, KernelChoice, KernelId, Layout, Padding, Plan,
+    PlanOptions, Saved, Threads, Workspace,
 };
 use std::time::Instant;
 
@@ -47,6 +47,11 @@ pub enum Pass {
     /// [`BackwardPlan::weights`]: `dw = dz x^T`.
     #[value(name = "bwd_weights")]
     BwdWeights,
+    /// A whole training step with ReLU and bias: [`Plan::forward_training`], then
+    /// [`BackwardPlan::backward`] (activation gradient, dx, dw, db). Counted as three
+    /// products' flops, so its time is `3 * fwd / step` times the forward's.
+    #[value(name = "step")]
+    Step,
 }
 
 impl Pass {
@@ -56,6 +61,7 @@ impl Pass {
             Pass::Fwd => "fwd",
             Pass::BwdData => "bwd_data",
             Pass::BwdWeights => "bwd_weights",
+            Pass::Step => "step",
         }
     }
 }
@@ -249,8 +255,8 @@ fn median_seconds(seconds: f64, mut call: impl FnMut()) -> f64 {
 
 /// Runs a backward pass of `layer` on `kernel` through [`BackwardPlan`] (the activation
 /// plays no part in it): times it as [`measure`] does, with the forward's flop count, and
-/// checks sampled results against an f64 reference. `pass` is [`Pass::BwdData`] or
-/// [`Pass::BwdWeights`].
+/// checks sampled results against an f64 reference. `pass` is [`Pass::BwdData`],
+/// [`Pass::BwdWeights`] or [`Pass::Step`].
 pub fn measure_backward(
     layer: &Layer,
     layout: Layout,
@@ -295,6 +301,32 @@ pub fn measure_backward(
                     .expect("valid")
             });
             (median, check)
+        }
+        Pass::Step => {
+            let conv = conv.with_activation(Activation::Relu);
+            let bias = data(conv.out_channels, 3);
+            let plan = Plan::new(&conv, &w, Some(&bias), options).expect("kernel is available");
+            let grads = BackwardPlan::new(&conv, &w, options).expect("kernel is available");
+            let (mut z, mut y) = (vec![f32::NAN; dz.len()], vec![f32::NAN; dz.len()]);
+            let (mut dx, mut dw, mut db) = (vec![f32::NAN; x.len()], vec![f32::NAN; w.len()], vec![0.0; bias.len()]);
+            let mut step = || {
+                plan.forward_training(&x, dims, None, &mut z, &mut y, &mut ws)
+                    .expect("valid");
+                let gradients = Gradients::new().input(&mut dx).weights(&mut dw).bias(&mut db);
+                grads
+                    .backward(&x, &dz, Saved::Output(&y), dims, gradients, &mut ws)
+                    .expect("valid");
+            };
+            step();
+            let median = median_seconds(seconds, step);
+            // The data gradient of the step against the reference of the ReLU's dz.
+            let relu_dz: Vec<f32> = dz
+                .iter()
+                .zip(&y)
+                .map(|(&d, &v)| if v > 0.0 { d } else { 0.0 })
+                .collect();
+            let check = verify_backward(layer, layout, Pass::BwdData, &x, &w, &relu_dz, &dx);
+            (median / 3.0, check)
         }
         Pass::Fwd => panic!("measure_backward times the backward passes only"),
     };
@@ -344,7 +376,7 @@ fn verify_backward(
     let reduction = match pass {
         Pass::BwdData => kg,
         Pass::BwdWeights => layer.n * ho * wo,
-        Pass::Fwd => panic!("verify_backward checks the backward passes only"),
+        Pass::Fwd | Pass::Step => panic!("verify_backward checks the data and weight passes"),
     };
     let u = 1.0 / (1u64 << 24) as f64;
     let n_terms = (reduction + 1) as f64;

@@ -1,4 +1,4 @@
-//! Writes the committed seed corpora, `seeds/api/` and `seeds/differential/`: ResNet,
+//! Writes the committed seed corpora, `seeds/api/`, `seeds/differential/` and `seeds/backward/`: ResNet,
 //! MobileNet, ShuffleNet, EfficientNet and transformer-MLP 1x1 layers scaled to each target's
 //! caps, and edge shapes (empty, 1x1, one channel, depthwise-like groups, strides past the
 //! image, padding-only outputs, tile edges, every invalid parameter, sizes near `usize::MAX`).
@@ -784,10 +784,13 @@ fn main() {
         write(&dir, name, case);
     }
     println!("{} seeds in {}", seeds.len(), dir.display());
-    let dir = fresh_dir("differential");
-    let seeds = diff_seeds();
-    for (name, case) in &seeds {
-        write(&dir, name, case);
+    // The backward target decodes the same input as the differential target.
+    for target in ["differential", "backward"] {
+        let dir = fresh_dir(target);
+        let seeds = diff_seeds();
+        for (name, case) in &seeds {
+            write(&dir, name, case);
+        }
+        println!("{} seeds in {}", seeds.len(), dir.display());
     }
-    println!("{} seeds in {}", seeds.len(), dir.display());
 }

@@ -1,6 +1,7 @@
 //! Shared test support: an f64 reference written from the definition (independent of the
 //! crate's packing code), data generators, and the error bound.
 #![allow(dead_code)]
+pub mod gradients;
 use pointwise::{Activation, Conv1x1, InputDims, KernelId, Layout, Plan, PlanOptions, Workspace};
 
 /// The PReLU slope of channel `k` of a test problem (exact in f32 on integer data).

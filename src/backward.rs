@@ -362,8 +362,8 @@ impl BackwardPlan {
         result
     }
 
-    /// The bias gradient `db[k] = sum over images and output pixels of dz[k]`, summed in
-    /// image order, then pixel order.
+    /// The bias gradient `db[k] = sum over images and output pixels of dz[k]`, in a fixed
+    /// order (NCHW: 16 partial sums by pixel index, added pairwise; NHWC: pixel order).
     ///
     /// # Errors
     /// [`Error::LengthMismatch`] (`grad_output`, `grad_bias`); on error `db` is untouched.
@@ -385,27 +385,53 @@ impl BackwardPlan {
             });
         }
         let p = out.h * out.w;
-        for (k, db_k) in db.iter_mut().enumerate() {
-            let mut sum = 0.0f32;
-            for img in 0..out.n {
-                match self.conv.layout {
-                    Layout::Nchw => {
-                        let start = (img * out.k + k) * p;
-                        for &v in &dz[start..start + p] {
-                            sum += v;
-                        }
-                    }
-                    Layout::Nhwc => {
-                        for q in 0..p {
-                            sum += dz[(img * p + q) * out.k + k];
-                        }
-                    }
-                }
-            }
+        let add = |db_k: &mut f32, sum: f32| {
             *db_k = match accumulate {
                 Accumulate::Overwrite => sum,
                 Accumulate::Add => *db_k + sum,
-            };
+            }
+        };
+        match self.conv.layout {
+            Layout::Nchw => {
+                // Each channel's rows (one per image) summed into BIAS_LANES partial sums by
+                // element index, then those added pairwise: a fixed order (vectorized and
+                // without one long dependency chain), whatever the thread count.
+                for (k, db_k) in db.iter_mut().enumerate() {
+                    let mut lanes = [0.0f32; BIAS_LANES];
+                    for img in 0..out.n {
+                        let row = &dz[(img * out.k + k) * p..][..p];
+                        let mut chunks = row.chunks_exact(BIAS_LANES);
+                        for chunk in &mut chunks {
+                            for (l, &v) in lanes.iter_mut().zip(chunk) {
+                                *l += v;
+                            }
+                        }
+                        for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
+                            *l += v;
+                        }
+                    }
+                    let mut width = BIAS_LANES;
+                    while width > 1 {
+                        width /= 2;
+                        for j in 0..width {
+                            lanes[j] += lanes[j + width];
+                        }
+                    }
+                    add(db_k, lanes[0]);
+                }
+            }
+            Layout::Nhwc => {
+                // Pixel rows in order, each channel's sum in its own lane.
+                let mut sums = vec![0.0f32; out.k];
+                for row in dz.chunks_exact(out.k) {
+                    for (s, &v) in sums.iter_mut().zip(row) {
+                        *s += v;
+                    }
+                }
+                for (db_k, &sum) in db.iter_mut().zip(&sums) {
+                    add(db_k, sum);
+                }
+            }
         }
         Ok(())
     }
@@ -581,33 +607,37 @@ impl BackwardPlan {
             Saved::Output(y) => (y, true),
             Saved::PreActivation(z) => (z, false),
         };
-        let elements = dz.iter_mut().zip(dy.iter().zip(values));
         macro_rules! each {
             ($act:expr) => {{
                 let act = $act;
-                for (dz_i, (&dy_i, &v)) in elements {
+                for (dz_i, (&dy_i, &v)) in dz.iter_mut().zip(dy.iter().zip(values)) {
                     *dz_i = dy_i * derivative(act, v, from_output, 0.0);
                 }
             }};
         }
         match self.conv.activation {
-            a @ Activation::Identity => each!(a),
-            a @ Activation::Relu => each!(a),
-            a @ Activation::Relu6 => each!(a),
-            a @ Activation::Clamp { .. } => each!(a),
-            a @ Activation::LeakyRelu { .. } => each!(a),
+            Activation::Identity => each!(Activation::Identity),
+            Activation::Relu => each!(Activation::Relu),
+            Activation::Relu6 => each!(Activation::Relu6),
+            Activation::Clamp { min, max } => each!(Activation::Clamp { min, max }),
+            Activation::LeakyRelu { alpha } => each!(Activation::LeakyRelu { alpha }),
             Activation::Prelu => {
                 let (out, slopes) = (self.conv.output_dims(dims), self.slope.as_deref().unwrap_or_default());
                 let Ok(out) = out else { return };
-                for (i, (dz_i, (&dy_i, &v))) in elements.enumerate() {
-                    let slope = slopes[out.channel_of(self.conv.layout, i)];
-                    *dz_i = dy_i * derivative(Activation::Prelu, v, from_output, slope);
-                }
+                out.for_each_channel_run(self.conv.layout, |run, k| {
+                    let elements = dz[run.clone()].iter_mut().zip(dy[run.clone()].iter().zip(&values[run]));
+                    for (dz_i, (&dy_i, &v)) in elements {
+                        *dz_i = dy_i * derivative(Activation::Prelu, v, from_output, slopes[k]);
+                    }
+                });
             }
             a => each!(a),
         }
     }
 }
+
+/// Partial sums per channel of the NCHW bias gradient.
+const BIAS_LANES: usize = 16;
 
 /// How the operands of `dW_g = dZ_g X_g^T` lie in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -113,11 +113,25 @@ impl OutputDims {
         self.n == 0 || self.k == 0 || self.h == 0 || self.w == 0
     }
 
-    /// The output channel of element `i` of an output in `layout`.
-    pub(crate) fn channel_of(&self, layout: Layout, i: usize) -> usize {
+    /// Calls `f(run, k)` for each run of consecutive elements of one output channel `k`, in
+    /// element order: a channel plane of one image in NCHW, one element per pixel in NHWC.
+    /// Per-channel work (PReLU slopes) then needs no division per element.
+    pub(crate) fn for_each_channel_run(&self, layout: Layout, mut f: impl FnMut(std::ops::Range<usize>, usize)) {
+        let p = self.h * self.w;
         match layout {
-            Layout::Nchw => (i / (self.h * self.w)) % self.k,
-            Layout::Nhwc => i % self.k,
+            Layout::Nchw => {
+                for r in 0..self.n * self.k {
+                    f(r * p..(r + 1) * p, r % self.k);
+                }
+            }
+            Layout::Nhwc => {
+                for q in 0..self.n * p {
+                    for k in 0..self.k {
+                        let i = q * self.k + k;
+                        f(i..i + 1, k);
+                    }
+                }
+            }
         }
     }
 }

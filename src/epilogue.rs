@@ -148,6 +148,28 @@ impl Activation {
         matches!(self, Activation::Prelu)
     }
 
+    /// `y[i] = act(z[i])` for an activation without slopes (PReLU: see
+    /// [`crate::OutputDims`]'s channel runs). The activation is matched once, outside the
+    /// loop, so the piecewise-linear ones run as vectorized selects.
+    pub(crate) fn apply_slice(&self, z: &[f32], y: &mut [f32]) {
+        macro_rules! each {
+            ($act:expr) => {{
+                let act = $act;
+                for (y, &z) in y.iter_mut().zip(z) {
+                    *y = act.apply(z, 0.0);
+                }
+            }};
+        }
+        match *self {
+            Activation::Identity => y.copy_from_slice(&z[..y.len()]),
+            Activation::Relu => each!(Activation::Relu),
+            Activation::Relu6 => each!(Activation::Relu6),
+            Activation::Clamp { min, max } => each!(Activation::Clamp { min, max }),
+            Activation::LeakyRelu { alpha } => each!(Activation::LeakyRelu { alpha }),
+            other => each!(other),
+        }
+    }
+
     /// The activation applied to one value `z`, as every scalar path computes it; `slope` is
     /// the channel's PReLU slope (ignored by the others).
     #[inline(always)]

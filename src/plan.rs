@@ -668,12 +668,13 @@ impl Plan {
                 e => e,
             })?;
         let act = self.conv.activation;
-        for (i, (y, &z)) in output.iter_mut().zip(pre_activation.iter()).enumerate() {
-            let slope = self
-                .slope
-                .as_ref()
-                .map_or(0.0, |s| s[out.channel_of(self.conv.layout, i)]);
-            *y = act.apply(z, slope);
+        match self.slope.as_deref() {
+            Some(slopes) => out.for_each_channel_run(self.conv.layout, |run, k| {
+                for (y, &z) in output[run.clone()].iter_mut().zip(&pre_activation[run]) {
+                    *y = act.apply(z, slopes[k]);
+                }
+            }),
+            None => act.apply_slice(pre_activation, output),
         }
         Ok(())
     }

@@ -20,7 +20,7 @@
 use crate::conv::Geometry;
 use crate::epilogue::{normal_cdf, GELU_CUBIC, GELU_SQRT_2_OVER_PI};
 use crate::error::{checked_product, Error, Result};
-use crate::{Activation, Conv1x1, InputDims, Layout, Plan, PlanOptions, WeightOrder, Workspace};
+use crate::{Activation, Conv1x1, InputDims, Layout, OutputDims, Plan, PlanOptions, WeightOrder, Workspace};
 
 /// Whether a backward pass overwrites its output or adds into it (`beta = 0` or `1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -66,6 +66,7 @@ pub struct Gradients<'a> {
     weights: Option<&'a mut [f32]>,
     bias: Option<&'a mut [f32]>,
     residual: Option<&'a mut [f32]>,
+    prelu_slope: Option<&'a mut [f32]>,
     accumulate: Accumulate,
 }
 
@@ -97,6 +98,13 @@ impl<'a> Gradients<'a> {
     /// when the forward pass added one (`y = act(W x + b + r)`).
     pub fn residual(mut self, dz: &'a mut [f32]) -> Self {
         self.residual = Some(dz);
+        self
+    }
+
+    /// Writes the PReLU slopes' gradient `ds[K]`: `ds[k] = sum of dy * z` over channel `k`'s
+    /// elements with `z <= 0` (needs the pre-activation, [`Saved::PreActivation`]).
+    pub fn prelu_slope(mut self, ds: &'a mut [f32]) -> Self {
+        self.prelu_slope = Some(ds);
         self
     }
 
@@ -474,8 +482,10 @@ impl BackwardPlan {
     ///
     /// # Errors
     /// As [`BackwardPlan::activation`], [`BackwardPlan::data`], [`BackwardPlan::weights`] and
-    /// [`BackwardPlan::bias`] (`grad_residual` for the residual gradient); on error no
-    /// gradient buffer is touched.
+    /// [`BackwardPlan::bias`] (`grad_residual` for the residual gradient,
+    /// `grad_prelu_slope` for the slopes'); [`Error::InvalidActivation`] for a slope gradient
+    /// of another activation than PReLU or from the saved output. On error no gradient buffer
+    /// is touched.
     ///
     /// # Example
     /// ```
@@ -511,9 +521,11 @@ impl BackwardPlan {
             weights,
             bias,
             residual,
+            prelu_slope,
             accumulate,
         } = gradients;
         let out_len = self.check_activation(dy, saved, dims)?;
+        let out_dims = self.conv.output_dims(dims)?;
         let checks = [
             ("input", Some(x.len()), self.conv.input_len(dims)?),
             (
@@ -528,14 +540,33 @@ impl BackwardPlan {
             ),
             ("grad_bias", bias.as_deref().map(<[f32]>::len), self.conv.out_channels),
             ("grad_residual", residual.as_deref().map(<[f32]>::len), out_len),
+            (
+                "grad_prelu_slope",
+                prelu_slope.as_deref().map(<[f32]>::len),
+                self.conv.out_channels,
+            ),
         ];
         for (what, got, expected) in checks {
             if let Some(got) = got.filter(|&got| got != expected) {
                 return Err(Error::LengthMismatch { what, expected, got });
             }
         }
+        let z = match (saved, prelu_slope.is_some()) {
+            (_, false) => None,
+            (_, true) if self.conv.activation != Activation::Prelu => {
+                return Err(Error::InvalidActivation(
+                    "a PReLU slope gradient asked of another activation",
+                ));
+            }
+            (Saved::PreActivation(z), true) => Some(z),
+            (Saved::Output(_), true) => {
+                return Err(Error::InvalidActivation(
+                    "the PReLU slope gradient needs the pre-activation z (Saved::PreActivation)",
+                ));
+            }
+        };
         // Sizes of every pass (overflow) before any write.
-        if self.conv.output_dims(dims)?.len()? > 0 {
+        if out_len > 0 {
             Geometry::new(&self.conv, dims, x.len(), None, out_len)?;
         }
         // dz: dy itself (identity), the residual gradient's buffer, or workspace scratch.
@@ -559,6 +590,9 @@ impl BackwardPlan {
                 Accumulate::Overwrite => r.copy_from_slice(dz),
                 Accumulate::Add => r.iter_mut().zip(dz).for_each(|(r, &d)| *r += d),
             }
+        }
+        if let (Some(ds), Some(z)) = (prelu_slope, z) {
+            slope_gradient(out_dims, self.conv.layout, dy, z, ds, accumulate);
         }
         if let Some(db) = bias {
             result = result.and_then(|()| self.bias(dz, dims, db, accumulate));
@@ -633,6 +667,25 @@ impl BackwardPlan {
             }
             a => each!(a),
         }
+    }
+}
+
+/// `ds[k] = sum of dy * z` over channel `k`'s elements with `z <= 0` (PReLU:
+/// `y = s_k z` there), in element order per channel.
+fn slope_gradient(out: OutputDims, layout: Layout, dy: &[f32], z: &[f32], ds: &mut [f32], accumulate: Accumulate) {
+    let mut sums = vec![0.0f32; out.k];
+    out.for_each_channel_run(layout, |run, k| {
+        for (&g, &v) in dy[run.clone()].iter().zip(&z[run]) {
+            if v <= 0.0 {
+                sums[k] += g * v;
+            }
+        }
+    });
+    for (d, s) in ds.iter_mut().zip(sums) {
+        *d = match accumulate {
+            Accumulate::Overwrite => s,
+            Accumulate::Add => *d + s,
+        };
     }
 }
 

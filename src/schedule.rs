@@ -214,7 +214,7 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
         && tiles
             .get(tile)
             .is_some_and(|t| t.borrow().orient == Orientation::WeightRows)
-        && g.input_channel_stride() % 256 == 0;
+        && g.input_channel_stride().is_multiple_of(256);
     let l1_block = (machine.l1d / 2 / (4 * weight_lanes) / 8 * 8).max(8);
     let per_step = 4 * (pixel_lanes + weight_lanes);
     let kc = match forced.kc {
@@ -494,7 +494,7 @@ mod tests {
                         let l1_block = t.map_or(0, |t| m.l1d / 2 / (4 * t.weight_lanes()) / 8 * 8);
                         let conflicting = g.layout == Layout::Nchw
                             && t.is_some_and(|t| t.orient == Orientation::WeightRows)
-                            && g.input_channel_stride() % 256 == 0;
+                            && g.input_channel_stride().is_multiple_of(256);
                         if tiles.is_empty()
                             || s.fused
                             || (g.cg * 4 * lanes <= m.l2 / 2 && !(conflicting && g.cg > l1_block))

@@ -138,7 +138,7 @@ fn gradients_are_bit_identical_for_every_thread_count() {
 }
 
 /// `sum(act(W x + b) * r)` in f64, for finite differences.
-fn loss64(conv: &Conv1x1, dims: InputDims, x: &[f64], w: &[f64], b: &[f64], r: &[f32], slope: &[f32]) -> f64 {
+fn loss64(conv: &Conv1x1, dims: InputDims, x: &[f64], w: &[f64], b: &[f64], r: &[f32], slope: &[f64]) -> f64 {
     let out = conv.output_dims(dims).unwrap();
     let (kg, cg) = (conv.out_channels / conv.groups, conv.in_channels / conv.groups);
     let case = Case {
@@ -165,7 +165,7 @@ fn loss64(conv: &Conv1x1, dims: InputDims, x: &[f64], w: &[f64], b: &[f64], r: &
         .enumerate()
         .map(|(i, &zi)| {
             let k = channel_of(conv.layout, i, p, out.k);
-            act64(conv.activation, zi, slope.get(k).copied().unwrap_or(0.0) as f64) * r[i] as f64
+            act64(conv.activation, zi, slope.get(k).copied().unwrap_or(0.0)) * r[i] as f64
         })
         .sum()
 }
@@ -255,25 +255,34 @@ fn analytic_gradients_agree_with_finite_differences() {
             let x64: Vec<f64> = case.x.iter().map(|&v| v as f64).collect();
             let w64: Vec<f64> = case.w.iter().map(|&v| v as f64).collect();
             let b64: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+            // The PReLU slopes' gradient, from one step with the pre-activation.
+            let mut ds = vec![0.0f32; slope.len()];
+            if !slope.is_empty() {
+                let step = Gradients::new().prelu_slope(&mut ds);
+                grads
+                    .backward(&case.x, &r, Saved::PreActivation(&z), dims, step, &mut ws)
+                    .unwrap();
+            }
+            let s64: Vec<f64> = slope.iter().map(|&v| v as f64).collect();
             let h = 1e-6;
             let fd = |x: &[f64], w: &[f64], b: &[f64], which: usize, i: usize| {
-                let (mut xp, mut wp, mut bp) = (x.to_vec(), w.to_vec(), b.to_vec());
-                let (mut xm, mut wm, mut bm) = (x.to_vec(), w.to_vec(), b.to_vec());
+                let (mut xp, mut wp, mut bp, mut sp) = (x.to_vec(), w.to_vec(), b.to_vec(), s64.clone());
+                let (mut xm, mut wm, mut bm, mut sm) = (x.to_vec(), w.to_vec(), b.to_vec(), s64.clone());
                 match which {
                     0 => (xp[i] += h, xm[i] -= h),
                     1 => (wp[i] += h, wm[i] -= h),
-                    _ => (bp[i] += h, bm[i] -= h),
+                    2 => (bp[i] += h, bm[i] -= h),
+                    _ => (sp[i] += h, sm[i] -= h),
                 };
-                (loss64(&conv, dims, &xp, &wp, &bp, &r, &slope) - loss64(&conv, dims, &xm, &wm, &bm, &r, &slope))
-                    / (2.0 * h)
+                (loss64(&conv, dims, &xp, &wp, &bp, &r, &sp) - loss64(&conv, dims, &xm, &wm, &bm, &r, &sm)) / (2.0 * h)
             };
-            for (which, analytic) in [(0, &dx), (1, &dw), (2, &db)] {
+            for (which, analytic) in [(0, &dx), (1, &dw), (2, &db), (3, &ds)] {
                 for (i, &g) in analytic.iter().enumerate() {
                     let numeric = fd(&x64, &w64, &b64, which, i);
                     assert!(
                         (g as f64 - numeric).abs() <= 1e-3 * (1.0 + numeric.abs()),
                         "{act:?} {layout:?} d{}[{i}]: analytic {g}, numeric {numeric}",
-                        ["x", "w", "b"][which]
+                        ["x", "w", "b", "slope"][which]
                     );
                 }
             }
@@ -509,4 +518,53 @@ fn a_bad_step_touches_no_gradient() {
         }
         assert!(bufs.iter().flatten().all(|&v| v == 9.0), "{name}: untouched");
     }
+}
+
+#[test]
+fn a_slope_gradient_needs_prelu_and_the_pre_activation() {
+    let conv = Conv1x1::new(4, 6).with_activation(Activation::Prelu);
+    let case = Case::new(conv, InputDims::new(1, 3, 3), true, 9);
+    let dims = case.dims;
+    let grads = BackwardPlan::new(&conv, &case.w, PlanOptions::default())
+        .unwrap()
+        .with_prelu_slope(&[0.5; 6])
+        .unwrap();
+    let relu = BackwardPlan::new(&conv.with_activation(Activation::Relu), &case.w, PlanOptions::default()).unwrap();
+    let mut ws = Workspace::new();
+    let z = &case.dz;
+    let mut run = |plan: &BackwardPlan, saved: Saved<'_>, ds_len: usize| {
+        let (mut ds, mut db) = (vec![9.0; ds_len], vec![9.0; 6]);
+        let step = Gradients::new().prelu_slope(&mut ds).bias(&mut db);
+        let e = plan.backward(&case.x, &case.dz, saved, dims, step, &mut ws).err();
+        assert!(
+            ds.iter().chain(&db).all(|&v| v == 9.0) || e.is_none(),
+            "untouched on error"
+        );
+        (e, ds)
+    };
+    let (e, _) = run(&grads, Saved::PreActivation(z), 5);
+    assert!(
+        matches!(
+            e,
+            Some(Error::LengthMismatch {
+                what: "grad_prelu_slope",
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    let (e, _) = run(&grads, Saved::Output(z), 6);
+    assert!(matches!(e, Some(Error::InvalidActivation(_))), "{e:?}");
+    let (e, _) = run(&relu, Saved::PreActivation(z), 6);
+    assert!(matches!(e, Some(Error::InvalidActivation(_))), "{e:?}");
+    // Integer data: exact against the definition.
+    let (e, ds) = run(&grads, Saved::PreActivation(z), 6);
+    assert!(e.is_none());
+    let mut want = [0.0f32; 6];
+    for (i, (&g, &v)) in case.dz.iter().zip(z).enumerate() {
+        if v <= 0.0 {
+            want[i / 9] += g * v;
+        }
+    }
+    assert_eq!(ds, want);
 }

@@ -49,7 +49,11 @@ fuzz_target!(|case: DiffCase| {
                 assert_eq!(gb, as_f32(&db), "db {what}");
                 let (ax, aw, ab) = g.run(options, Accumulate::Add, 2.0);
                 let plus_two = |v: &[f32]| v.iter().map(|&x| x + 2.0).collect::<Vec<_>>();
-                assert_eq!((ax, aw, ab), (plus_two(&gx), plus_two(&gw), plus_two(&gb)), "add {what}");
+                assert_eq!(
+                    (ax, aw, ab),
+                    (plus_two(&gx), plus_two(&gw), plus_two(&gb)),
+                    "add {what}"
+                );
             } else {
                 let check = |name: &str, got: &[f32], want: &[f64], scale: &[f64], n: usize| {
                     for (j, (&v, &r)) in got.iter().zip(want).enumerate() {
@@ -75,7 +79,11 @@ fuzz_target!(|case: DiffCase| {
     let mut dz = vec![0.0; z.len()];
     plan.activation(dy, Saved::PreActivation(&z), dims, &mut dz)
         .expect("valid call");
-    let accumulate = if case.in_place { Accumulate::Add } else { Accumulate::Overwrite };
+    let accumulate = if case.in_place {
+        Accumulate::Add
+    } else {
+        Accumulate::Overwrite
+    };
     let start = 0.5;
     let (mut ex, mut ew, mut eb) = (vec![start; g.x.len()], vec![start; g.w.len()], vec![start; db.len()]);
     plan.data(&dz, dims, &mut ex, accumulate, &mut ws).expect("valid call");
@@ -103,7 +111,11 @@ fuzz_target!(|case: DiffCase| {
     plan.backward(&g.x, dy, Saved::PreActivation(&z), dims, step, &mut ws)
         .expect("valid call");
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!((bits(&sx), bits(&sw), bits(&sb)), (bits(&ex), bits(&ew), bits(&eb)), "step {conv:?} {dims:?}");
+    assert_eq!(
+        (bits(&sx), bits(&sw), bits(&sb)),
+        (bits(&ex), bits(&ew), bits(&eb)),
+        "step {conv:?} {dims:?}"
+    );
     if case.residual {
         assert_eq!(bits(&sr), bits(&er), "residual gradient {conv:?} {dims:?}");
     }

@@ -9,27 +9,18 @@
 //! - `POINTWISE_LAYOUT=nhwc` benchmarks the NHWC layout (default NCHW);
 //! - `POINTWISE_THREADS=2` uses a dedicated pool of that many threads (default 1).
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pointwise::{
-    Accumulate, Activation, BackwardPlan, Gradients, KernelChoice, Layout, Plan, PlanOptions, Saved, Threads, Workspace,
-};
+use pointwise::{Accumulate, Activation, BackwardPlan, Gradients, KernelChoice, Plan, PlanOptions, Saved, Workspace};
 use std::time::Duration;
+
+mod support;
 
 #[path = "../examples/compare/suite.rs"]
 #[allow(dead_code)]
 mod suite;
 
 fn training(c: &mut Criterion) {
-    let layout = match std::env::var("POINTWISE_LAYOUT").as_deref() {
-        Ok("nhwc") => Layout::Nhwc,
-        _ => Layout::Nchw,
-    };
-    let threads = match std::env::var("POINTWISE_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        Some(n) if n > 1 => Threads::Count(n),
-        _ => Threads::Single,
-    };
+    let layout = support::layout_from_env();
+    let threads = support::threads_from_env();
     let kernel = KernelChoice::from_env().expect("POINTWISE_KERNEL names a kernel");
     let options = PlanOptions::default().with_kernel(kernel).with_threads(threads);
     for layer in suite::default_suite() {

@@ -10,8 +10,10 @@
 //! data, with denormal inputs, and with normal inputs whose products are denormal: what IEEE
 //! arithmetic without a flush-to-zero mode costs on this CPU (`cargo bench -- denormals`).
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use pointwise::{available_kernels, KernelChoice, KernelId, Layout, Plan, PlanOptions, Threads, Workspace};
+use pointwise::{available_kernels, KernelChoice, KernelId, Plan, PlanOptions, Workspace};
 use std::time::Duration;
+
+mod support;
 
 #[path = "../examples/compare/suite.rs"]
 #[allow(dead_code)]
@@ -28,17 +30,8 @@ fn kernels() -> Vec<KernelId> {
 }
 
 fn layers(c: &mut Criterion) {
-    let layout = match std::env::var("POINTWISE_LAYOUT").as_deref() {
-        Ok("nhwc") => Layout::Nhwc,
-        _ => Layout::Nchw,
-    };
-    let threads = match std::env::var("POINTWISE_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        Some(n) if n > 1 => Threads::Count(n),
-        _ => Threads::Single,
-    };
+    let layout = support::layout_from_env();
+    let threads = support::threads_from_env();
     for layer in suite::default_suite() {
         let mut group = c.benchmark_group(&layer.name);
         group.throughput(Throughput::Elements(layer.flops() as u64));

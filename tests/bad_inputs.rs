@@ -1006,6 +1006,14 @@ fn backward_entries() -> Vec<Entry> {
     c
 }
 
+/// `Ok` when every value still holds [`SENTINEL`]; else names the first one changed.
+fn untouched<'a>(what: &str, values: impl IntoIterator<Item = &'a f32>) -> Result<(), String> {
+    match values.into_iter().position(|v| v.to_bits() != SENTINEL.to_bits()) {
+        Some(i) => Err(format!("{what} element {i} modified on error")),
+        None => Ok(()),
+    }
+}
+
 /// A slice of `len` small finite values.
 fn data(len: usize) -> Vec<f32> {
     (0..len).map(|i| (i % 13) as f32 - 6.0).collect()
@@ -1032,9 +1040,7 @@ fn fails_cleanly_on_every_kernel(
             Err(err) if err == e.expected => {}
             got => return Err(format!("{what} on {kernel}: got {got:?}, want {:?}", e.expected)),
         }
-        if let Some(i) = y.iter().position(|&v| v.to_bits() != SENTINEL.to_bits()) {
-            return Err(format!("{kernel}: output element {i} modified on error"));
-        }
+        untouched(&format!("{kernel}: output"), &y)?;
         // No other test in this file runs a non-empty forward, so the counter is ours.
         if kernel.invocations() != before {
             return Err(format!("{kernel}: the kernel ran although the call failed"));
@@ -1143,9 +1149,7 @@ fn run(e: &Entry) -> Result<(), String> {
                 Activation::Identity,
             );
             expect(result, "run_tile")?;
-            if let Some(i) = out.iter().position(|&v| v.to_bits() != SENTINEL.to_bits()) {
-                return Err(format!("output element {i} modified on error"));
-            }
+            untouched("output", &out)?;
             if t.kernel.invocations() != before {
                 return Err("the kernel ran although the call failed".into());
             }
@@ -1203,10 +1207,7 @@ fn run(e: &Entry) -> Result<(), String> {
                 }
             };
             expect(result, "backward pass")?;
-            match bufs.iter().flatten().position(|&v| v.to_bits() != SENTINEL.to_bits()) {
-                Some(i) => Err(format!("gradient element {i} modified on error")),
-                None => Ok(()),
-            }
+            untouched("gradient", bufs.iter().flatten())
         }
         Call::Shuffle {
             dims,
@@ -1221,10 +1222,7 @@ fn run(e: &Entry) -> Result<(), String> {
                 channel_shuffle(&data(*input), &mut y, *dims, *channels, *groups, *layout),
                 "channel_shuffle",
             )?;
-            match y.iter().position(|&v| v.to_bits() != SENTINEL.to_bits()) {
-                Some(i) => Err(format!("output element {i} modified on error")),
-                None => Ok(()),
-            }
+            untouched("output", &y)
         }
     }
 }

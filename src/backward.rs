@@ -34,6 +34,17 @@ pub enum Accumulate {
     Add,
 }
 
+impl Accumulate {
+    /// Writes `value` into `out`, or adds it.
+    #[inline(always)]
+    fn store(self, out: &mut f32, value: f32) {
+        *out = match self {
+            Accumulate::Overwrite => value,
+            Accumulate::Add => *out + value,
+        };
+    }
+}
+
 /// What the forward pass saved for the activation's gradient.
 #[derive(Debug, Clone, Copy)]
 pub enum Saved<'a> {
@@ -43,6 +54,16 @@ pub enum Saved<'a> {
     /// The pre-activation `z = W X + b + R` (from
     /// [`Plan::forward_training`](crate::Plan::forward_training)): enough for every activation.
     PreActivation(&'a [f32]),
+}
+
+impl<'a> Saved<'a> {
+    /// The saved values, and whether they are the output (else the pre-activation).
+    fn values(self) -> (&'a [f32], bool) {
+        match self {
+            Saved::Output(y) => (y, true),
+            Saved::PreActivation(z) => (z, false),
+        }
+    }
 }
 
 /// The gradients one [`BackwardPlan::backward`] step writes, each optional: a step writes
@@ -393,12 +414,6 @@ impl BackwardPlan {
             });
         }
         let p = out.h * out.w;
-        let add = |db_k: &mut f32, sum: f32| {
-            *db_k = match accumulate {
-                Accumulate::Overwrite => sum,
-                Accumulate::Add => *db_k + sum,
-            }
-        };
         match self.conv.layout {
             Layout::Nchw => {
                 // Each channel's rows (one per image) summed into BIAS_LANES partial sums by
@@ -425,7 +440,7 @@ impl BackwardPlan {
                             lanes[j] += lanes[j + width];
                         }
                     }
-                    add(db_k, lanes[0]);
+                    accumulate.store(db_k, lanes[0]);
                 }
             }
             Layout::Nhwc => {
@@ -437,7 +452,7 @@ impl BackwardPlan {
                     }
                 }
                 for (db_k, &sum) in db.iter_mut().zip(&sums) {
-                    add(db_k, sum);
+                    accumulate.store(db_k, sum);
                 }
             }
         }
@@ -455,7 +470,7 @@ impl BackwardPlan {
     /// saved output (give the pre-activation) or PReLU slopes are missing. On error `dz` is
     /// untouched.
     pub fn activation(&self, dy: &[f32], saved: Saved<'_>, dims: InputDims, dz: &mut [f32]) -> Result<()> {
-        let expected = self.check_activation(dy, saved, dims)?;
+        let (out, expected) = self.check_activation(dy, saved, dims)?;
         if dz.len() != expected {
             return Err(Error::LengthMismatch {
                 what: "grad_pre_activation",
@@ -463,7 +478,7 @@ impl BackwardPlan {
                 got: dz.len(),
             });
         }
-        self.activation_gradient(dy, saved, dims, dz);
+        self.activation_gradient(dy, saved, out, dz);
         Ok(())
     }
 
@@ -524,15 +539,11 @@ impl BackwardPlan {
             prelu_slope,
             accumulate,
         } = gradients;
-        let out_len = self.check_activation(dy, saved, dims)?;
-        let out_dims = self.conv.output_dims(dims)?;
+        let (out_dims, out_len) = self.check_activation(dy, saved, dims)?;
+        let in_len = self.conv.input_len(dims)?;
         let checks = [
-            ("input", Some(x.len()), self.conv.input_len(dims)?),
-            (
-                "grad_input",
-                input.as_deref().map(<[f32]>::len),
-                self.conv.input_len(dims)?,
-            ),
+            ("input", Some(x.len()), in_len),
+            ("grad_input", input.as_deref().map(<[f32]>::len), in_len),
             (
                 "grad_weights",
                 weights.as_deref().map(<[f32]>::len),
@@ -577,19 +588,16 @@ impl BackwardPlan {
             dy
         } else if let Some(r) = residual.take_if(|_| accumulate == Accumulate::Overwrite) {
             // Computed in place: the residual's gradient is written once, and read as dz.
-            self.activation_gradient(dy, saved, dims, r);
+            self.activation_gradient(dy, saved, out_dims, r);
             r
         } else {
             scratch = workspace.take_backward_scratch(out_len);
-            self.activation_gradient(dy, saved, dims, &mut scratch);
+            self.activation_gradient(dy, saved, out_dims, &mut scratch);
             &scratch
         };
         let mut result = Ok(());
         if let Some(r) = residual {
-            match accumulate {
-                Accumulate::Overwrite => r.copy_from_slice(dz),
-                Accumulate::Add => r.iter_mut().zip(dz).for_each(|(r, &d)| *r += d),
-            }
+            r.iter_mut().zip(dz).for_each(|(r, &d)| accumulate.store(r, d));
         }
         if let (Some(ds), Some(z)) = (prelu_slope, z) {
             slope_gradient(out_dims, self.conv.layout, dy, z, ds, accumulate);
@@ -607,13 +615,12 @@ impl BackwardPlan {
         result
     }
 
-    /// Checks `dy`, the saved tensor and the activation's needs; returns the output length.
-    fn check_activation(&self, dy: &[f32], saved: Saved<'_>, dims: InputDims) -> Result<usize> {
-        let expected = self.conv.output_dims(dims)?.len()?;
-        let (values, from_output) = match saved {
-            Saved::Output(y) => (y, true),
-            Saved::PreActivation(z) => (z, false),
-        };
+    /// Checks `dy`, the saved tensor and the activation's needs; returns the output's
+    /// dimensions and length.
+    fn check_activation(&self, dy: &[f32], saved: Saved<'_>, dims: InputDims) -> Result<(OutputDims, usize)> {
+        let out = self.conv.output_dims(dims)?;
+        let expected = out.len()?;
+        let (values, from_output) = saved.values();
         for (what, got) in [("grad_output", dy.len()), ("saved", values.len())] {
             if got != expected {
                 return Err(Error::LengthMismatch { what, expected, got });
@@ -631,16 +638,13 @@ impl BackwardPlan {
                 "this activation's derivative needs the pre-activation z (Saved::PreActivation)",
             ));
         }
-        Ok(expected)
+        Ok((out, expected))
     }
 
     /// `dz = dy * act'(z)` on checked lengths. The activation is matched once outside the
     /// element loop, so the piecewise-linear ones run as vectorized selects.
-    fn activation_gradient(&self, dy: &[f32], saved: Saved<'_>, dims: InputDims, dz: &mut [f32]) {
-        let (values, from_output) = match saved {
-            Saved::Output(y) => (y, true),
-            Saved::PreActivation(z) => (z, false),
-        };
+    fn activation_gradient(&self, dy: &[f32], saved: Saved<'_>, out: OutputDims, dz: &mut [f32]) {
+        let (values, from_output) = saved.values();
         macro_rules! each {
             ($act:expr) => {{
                 let act = $act;
@@ -656,8 +660,7 @@ impl BackwardPlan {
             Activation::Clamp { min, max } => each!(Activation::Clamp { min, max }),
             Activation::LeakyRelu { alpha } => each!(Activation::LeakyRelu { alpha }),
             Activation::Prelu => {
-                let (out, slopes) = (self.conv.output_dims(dims), self.slope.as_deref().unwrap_or_default());
-                let Ok(out) = out else { return };
+                let slopes = self.slope.as_deref().unwrap_or_default();
                 out.for_each_channel_run(self.conv.layout, |run, k| {
                     let elements = dz[run.clone()].iter_mut().zip(dy[run.clone()].iter().zip(&values[run]));
                     for (dz_i, (&dy_i, &v)) in elements {
@@ -682,10 +685,7 @@ fn slope_gradient(out: OutputDims, layout: Layout, dy: &[f32], z: &[f32], ds: &m
         }
     });
     for (d, s) in ds.iter_mut().zip(sums) {
-        *d = match accumulate {
-            Accumulate::Overwrite => s,
-            Accumulate::Add => *d + s,
-        };
+        accumulate.store(d, s);
     }
 }
 
@@ -759,11 +759,7 @@ impl PixelReduction<'_> {
         plan.forward(streamed, dims, None, transposed, workspace)?;
         for (kk, row) in dw_g.chunks_exact_mut(cg).enumerate() {
             for (cc, out) in row.iter_mut().enumerate() {
-                let v = transposed[cc * kg + kk];
-                *out = match accumulate {
-                    Accumulate::Overwrite => v,
-                    Accumulate::Add => *out + v,
-                };
+                accumulate.store(out, transposed[cc * kg + kk]);
             }
         }
         Ok(())
@@ -863,11 +859,7 @@ fn scatter_to_input(geom: &Geometry, product: &[f32], dx: &mut [f32], accumulate
                     Layout::Nchw => product[(img * geom.c + c) * geom.p + q],
                     Layout::Nhwc => product[(img * geom.p + q) * geom.c + c],
                 };
-                let out = &mut dx[base + c * cs];
-                *out = match accumulate {
-                    Accumulate::Overwrite => v,
-                    Accumulate::Add => *out + v,
-                };
+                accumulate.store(&mut dx[base + c * cs], v);
             }
         }
     }

@@ -151,9 +151,10 @@ pub(crate) fn pixel_offsets(geom: &Geometry, j0: usize, offsets: &mut [isize]) {
             let (img, q) = (j / geom.p, j % geom.p);
             let len = (geom.p - q).min(rest.len());
             let (run, tail) = rest.split_at_mut(len);
-            let base = img * image + q * d;
-            for (t, o) in run.iter_mut().enumerate() {
-                *o = (base + t * d) as isize;
+            let mut offset = (img * image + q * d) as isize;
+            for o in run.iter_mut() {
+                *o = offset;
+                offset += d as isize;
             }
             rest = tail;
             j += len;

@@ -337,9 +337,13 @@ fn tile_cost(g: &Geometry, tile: &Tile, folded: bool, direct: bool) -> f64 {
     };
     let tiles = (rows.div_ceil(tile.mr) * cols.div_ceil(tile.nr) * gemms) as f64;
     let registers = (tile.mr * tile.vectors) as f64;
+    // A reduction step issues one FMA per accumulator and one load per vector of the lane
+    // operand plus one broadcast per row; both kinds issue about two per cycle, so a flat
+    // tile (one or two rows) is bound by its loads, not its FMAs.
+    let loads = (tile.mr + tile.vectors) as f64;
     // Fused groups load each row's operand separately (a load per FMA instead of one per row
     // of vectors).
-    let per_tile_fma = g.cg as f64 * registers * if fused { 1.5 } else { 1.0 };
+    let per_tile_fma = g.cg as f64 * registers.max(loads) * if fused { 1.5 } else { 1.0 };
     let per_tile_store = if direct {
         registers
     } else {
@@ -347,7 +351,9 @@ fn tile_cost(g: &Geometry, tile: &Tile, folded: bool, direct: bool) -> f64 {
     };
     // Packing pixels: NHWC pixel rows, and NCHW weight rows at unit width stride, are read in
     // place; strided NCHW rows are gathered a row at a time (~1/4 cycle per value); anything
-    // else is a scalar transposition (~1 per value), once per unit.
+    // else is a transposition in 8 x 8 blocks, once per unit (~1 per value; `perf` measured
+    // about 3 on NHWC 16 -> 1 channels at 112x112, Xeon Cascade Lake, but charging that moved
+    // small-group NHWC layers onto per-group pixel-row tiles, 2x slower, so it stays 1).
     let pack_per_value = match (g.layout, tile.orient) {
         (Layout::Nhwc, Orientation::PixelRows) => 0.0,
         (Layout::Nchw, Orientation::WeightRows) if g.sw == 1 => 0.0,

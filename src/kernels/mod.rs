@@ -180,6 +180,12 @@ const AVX512: &[TileKernel] = {
         tile!(Avx512, "avx512_f32_7x32_prows", PixelRows, 7 x 2),
         tile!(Avx512, "avx512_f32_8x48_prows", PixelRows, 8 x 3),
         tile!(Avx512, "avx512_f32_8x16_prows", PixelRows, 8 x 1),
+        tile!(Avx512, "avx512_f32_8x16_wrows", WeightRows, 8 x 1),
+        tile!(Avx512, "avx512_f32_4x64_wrows", WeightRows, 4 x 4),
+        tile!(Avx512, "avx512_f32_2x64_wrows", WeightRows, 2 x 4),
+        tile!(Avx512, "avx512_f32_1x64_wrows", WeightRows, 1 x 4),
+        tile!(Avx512, "avx512_f32_2x64_prows", PixelRows, 2 x 4),
+        tile!(Avx512, "avx512_f32_1x64_prows", PixelRows, 1 x 4),
     ]
 };
 
@@ -189,6 +195,11 @@ const AVX2: &[TileKernel] = {
     &[
         tile!(Avx2, "avx2_f32_6x16_wrows", WeightRows, 6 x 2),
         tile!(Avx2, "avx2_f32_6x16_prows", PixelRows, 6 x 2),
+        tile!(Avx2, "avx2_f32_6x8_wrows", WeightRows, 6 x 1),
+        tile!(Avx2, "avx2_f32_6x8_prows", PixelRows, 6 x 1),
+        tile!(Avx2, "avx2_f32_2x32_wrows", WeightRows, 2 x 4),
+        tile!(Avx2, "avx2_f32_1x32_wrows", WeightRows, 1 x 4),
+        tile!(Avx2, "avx2_f32_1x32_prows", PixelRows, 1 x 4),
     ]
 };
 
@@ -198,6 +209,9 @@ const NEON: &[TileKernel] = {
     &[
         tile!(Neon, "neon_f32_8x12_wrows", WeightRows, 8 x 3),
         tile!(Neon, "neon_f32_8x12_prows", PixelRows, 8 x 3),
+        tile!(Neon, "neon_f32_2x16_wrows", WeightRows, 2 x 4),
+        tile!(Neon, "neon_f32_1x16_wrows", WeightRows, 1 x 4),
+        tile!(Neon, "neon_f32_1x16_prows", PixelRows, 1 x 4),
     ]
 };
 
@@ -206,6 +220,8 @@ const PORTABLE: &[TileKernel] = {
     &[
         tile!(Portable, "portable_f32_6x8_wrows", WeightRows, 6 x 1),
         tile!(Portable, "portable_f32_6x8_prows", PixelRows, 6 x 1),
+        tile!(Portable, "portable_f32_1x16_wrows", WeightRows, 1 x 2),
+        tile!(Portable, "portable_f32_1x16_prows", PixelRows, 1 x 2),
     ]
 };
 

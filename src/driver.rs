@@ -172,13 +172,16 @@ impl TaskScratch {
 
 /// The loop nest of one tile, as an operation a tier runs inside its `#[target_feature]`
 /// entry point ([`Simd::vectorize`]).
-pub(crate) struct RunUnits<'a, const MR: usize, const NV: usize> {
+///
+/// `WROWS` is the tile's orientation (weight rows when true), a constant so that each tile's
+/// loop nest holds only its own orientation's operand cases.
+pub(crate) struct RunUnits<'a, const MR: usize, const NV: usize, const WROWS: bool> {
     job: &'a Job<'a>,
     units: Range<usize>,
     scratch: &'a mut TaskScratch,
 }
 
-impl<'a, const MR: usize, const NV: usize> RunUnits<'a, MR, NV> {
+impl<'a, const MR: usize, const NV: usize, const WROWS: bool> RunUnits<'a, MR, NV, WROWS> {
     /// # Safety
     /// As [`run_units`] (the tier is proven by the token that runs it).
     pub unsafe fn new(job: &'a Job<'a>, units: Range<usize>, scratch: &'a mut TaskScratch) -> Self {
@@ -186,12 +189,12 @@ impl<'a, const MR: usize, const NV: usize> RunUnits<'a, MR, NV> {
     }
 }
 
-impl<const MR: usize, const NV: usize> WithSimd for RunUnits<'_, MR, NV> {
+impl<const MR: usize, const NV: usize, const WROWS: bool> WithSimd for RunUnits<'_, MR, NV, WROWS> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
         // SAFETY: `new`'s contract.
-        unsafe { run_units::<S, MR, NV>(s, self.job, self.units, self.scratch) }
+        unsafe { run_units::<S, MR, NV, WROWS>(s, self.job, self.units, self.scratch) }
     }
 }
 
@@ -223,14 +226,15 @@ impl<const MR: usize, const NV: usize> WithSimd for RunTileCall<'_, MR, NV> {
 /// The CPU must support `V`'s tier; `job` must describe buffers of the lengths its geometry
 /// implies (the plan checked them), with `job.panels` packed with lanes matching this tile.
 #[inline(always)]
-pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize>(
+pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const WROWS: bool>(
     s: S,
     job: &Job,
     units: Range<usize>,
     scratch: &mut TaskScratch,
 ) {
     let nr = NV * S::F32::LANES;
-    let weight_rows = job.orient == Orientation::WeightRows;
+    debug_assert_eq!(job.orient == Orientation::WeightRows, WROWS);
+    let weight_rows = WROWS;
     let (wl, pl) = if weight_rows { (MR, nr) } else { (nr, MR) };
     let Some(panels) = job.panels else { return };
     debug_assert_eq!(panels.lanes, wl);

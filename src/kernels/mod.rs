@@ -123,7 +123,7 @@ impl std::fmt::Debug for TileKernel {
 ///
 /// # Safety
 /// As [`UnitRunner`].
-unsafe fn run_units_with<S: Simd, const MR: usize, const NV: usize>(
+unsafe fn run_units_with<S: Simd, const MR: usize, const NV: usize, const WROWS: bool>(
     job: &Job,
     units: Range<usize>,
     scratch: &mut TaskScratch,
@@ -134,7 +134,7 @@ unsafe fn run_units_with<S: Simd, const MR: usize, const NV: usize>(
         return;
     };
     // SAFETY: forwarded contract.
-    s.vectorize(unsafe { RunUnits::<MR, NV>::new(job, units, scratch) })
+    s.vectorize(unsafe { RunUnits::<MR, NV, WROWS>::new(job, units, scratch) })
 }
 
 /// One microkernel call for tier `S` with an `MR x (NV * LANES)` tile.
@@ -165,7 +165,7 @@ macro_rules! tile {
             tile,
             weights: PackedFormat::f32(tile.weight_lanes()),
             pixels: PackedFormat::f32(tile.pixel_lanes()),
-            run: run_units_with::<$simd, $mr, $nv>,
+            run: run_units_with::<$simd, $mr, $nv, { matches!(Orientation::$orient, Orientation::WeightRows) }>,
             call: run_tile_call_with::<$simd, $mr, $nv>,
         }
     }};
@@ -182,9 +182,7 @@ const AVX512: &[TileKernel] = {
         tile!(Avx512, "avx512_f32_8x16_prows", PixelRows, 8 x 1),
         tile!(Avx512, "avx512_f32_8x16_wrows", WeightRows, 8 x 1),
         tile!(Avx512, "avx512_f32_4x64_wrows", WeightRows, 4 x 4),
-        tile!(Avx512, "avx512_f32_2x64_wrows", WeightRows, 2 x 4),
         tile!(Avx512, "avx512_f32_1x64_wrows", WeightRows, 1 x 4),
-        tile!(Avx512, "avx512_f32_2x64_prows", PixelRows, 2 x 4),
         tile!(Avx512, "avx512_f32_1x64_prows", PixelRows, 1 x 4),
     ]
 };
@@ -195,9 +193,6 @@ const AVX2: &[TileKernel] = {
     &[
         tile!(Avx2, "avx2_f32_6x16_wrows", WeightRows, 6 x 2),
         tile!(Avx2, "avx2_f32_6x16_prows", PixelRows, 6 x 2),
-        tile!(Avx2, "avx2_f32_6x8_wrows", WeightRows, 6 x 1),
-        tile!(Avx2, "avx2_f32_6x8_prows", PixelRows, 6 x 1),
-        tile!(Avx2, "avx2_f32_2x32_wrows", WeightRows, 2 x 4),
         tile!(Avx2, "avx2_f32_1x32_wrows", WeightRows, 1 x 4),
         tile!(Avx2, "avx2_f32_1x32_prows", PixelRows, 1 x 4),
     ]
@@ -209,7 +204,6 @@ const NEON: &[TileKernel] = {
     &[
         tile!(Neon, "neon_f32_8x12_wrows", WeightRows, 8 x 3),
         tile!(Neon, "neon_f32_8x12_prows", PixelRows, 8 x 3),
-        tile!(Neon, "neon_f32_2x16_wrows", WeightRows, 2 x 4),
         tile!(Neon, "neon_f32_1x16_wrows", WeightRows, 1 x 4),
         tile!(Neon, "neon_f32_1x16_prows", PixelRows, 1 x 4),
     ]
@@ -220,8 +214,6 @@ const PORTABLE: &[TileKernel] = {
     &[
         tile!(Portable, "portable_f32_6x8_wrows", WeightRows, 6 x 1),
         tile!(Portable, "portable_f32_6x8_prows", PixelRows, 6 x 1),
-        tile!(Portable, "portable_f32_1x16_wrows", WeightRows, 1 x 2),
-        tile!(Portable, "portable_f32_1x16_prows", PixelRows, 1 x 2),
     ]
 };
 

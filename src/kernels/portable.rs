@@ -4,8 +4,7 @@
 //!
 //! Tile: 6 rows x 8 lanes = 6 accumulators. With 128-bit registers that is 12 of the 16 SSE
 //! registers, leaving room for the B row and the broadcast without spills; the tier aims at
-//! correctness everywhere, not at peak. Flat 1 x 16 tiles (two vectors) in both orientations
-//! serve one output channel or one pixel.
+//! correctness everywhere, not at peak.
 use crate::dispatch::KernelId;
 use crate::kernels::simd::{Simd, SimdF32, WithSimd};
 use wide::f32x8;

@@ -3,9 +3,9 @@
 //! Tile sizes (the registry in `kernels/mod.rs` lists them). Typical cores issue two 128-bit
 //! FMAs per cycle with a 4-cycle latency: at least 8 accumulators. An 8 x 12 tile holds 24
 //! accumulators, plus 3 B vectors and 1 broadcast: 28 of 32 registers, no spill; per step
-//! 3 loads + 8 broadcasts per 24 FMAs. Flat tiles for 1 or 2 output channels (weight rows
-//! 2 x 16, 1 x 16) and one pixel (pixel rows 1 x 16) keep few-channel layers from computing
-//! mostly padding rows; see the AVX-512 tier.
+//! 3 loads + 8 broadcasts per 24 FMAs. Flat tiles for one output channel (weight rows
+//! 1 x 16) and one pixel (pixel rows 1 x 16) keep such layers from computing mostly padding
+//! rows; see the AVX-512 tier.
 use crate::dispatch::{cpu_features, KernelId};
 use crate::kernels::simd::{Simd, SimdF32, WithSimd};
 use std::arch::aarch64::*;

@@ -6,10 +6,9 @@
 //! reduction step: 2 loads + 6 broadcasts per 12 FMAs. The same shape serves both
 //! orientations. (4 x 24 tiles, 12 accumulators + 3 B vectors + the broadcast, which AVX2
 //! cannot fold into the FMA, fill all 16 registers and ran at half speed; 8 x 8 tiles, at one
-//! B vector per 8 FMAs, lost 20-40% to 6 x 16; they stay for few pixels or few output
-//! channels, where 6 x 16 would compute mostly padding lanes.) Flat tiles for 1 or 2 output
-//! channels (weight rows 2 x 32 and 1 x 32) and for one pixel (pixel rows 1 x 32, a
-//! matrix-vector product) are load-bound, which the cost model charges; see the AVX-512 tier.
+//! B vector per 8 FMAs, lost 20-40% to 6 x 16.) Flat tiles for one output channel (weight
+//! rows 1 x 32) and one pixel (pixel rows 1 x 32, a matrix-vector product) are load-bound,
+//! which the cost model charges; see the AVX-512 tier.
 use crate::dispatch::{cpu_features, KernelId};
 use crate::kernels::simd::{Simd, SimdF32, WithSimd};
 use std::arch::x86_64::*;

@@ -11,17 +11,17 @@
 //!   (24 acc) and 8 x 16 (8 acc): the lane counts cover channel counts that are multiples of
 //!   48, 32 or 16 without computing padding, and 7 rows tile 7x7 and 14x14 outputs exactly.
 //!   A 7 x 64 tile (28 acc + 4 B = all 32 registers) measured 15-20% slower than 8 x 32 on
-//!   small reductions, so it is not offered.
-//!
+//!   small reductions, so it is not offered;
 //! - flat tiles for few output channels or few pixels: weight rows 8 x 16 (an NCHW image of
 //!   16 pixels or fewer), 4 x 64 and 1 x 64 (1 to 4 output channels: an 8-row tile computed
 //!   up to 7 padding rows), and pixel rows 1 x 64 (one pixel, a fully connected layer at
 //!   batch 1: a matrix-vector product over the output channels). The 1-row tiles are bound by
 //!   their loads (4 vector loads and a broadcast per 4 FMAs), which the cost model charges.
 //!   2-row tiles were tried and left out: every tile adds a loop nest to compile (the build
-//!   and the test suite's time grow with the tile count), and 1- and 4-row tiles cover them. Measured against the 8 x 32 weight-row tile on Xeon
-//!   Cascade Lake, NCHW, 1 thread: 16 -> 1 channels at 112x112 3.7 -> 7.9 GFLOP/s, 3 -> 3 at
-//!   56x56 3.0 -> 4.6, 256 -> 5 at 4x4 4.9 -> 26.6, 1024 -> 32 at 1x1 6.8 -> 17.5.
+//!   and the test suite's time grow with the tile count), and 1- and 4-row tiles cover them.
+//!   Measured before and after on Xeon Cascade Lake, NCHW, 1 thread (the 8 x 32 weight-row
+//!   tile before): 16 -> 1 channels at 112x112 3.7 -> 7.9 GFLOP/s, 3 -> 3 at 56x56 3.0 -> 4.6,
+//!   256 -> 5 at 4x4 4.9 -> 26.6, 1024 -> 32 at 1x1 6.8 -> 17.5.
 //!
 //! Pixel-row tiles have at most 8 rows because NHWC pixels are read in place, one base
 //! address per row: 8 row pointers plus the loop state fit the 16 general registers, while

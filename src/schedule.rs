@@ -338,8 +338,8 @@ fn tile_cost(g: &Geometry, tile: &Tile, folded: bool, direct: bool) -> f64 {
     let tiles = (rows.div_ceil(tile.mr) * cols.div_ceil(tile.nr) * gemms) as f64;
     let registers = (tile.mr * tile.vectors) as f64;
     // A reduction step issues one FMA per accumulator and one load per vector of the lane
-    // operand plus one broadcast per row; both kinds issue about two per cycle, so a flat
-    // tile (one or two rows) is bound by its loads, not its FMAs.
+    // operand plus one broadcast per row; both kinds issue about two per cycle, so a one-row
+    // tile (four vector loads and a broadcast per four FMAs) is bound by its loads.
     let loads = (tile.mr + tile.vectors) as f64;
     // Fused groups load each row's operand separately (a load per FMA instead of one per row
     // of vectors).

@@ -9,9 +9,11 @@
 //! streamed once per weight panel.
 use crate::conv::Geometry;
 use crate::epilogue::{Activation, ChannelAxis, ScalarEpilogue, TileEpilogue};
-use crate::kernels::simd::{gemm_tile, ColOperand, Extent, RowOperand, Simd, SimdF32, WithSimd};
+use crate::kernels::simd::{gemm_tile, group_lanes_block, ColOperand, Extent, RowOperand, Simd, SimdF32, WithSimd};
 use crate::kernels::Orientation;
-use crate::packing::{pack_pixel_panels, pixel_offsets, uniform_spacing, PanelBuf, WeightPanels, PADDED};
+use crate::packing::{
+    pack_pixel_panels, pixel_offsets, uniform_spacing, GroupLanePanels, PanelBuf, WeightPanels, PADDED,
+};
 use crate::schedule::{Schedule, Unit};
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -143,6 +145,11 @@ pub(crate) struct UnitBuffers<'a> {
 }
 
 impl TaskScratch {
+    /// The pixel-offset buffer alone (group-lanes jobs grow it themselves).
+    pub fn offsets_mut(&mut self) -> &mut Vec<isize> {
+        &mut self.offsets
+    }
+
     pub fn buffers(&mut self, packed_len: usize, pixels: usize, panels: usize, partial: usize) -> UnitBuffers<'_> {
         if self.partial.len() < partial {
             self.partial.resize(partial, 0.0);
@@ -787,4 +794,120 @@ pub(crate) unsafe fn run_tile_call<S: Simd, const MR: usize, const NV: usize>(s:
             Extent { m: call.m, n: call.n },
         )
     };
+}
+
+/// A call run with group-lanes tiles (NHWC grouped layers whose groups are narrower than a
+/// register; see `simd::group_lanes_tile`): borrowed from the plan and the call's arguments.
+pub(crate) struct GroupLanesJob<'a> {
+    pub geom: Geometry,
+    pub x: &'a [f32],
+    pub y: OutPtr,
+    /// The residual (output-shaped), or null; it may be the output itself (each element is
+    /// read just before the same element is stored).
+    pub residual: InPtr,
+    pub bias: Option<&'a [f32]>,
+    pub slope: Option<&'a [f32]>,
+    pub act: Activation,
+    pub panels: &'a GroupLanePanels,
+}
+
+/// Rows of a group-lanes tile: pixels per tile.
+pub(crate) const GROUP_LANES_ROWS: usize = 4;
+
+/// The group-lanes loop nest as an operation for [`Simd::vectorize`]: folded output pixels
+/// `pixels` of the job.
+pub(crate) struct RunGroupLanes<'a> {
+    job: &'a GroupLanesJob<'a>,
+    pixels: Range<usize>,
+    offsets: &'a mut Vec<isize>,
+}
+
+impl<'a> RunGroupLanes<'a> {
+    /// # Safety
+    /// As [`run_group_lanes`] (the tier is proven by the token that runs it).
+    pub unsafe fn new(job: &'a GroupLanesJob<'a>, pixels: Range<usize>, offsets: &'a mut Vec<isize>) -> Self {
+        RunGroupLanes { job, pixels, offsets }
+    }
+}
+
+impl WithSimd for RunGroupLanes<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        // SAFETY: `new`'s contract.
+        unsafe { run_group_lanes::<S>(s, self.job, self.pixels, self.offsets) }
+    }
+}
+
+/// Computes folded output pixels `pixels` of a group-lanes job: for each run of pixels
+/// (whose inputs stay in L1 while every block of whole groups sweeps over them, one register
+/// of output channels per block), stored straight into the NHWC output (masked past the
+/// block's channels).
+///
+/// # Safety
+/// The CPU must support `S`'s tier; the job's slices must have the lengths its geometry
+/// implies (the plan checked them), its layout NHWC, and its panels packed for this geometry
+/// with `S`'s lane count.
+#[inline(always)]
+pub(crate) unsafe fn run_group_lanes<S: Simd>(
+    s: S,
+    job: &GroupLanesJob,
+    pixels: Range<usize>,
+    offsets: &mut Vec<isize>,
+) {
+    let g = &job.geom;
+    let p = job.panels;
+    let lanes = S::F32::LANES;
+    debug_assert!(g.layout == crate::conv::Layout::Nhwc && p.lanes == lanes && p.cg == g.cg);
+    let (cg, kg) = (g.cg, g.kg);
+    // Pixels per run: their inputs take about half of L1 (and whole tiles).
+    let run = ((16 * 1024 / 4) / g.c.max(1)).clamp(GROUP_LANES_ROWS, 256) / GROUP_LANES_ROWS * GROUP_LANES_ROWS;
+    if offsets.len() < run {
+        offsets.resize(run, 0);
+    }
+    for j0 in pixels.clone().step_by(run) {
+        let len = (pixels.end - j0).min(run);
+        // The pixel map: each output pixel's input offset, or PADDED.
+        let offsets = &mut offsets[..len];
+        pixel_offsets(g, j0, offsets);
+        let origin = g.output_pixel_offset(j0);
+        for b in 0..p.blocks {
+            let groups = (g.groups - b * p.per_block).min(p.per_block);
+            let (in0, chan0) = (b * p.per_block * cg, b * p.per_block * kg);
+            let at = origin + chan0;
+            let ep = TileEpilogue {
+                bias: job.bias.map_or(std::ptr::null(), |v| v[chan0..].as_ptr()),
+                slope: job.slope.map_or(std::ptr::null(), |v| v[chan0..].as_ptr()),
+                axis: ChannelAxis::Cols,
+                residual: if job.residual.0.is_null() {
+                    std::ptr::null()
+                } else {
+                    job.residual.0.wrapping_add(at)
+                },
+                ldr: g.k,
+                act: job.act,
+            };
+            // SAFETY: the pixel map gives offsets inside x, and the block's groups * cg
+            // inputs (the lanes the permutations select) start at in0 within the pixel;
+            // block b's weights and the indices hold cg registers; the NHWC output (and
+            // residual) holds the run's `len` pixels of K channels from `origin`, of which
+            // the block's groups * kg <= lanes start at chan0; bias and slopes hold K values.
+            unsafe {
+                group_lanes_block::<S, GROUP_LANES_ROWS>(
+                    s,
+                    cg,
+                    job.x.as_ptr(),
+                    job.x.len(),
+                    offsets,
+                    in0,
+                    p.weights.as_ptr().add(b * cg * lanes),
+                    p.indices.as_ptr(),
+                    job.y.0.add(at),
+                    g.k,
+                    &ep,
+                    groups * kg,
+                )
+            };
+        }
+    }
 }

@@ -70,6 +70,69 @@ impl WeightPanels {
     }
 }
 
+/// Weights packed for group-lanes tiles (`simd::group_lanes_tile`): each register of
+/// `lanes` output channels holds `per_block` whole groups, and a block's input channels (the
+/// same groups' `per_block * cg` channels) fit one register, from which each lane takes its
+/// own group's channel by a permutation.
+#[derive(Clone)]
+pub(crate) struct GroupLanePanels {
+    pub lanes: usize,
+    /// Groups per register (block).
+    pub per_block: usize,
+    /// Blocks, `ceil(groups / per_block)`.
+    pub blocks: usize,
+    /// Reduction steps per output channel (`C / groups`).
+    pub cg: usize,
+    /// Per block, per step `j`: `lanes` weights, `W[k0 + l][j]` for the block's first output
+    /// channel `k0` (zero past the block's channels).
+    pub weights: PanelBuf,
+    /// Per step `j`: the lane permutation, lane `l` taking input `(l / kg) * cg + j` of the
+    /// block's register (0 past the block's channels). The same for every block.
+    pub indices: Vec<u32>,
+}
+
+impl GroupLanePanels {
+    /// Groups per register for `kg` output and `cg` input channels per group, or `None` when
+    /// one group's output or input channels do not fit in `lanes`.
+    pub fn groups_per_register(lanes: usize, kg: usize, cg: usize) -> Option<usize> {
+        let per_block = (lanes / kg.max(1)).min(lanes / cg.max(1));
+        (per_block > 0).then_some(per_block)
+    }
+
+    /// Packs `weights` (`[groups * kg, cg]` row-major), or `None` when a group does not fit
+    /// in a register ([`Self::groups_per_register`]). The caller has checked
+    /// `weights.len() == groups * kg * cg`.
+    pub fn pack(weights: &[f32], groups: usize, kg: usize, cg: usize, lanes: usize) -> Option<GroupLanePanels> {
+        let per_block = Self::groups_per_register(lanes, kg, cg)?;
+        let blocks = groups.div_ceil(per_block);
+        let mut packed = PanelBuf::from_iter(64, std::iter::repeat_n(0.0f32, blocks.checked_mul(cg * lanes)?));
+        for (b, block) in packed.chunks_exact_mut(cg * lanes).enumerate() {
+            let k0 = b * per_block * kg;
+            let channels = (groups - b * per_block).min(per_block) * kg;
+            for l in 0..channels {
+                for (j, &w) in weights[(k0 + l) * cg..][..cg].iter().enumerate() {
+                    block[j * lanes + l] = w;
+                }
+            }
+        }
+        let mut indices = vec![0u32; cg * lanes];
+        for (j, step) in indices.chunks_exact_mut(lanes).enumerate() {
+            for (l, index) in step.iter_mut().enumerate().take(per_block * kg) {
+                // Below per_block * cg <= lanes.
+                *index = ((l / kg) * cg + j) as u32;
+            }
+        }
+        Some(GroupLanePanels {
+            lanes,
+            per_block,
+            blocks,
+            cg,
+            weights: packed,
+            indices,
+        })
+    }
+}
+
 /// Packs `weights` (`[groups * kg, cg]` row-major) into panels of `format.lanes` output
 /// channels: element `(g, panel, c, lane)` is `W[g*kg + panel*lanes + lane][c]` at
 /// `format.index(c, lane)` of its panel, `pad` past `kg` and past `cg` in the last group.

@@ -2,13 +2,13 @@
 //! as many times as needed, writing into the caller's buffer.
 use crate::conv::{Conv1x1, Geometry, InputDims, Layout, OutputDims};
 use crate::dispatch::{KernelChoice, KernelId};
-use crate::driver::{InPtr, Job, OutPtr, Phase, TaskScratch};
+use crate::driver::{GroupLanesJob, InPtr, Job, OutPtr, Phase, TaskScratch, GROUP_LANES_ROWS};
 use crate::epilogue::{Activation, Residual, ScalarEpilogue};
 use crate::error::{checked_product, Error, Result};
-use crate::kernels::{self, Orientation, TileKernel};
+use crate::kernels::{self, GroupLanesKernel, Orientation, TileKernel};
 use crate::machine::machine;
-use crate::packing::{pack_weight_panels, WeightPanels};
-use crate::schedule::{fuses_groups, schedule, Forced};
+use crate::packing::{pack_weight_panels, GroupLanePanels, WeightPanels};
+use crate::schedule::{fuses_groups, schedule, uses_group_lanes, Forced, PARALLEL_MIN_FLOPS};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -231,6 +231,9 @@ pub struct Plan {
     /// Weight panels for each of the kernel's tiles (by index): the one the layout's typical
     /// shapes use is packed by `new`, the others on the first call that needs them.
     panels: Vec<OnceLock<WeightPanels>>,
+    /// The kernel's group-lanes tile and the weights packed for it, when this convolution
+    /// runs on it (NHWC, groups narrower than a register: [`uses_group_lanes`]).
+    group_lanes: Option<(&'static GroupLanesKernel, GroupLanePanels)>,
     threads: Threads,
     pool: Option<Arc<rayon::ThreadPool>>,
     /// Test hooks: choices fixed instead of the cost model's.
@@ -401,7 +404,7 @@ impl Plan {
                 w
             }
         };
-        let plan = Plan {
+        let mut plan = Plan {
             conv: *conv,
             kernel,
             auto: b.options.kernel == KernelChoice::Auto,
@@ -410,6 +413,7 @@ impl Plan {
             bias: b.bias.map(<[f32]>::to_vec),
             slope: b.slope.map(<[f32]>::to_vec),
             panels: tiles.iter().map(|_| OnceLock::new()).collect(),
+            group_lanes: None,
             threads: b.options.threads,
             pool,
             forced: Forced::default(),
@@ -422,6 +426,11 @@ impl Plan {
         if let Some(index) = tiles.iter().position(|t| t.tile.orient == natural) {
             plan.weight_panels(index)?;
         }
+        let (g, cg) = (conv.groups, conv.in_channels / conv.groups);
+        let kg = conv.out_channels / g;
+        plan.group_lanes = kernels::group_lanes(kernel)
+            .filter(|gl| uses_group_lanes(conv.layout, g, kg, cg, gl.lanes))
+            .and_then(|gl| Some((gl, GroupLanePanels::pack(&plan.weights, g, kg, cg, gl.lanes)?)));
         Ok(plan)
     }
 
@@ -475,6 +484,9 @@ impl Plan {
         };
         if self.kernel_for_macs(geom.p * geom.k * geom.cg) != self.kernel || self.tiles.is_empty() {
             return Ok(None);
+        }
+        if let Some((gl, _)) = self.group_lanes_for_call() {
+            return Ok(Some(gl.name));
         }
         let s = schedule(&geom, self.tiles, &machine(), 1, self.forced);
         Ok(Some(self.tiles[s.tile].name))
@@ -713,6 +725,25 @@ impl Plan {
             Threads::Count(n) => n.clamp(1, MAX_THREADS),
             Threads::Rayon => rayon::current_num_threads().max(1),
         };
+        if let Some((gl, panels)) = self.group_lanes_for_call() {
+            let y = output.as_mut_ptr();
+            let job = GroupLanesJob {
+                geom,
+                x: input,
+                y: OutPtr(y),
+                residual: InPtr(match residual {
+                    Residual::None => std::ptr::null(),
+                    Residual::Separate(r) => r.as_ptr(),
+                    Residual::InOutput => y.cast_const(),
+                }),
+                bias: self.bias.as_deref(),
+                slope: self.slope.as_deref(),
+                act,
+                panels,
+            };
+            self.run_group_lanes(gl, &job, threads, workspace);
+            return Ok(());
+        }
         let sched = schedule(&geom, self.tiles, &machine(), threads, self.forced);
         let tile = self.tiles.get(sched.tile);
         let panels = match tile {
@@ -749,6 +780,55 @@ impl Plan {
             self.run_phase(&job, sched.output_units(), scratch);
         }
         Ok(())
+    }
+
+    /// The group-lanes tile and its weights, when this plan has them and no test hook forces
+    /// a register tile or a reduction mode.
+    fn group_lanes_for_call(&self) -> Option<(&'static GroupLanesKernel, &GroupLanePanels)> {
+        match &self.group_lanes {
+            Some((gl, panels)) if self.forced == Forced::default() => Some((gl, panels)),
+            _ => None,
+        }
+    }
+
+    /// Runs a group-lanes job over every output pixel: on the calling thread for small calls,
+    /// else in equal pixel ranges (whole tiles) over up to `threads` tasks.
+    fn run_group_lanes(&self, gl: &GroupLanesKernel, job: &GroupLanesJob, threads: usize, workspace: &mut Workspace) {
+        let g = &job.geom;
+        let pixels = g.n * g.p;
+        let flops = 2 * pixels * g.k * g.cg;
+        let tiles = pixels.div_ceil(GROUP_LANES_ROWS);
+        let tasks = if flops < PARALLEL_MIN_FLOPS {
+            1
+        } else {
+            threads.min(tiles).max(1)
+        };
+        let (scratch, _) = workspace.reserve(tasks, 0);
+        let range =
+            |t: usize| (t * tiles / tasks * GROUP_LANES_ROWS)..((t + 1) * tiles / tasks * GROUP_LANES_ROWS).min(pixels);
+        if tasks == 1 {
+            // SAFETY: the plan holds a group-lanes tile only of a kernel dispatch reported
+            // available, packed for this convolution with its lanes (build checked
+            // uses_group_lanes: NHWC); the job's slices were length-checked by Geometry::new.
+            unsafe { (gl.run)(job, 0..pixels, scratch[0].offsets_mut()) };
+            return;
+        }
+        let mut fan_out = || {
+            rayon::scope(|s| {
+                for (t, slot) in scratch.iter_mut().take(tasks).enumerate() {
+                    let range = range(t);
+                    s.spawn(move |_| {
+                        // SAFETY: as above; the tasks' pixel ranges are disjoint, so each
+                        // writes its own output pixels.
+                        unsafe { (gl.run)(job, range, slot.offsets_mut()) }
+                    });
+                }
+            })
+        };
+        match &self.pool {
+            Some(pool) => pool.install(fan_out),
+            None => fan_out(),
+        }
     }
 
     /// Runs units `0..units` of `job` (in its phase), spread over the schedule's tasks.

@@ -288,6 +288,16 @@ pub(crate) fn fuses_groups(groups: usize, kg: usize, tile: &Tile) -> bool {
     groups > 1 && tile.orient == Orientation::WeightRows && kg < tile.mr
 }
 
+/// Whether a convolution runs on its kernel's group-lanes tile (`simd::group_lanes_tile`,
+/// registers of `lanes` output channels holding several whole groups): NHWC layers with
+/// groups, whose groups have fewer output channels than a register has lanes and no more
+/// input channels than that. Per-group register tiles would compute mostly padding lanes
+/// there, and the fused weight-row tiles transpose every NHWC pixel and scatter every
+/// output. Depends only on the convolution, so the plan packs for it once.
+pub(crate) fn uses_group_lanes(layout: Layout, groups: usize, kg: usize, cg: usize, lanes: usize) -> bool {
+    layout == Layout::Nhwc && groups > 1 && kg < lanes && cg <= lanes
+}
+
 /// Picks the register tile, batch folding and direct stores by estimating each candidate's
 /// time ([`tile_cost`]); ties go to the earlier tile.
 fn choose_tiling<T: Borrow<Tile>>(g: &Geometry, tiles: &[T], forced: Option<(usize, bool)>) -> (usize, bool, bool) {
@@ -640,5 +650,28 @@ mod tests {
             schedule(g, &tile_lists()[1], &machines()[0], 1, forced(1000)).parts,
             g.cg
         );
+    }
+
+    #[test]
+    fn group_lanes_only_for_nhwc_groups_narrower_than_a_register() {
+        // (layout, groups, K/G, C/G, lanes, expected)
+        let cases = [
+            (Layout::Nhwc, 64, 2, 2, 16, true),
+            (Layout::Nhwc, 128, 2, 1, 16, true),
+            (Layout::Nhwc, 16, 15, 16, 16, true),
+            (Layout::Nhwc, 16, 16, 8, 16, false),
+            (Layout::Nhwc, 16, 8, 17, 16, false),
+            (Layout::Nhwc, 1, 2, 2, 16, false),
+            (Layout::Nchw, 64, 2, 2, 16, false),
+            (Layout::Nhwc, 8, 4, 8, 8, true),
+            (Layout::Nhwc, 8, 8, 4, 8, false),
+        ];
+        for (layout, groups, kg, cg, lanes, want) in cases {
+            assert_eq!(
+                uses_group_lanes(layout, groups, kg, cg, lanes),
+                want,
+                "{layout:?} G={groups} K/G={kg} C/G={cg} lanes={lanes}"
+            );
+        }
     }
 }

@@ -33,6 +33,14 @@ pub fn tiles(kernel: KernelId) -> Vec<TileInfo> {
         .collect()
 }
 
+/// Output channels per register of `kernel`'s group-lanes tile (`None` for kernels without
+/// one): grouped NHWC convolutions with fewer output channels per group than this, and no
+/// more input channels per group, run on it (`Plan::tile_for` names it
+/// `{isa}_f32_{rows}x{lanes}_group_lanes`).
+pub fn group_lanes_width(kernel: KernelId) -> Option<usize> {
+    kernels::group_lanes(kernel).map(|g| g.lanes)
+}
+
 /// The live thread pools shared by plans with `Threads::Count`, as `(threads, plans holding
 /// it)`, sorted.
 pub fn live_thread_pools() -> Vec<(usize, usize)> {

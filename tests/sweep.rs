@@ -475,3 +475,58 @@ fn a_non_finite_input_stays_in_its_group() {
         }
     }
 }
+
+/// Grouped NHWC layers whose groups are narrower than a register run on each SIMD kernel's
+/// group-lanes tile (several whole groups per register, each lane permuted to its own group's
+/// input channel). Every combination of input and output channels per group up to the
+/// register width, group counts that fill a block exactly, leave a partial last block or a
+/// single one, and pixels with stride, padding and a batch: exact on integer data, bounded
+/// on real data, with every epilogue. Fails if the tile did not run.
+#[test]
+fn group_lanes_every_block_edge() {
+    let per_group: &[usize] = if reduced() {
+        &[1, 2, 3, 5, 8]
+    } else {
+        &[1, 2, 3, 4, 5, 7, 8, 9, 15, 16]
+    };
+    let group_counts: &[usize] = if reduced() { &[2, 5] } else { &[2, 3, 5, 8, 17] };
+    for kernel in kernels_under_test().into_iter().filter(|k| k.is_microkernel()) {
+        let Some(lanes) = pointwise::testing::group_lanes_width(kernel) else {
+            continue;
+        };
+        let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        let mut case = 0usize;
+        let mut ran = 0usize;
+        for &cg in per_group.iter().filter(|&&cg| cg <= lanes) {
+            for &kg in per_group.iter().filter(|&&kg| kg < lanes) {
+                for &groups in group_counts {
+                    case += 1;
+                    let conv = Conv1x1::new(cg * groups, kg * groups)
+                        .with_groups(groups)
+                        .with_layout(Layout::Nhwc)
+                        .with_stride(1 + case % 2, 1 + case % 3 / 2)
+                        .with_padding(PADDINGS[case % 3])
+                        .with_activation(ACTIVATIONS[case % ACTIVATIONS.len()]);
+                    let dims = InputDims::new(1 + case % 2, 3 + case % 4, 5 + case % 3);
+                    let data = if case.is_multiple_of(2) {
+                        Data::Exact
+                    } else {
+                        Data::Real
+                    };
+                    let p = Problem::new(conv, dims, !case.is_multiple_of(3), case % 4 < 2, data, case as u64);
+                    let plan = p.plan(options);
+                    let tile = plan.tile_for(dims).unwrap().unwrap_or("none");
+                    assert!(tile.ends_with("_group_lanes"), "{kernel}: {conv:?} ran {tile}");
+                    ran += 1;
+                    let y = p.run(options);
+                    p.check(&y, data, kernel).unwrap_or_else(|e| panic!("{e}"));
+                    if p.residual.is_some() {
+                        let y = p.run_plan_with_residual(&plan, true);
+                        p.check(&y, data, kernel).unwrap_or_else(|e| panic!("in place: {e}"));
+                    }
+                }
+            }
+        }
+        assert!(ran >= 12, "{kernel}: only {ran} group-lanes cases");
+    }
+}

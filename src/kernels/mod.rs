@@ -21,7 +21,7 @@ pub(crate) mod aarch64;
 pub(crate) mod x86_64;
 
 use crate::dispatch::KernelId;
-use crate::driver::{Job, RunTileCall, RunUnits, TaskScratch, TileCall};
+use crate::driver::{GroupLanesJob, Job, RunGroupLanes, RunTileCall, RunUnits, TaskScratch, TileCall};
 use crate::packing::PackedFormat;
 use simd::{Simd, SimdF32};
 use std::ops::Range;
@@ -229,6 +229,68 @@ pub(crate) fn tiles(kernel: KernelId) -> &'static [TileKernel] {
         KernelId::Neon => NEON,
         KernelId::Portable => PORTABLE,
         _ => &[],
+    }
+}
+
+/// Runs folded output pixels `pixels` of a group-lanes job, with `offsets` as scratch.
+///
+/// # Safety
+/// As `driver::run_group_lanes`.
+pub(crate) type GroupLanesRunner = unsafe fn(&GroupLanesJob, Range<usize>, &mut Vec<isize>);
+
+/// A tier's group-lanes tile (`simd::group_lanes_tile`): grouped NHWC layers whose groups are
+/// narrower than a register, several whole groups per register of output channels.
+#[derive(Clone, Copy)]
+pub(crate) struct GroupLanesKernel {
+    /// `{isa}_f32_{rows}x{lanes}_group_lanes`.
+    pub name: &'static str,
+    /// Lanes per register (output channels per tile).
+    pub lanes: usize,
+    pub run: GroupLanesRunner,
+}
+
+impl std::fmt::Debug for GroupLanesKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// The group-lanes loop nest for tier `S`.
+///
+/// # Safety
+/// As [`GroupLanesRunner`].
+unsafe fn run_group_lanes_with<S: Simd>(job: &GroupLanesJob, pixels: Range<usize>, offsets: &mut Vec<isize>) {
+    let Some(s) = S::try_new() else {
+        debug_assert!(false, "{} selected on a CPU without it", S::KERNEL);
+        return;
+    };
+    // SAFETY: forwarded contract.
+    s.vectorize(unsafe { RunGroupLanes::new(job, pixels, offsets) })
+}
+
+/// A registry entry: `group_lanes!(Tier, "name")`.
+macro_rules! group_lanes {
+    ($simd:ty, $name:literal) => {
+        GroupLanesKernel {
+            name: $name,
+            lanes: <<$simd as Simd>::F32 as SimdF32>::LANES,
+            run: run_group_lanes_with::<$simd>,
+        }
+    };
+}
+
+/// The group-lanes tile of a kernel in this build (`None` for kernels without register
+/// tiles).
+pub(crate) fn group_lanes(kernel: KernelId) -> Option<&'static GroupLanesKernel> {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        KernelId::Avx512 => Some(&group_lanes!(x86_64::avx512::Avx512, "avx512_f32_4x16_group_lanes")),
+        #[cfg(target_arch = "x86_64")]
+        KernelId::Avx2 => Some(&group_lanes!(x86_64::avx2::Avx2, "avx2_f32_4x8_group_lanes")),
+        #[cfg(target_arch = "aarch64")]
+        KernelId::Neon => Some(&group_lanes!(aarch64::neon::Neon, "neon_f32_4x4_group_lanes")),
+        KernelId::Portable => Some(&group_lanes!(portable::Portable, "portable_f32_4x8_group_lanes")),
+        _ => None,
     }
 }
 

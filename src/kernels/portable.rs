@@ -43,6 +43,18 @@ impl Simd for Portable {
         // SAFETY: the caller guarantees 8 readable values.
         Wide(f32x8::from(unsafe { (p as *const [f32; 8]).read_unaligned() }))
     }
+    type LaneIndices = [u32; 8];
+    #[inline(always)]
+    unsafe fn load_lane_indices(self, p: *const u32) -> [u32; 8] {
+        // SAFETY: the caller guarantees 8 readable values.
+        unsafe { (p as *const [u32; 8]).read_unaligned() }
+    }
+    #[inline(always)]
+    fn permute(self, v: Wide, indices: [u32; 8]) -> Wide {
+        let lanes = v.0.to_array();
+        // `& 7` keeps an out-of-range index (a broken caller contract) inside the register.
+        Wide(f32x8::from(indices.map(|i| lanes[i as usize & 7])))
+    }
 }
 
 impl SimdF32 for Wide {

@@ -50,6 +50,15 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
         // SAFETY: tmp holds 16 >= LANES values.
         unsafe { self.load(tmp.as_ptr()) }
     }
+    /// A register of lane indices for [`Simd::permute`], in the tier's own form.
+    type LaneIndices: Copy;
+    /// Loads `LANES` lane indices, each below `LANES`.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading `LANES` u32 values, each below `LANES`.
+    unsafe fn load_lane_indices(self, p: *const u32) -> Self::LaneIndices;
+    /// Lane `l` of the result is lane `indices[l]` of `v` (one register permutation).
+    fn permute(self, v: Self::F32, indices: Self::LaneIndices) -> Self::F32;
 }
 
 /// An operation generic over the SIMD tier, run by [`Simd::vectorize`].
@@ -403,6 +412,147 @@ unsafe fn gemm_tile_row_steps<S: Simd, const MR: usize, const NV: usize, const P
     }
     // SAFETY: forwarded contract.
     unsafe { finish::<S, MR, NV>(s, acc, c, ldc, ep, extent) }
+}
+
+/// One block of a group-lanes layer (grouped layers with fewer output channels per group
+/// than a register has lanes) over a run of output pixels: one register of output channels
+/// that belong to several whole groups, for every pixel of the run, `MR` pixels at a time.
+/// Lane `l` of step `j` multiplies weight lane `l` of step `j` by its own group's input
+/// channel `j`, taken from the pixel's register of the block's input channels by a lane
+/// permutation (`indices`, one register per step), so no zero weight is multiplied and each
+/// output sums the same products in the same order as any other tile: a fused multiply-add
+/// chain from zero, in channel order.
+///
+/// Pixel `i` of the run reads its inputs at `x + offsets[i] + in0`, where `x` holds `x_len`
+/// values; an offset of [`PADDED`](crate::packing::PADDED) is a padded pixel (products of
+/// zero). Its outputs are the first `n` lanes at `c + i * ldc` (the residual's at
+/// `ep.residual + i * ep.ldr`); the bias and slopes are read once, for the block.
+///
+/// # Safety
+/// Each offset other than `PADDED`, plus `in0`, must be below `x_len`, with the lanes the
+/// permutations select (the block's inputs) inside `x`; `weights` and `indices` must hold
+/// `cg` registers each (indices below `LANES`); for every pixel of the run, `c` and the
+/// residual as [`gemm_tile`] with one row of `n <= LANES` channels; `ep`'s bias and slopes,
+/// when non-null, `n` values.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn group_lanes_block<S: Simd, const MR: usize>(
+    s: S,
+    cg: usize,
+    x: *const f32,
+    x_len: usize,
+    offsets: &[isize],
+    in0: usize,
+    weights: *const f32,
+    indices: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    ep: &TileEpilogue,
+    n: usize,
+) {
+    // The common activations as constants, so that the per-pixel epilogue inlines without a
+    // branch on the activation (it is most of the work when C/G is small).
+    let run = |act: Activation| {
+        // SAFETY: forwarded contract.
+        unsafe { group_lanes_block_with::<S, MR>(s, cg, x, x_len, offsets, in0, weights, indices, c, ldc, ep, n, act) }
+    };
+    match ep.act {
+        Activation::Identity => run(Activation::Identity),
+        Activation::Relu => run(Activation::Relu),
+        act => run(act),
+    }
+}
+
+/// [`group_lanes_block`] with the activation given apart (a constant where the caller
+/// matched it).
+///
+/// # Safety
+/// As [`group_lanes_block`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn group_lanes_block_with<S: Simd, const MR: usize>(
+    s: S,
+    cg: usize,
+    x: *const f32,
+    x_len: usize,
+    offsets: &[isize],
+    in0: usize,
+    weights: *const f32,
+    indices: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    ep: &TileEpilogue,
+    n: usize,
+    act: Activation,
+) {
+    let lanes = S::F32::LANES;
+    // SAFETY: n channels of bias and slopes (the caller's contract).
+    let channel = |p: *const f32| unsafe {
+        match (p.is_null(), n == lanes) {
+            (true, _) => s.zero(),
+            (false, true) => s.load(p),
+            (false, false) => s.load_first(p, n),
+        }
+    };
+    let (bias, slope) = (channel(ep.bias), channel(ep.slope));
+    for (t, tile) in offsets.chunks(MR).enumerate() {
+        let mut acc = [s.zero(); MR];
+        let mut inputs = [s.zero(); MR];
+        for (v, &offset) in inputs.iter_mut().zip(tile) {
+            if offset != crate::packing::PADDED {
+                let at = offset as usize + in0;
+                // SAFETY: `at` is inside x (the caller's contract); a full register where
+                // x has one, else the values to its end, which hold the block's inputs.
+                *v = unsafe {
+                    if at + lanes <= x_len {
+                        s.load(x.add(at))
+                    } else {
+                        s.load_first(x.add(at), x_len - at)
+                    }
+                };
+            }
+        }
+        for j in 0..cg {
+            // SAFETY: cg registers of weights and indices (the caller's contract).
+            let (w, idx) = unsafe {
+                (
+                    s.load(weights.add(j * lanes)),
+                    s.load_lane_indices(indices.add(j * lanes)),
+                )
+            };
+            for (a, &v) in acc.iter_mut().zip(&inputs) {
+                *a = S::F32::mul_add(w, s.permute(v, idx), *a);
+            }
+        }
+        for (r, &z) in acc.iter().enumerate().take(tile.len()) {
+            let row = t * MR + r;
+            let mut z = z;
+            if !ep.bias.is_null() {
+                z = z.add(bias);
+            }
+            // SAFETY (residual and output): pixel `row` of the run, n channels (the
+            // caller's contract).
+            if !ep.residual.is_null() {
+                let p = unsafe { ep.residual.add(row * ep.ldr) };
+                z = z.add(unsafe {
+                    if n == lanes {
+                        s.load(p)
+                    } else {
+                        s.load_first(p, n)
+                    }
+                });
+            }
+            let out = activate(s, z, act, slope);
+            unsafe {
+                let dst = c.add(row * ldc);
+                if n == lanes {
+                    out.store(dst);
+                } else {
+                    out.store_first(dst, n);
+                }
+            }
+        }
+    }
 }
 
 /// A tile's accumulators at the start of its reduction: zero, or the partial sums of earlier

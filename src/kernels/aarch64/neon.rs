@@ -50,6 +50,21 @@ impl Simd for Neon {
         // SAFETY: the caller guarantees 4 readable values.
         Q(unsafe { vld1q_f32(p) })
     }
+    /// Byte indices for `vqtbl1q_u8`: lane index `i` becomes bytes `4i .. 4i + 3`.
+    type LaneIndices = uint8x16_t;
+    #[inline(always)]
+    unsafe fn load_lane_indices(self, p: *const u32) -> uint8x16_t {
+        // SAFETY: the caller guarantees 4 readable values; the token proves NEON.
+        unsafe {
+            let lanes = vld1q_u32(p);
+            let bytes = vmlaq_u32(vdupq_n_u32(0x0302_0100), lanes, vdupq_n_u32(0x0404_0404));
+            vreinterpretq_u8_u32(bytes)
+        }
+    }
+    #[inline(always)]
+    fn permute(self, v: Q, indices: uint8x16_t) -> Q {
+        Q(unsafe { vreinterpretq_f32_u8(vqtbl1q_u8(vreinterpretq_u8_f32(v.0), indices)) })
+    }
 }
 
 // SAFETY (every intrinsic below): a Q is only made through a Neon token, which proves the CPU

@@ -53,6 +53,16 @@ impl Simd for Avx2 {
         // SAFETY: the caller guarantees 8 readable values.
         Ymm(unsafe { _mm256_loadu_ps(p) })
     }
+    type LaneIndices = __m256i;
+    #[inline(always)]
+    unsafe fn load_lane_indices(self, p: *const u32) -> __m256i {
+        // SAFETY: the caller guarantees 8 readable values.
+        unsafe { _mm256_loadu_si256(p.cast()) }
+    }
+    #[inline(always)]
+    fn permute(self, v: Ymm, indices: __m256i) -> Ymm {
+        Ymm(unsafe { _mm256_permutevar8x32_ps(v.0, indices) })
+    }
 }
 
 // SAFETY (every intrinsic below): a Ymm is only made through an Avx2 token, which proves the

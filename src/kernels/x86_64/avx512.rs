@@ -82,6 +82,16 @@ impl Simd for Avx512 {
         // SAFETY: masked-off lanes are not accessed; the caller guarantees n readable values.
         Zmm(unsafe { _mm512_maskz_loadu_ps(first_lanes(n), p) })
     }
+    type LaneIndices = __m512i;
+    #[inline(always)]
+    unsafe fn load_lane_indices(self, p: *const u32) -> __m512i {
+        // SAFETY: the caller guarantees 16 readable values.
+        unsafe { _mm512_loadu_si512(p.cast()) }
+    }
+    #[inline(always)]
+    fn permute(self, v: Zmm, indices: __m512i) -> Zmm {
+        Zmm(unsafe { _mm512_permutexvar_ps(indices, v.0) })
+    }
 }
 
 // SAFETY (every intrinsic below): a Zmm is only made through an Avx512 token, which proves

@@ -70,7 +70,7 @@ impl WeightPanels {
     }
 }
 
-/// Weights packed for group-lanes tiles (`simd::group_lanes_tile`): each register of
+/// Weights packed for group-lanes tiles (`simd::group_lanes_block`): each register of
 /// `lanes` output channels holds `per_block` whole groups, and a block's input channels (the
 /// same groups' `per_block * cg` channels) fit one register, from which each lane takes its
 /// own group's channel by a permutation.

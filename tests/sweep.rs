@@ -498,7 +498,10 @@ fn group_lanes_every_block_edge() {
         let mut case = 0usize;
         let mut ran = 0usize;
         for &cg in per_group.iter().filter(|&&cg| cg <= lanes) {
-            for &kg in per_group.iter().filter(|&&kg| kg < lanes) {
+            for &kg in per_group
+                .iter()
+                .filter(|&&kg| kg < lanes || (kg == lanes && 2 * cg <= lanes))
+            {
                 for &groups in group_counts {
                     case += 1;
                     let conv = Conv1x1::new(cg * groups, kg * groups)
@@ -528,5 +531,51 @@ fn group_lanes_every_block_edge() {
             }
         }
         assert!(ran >= 12, "{kernel}: only {ran} group-lanes cases");
+    }
+}
+
+/// NHWC layers without groups with 1 to 4 output channels run on each SIMD kernel's
+/// channel-dot tile (dot products along the pixel's contiguous input channels, a register of
+/// channels per multiply-add, then a lane sum). Input channel counts that fill whole
+/// registers, leave a partial last one, or span several; pixel counts that leave partial
+/// tiles; stride, padding, a batch and every epilogue: exact on integer data, bounded on real
+/// data. Fails if the tile did not run.
+#[test]
+fn channel_dot_every_edge() {
+    for kernel in kernels_under_test().into_iter().filter(|k| k.is_microkernel()) {
+        let Some(lanes) = pointwise::testing::channel_dot_width(kernel) else {
+            continue;
+        };
+        let inputs = [lanes, lanes + 1, 2 * lanes - 1, 3 * lanes + 5, 100];
+        let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        let mut case = 0usize;
+        for c in inputs {
+            for k in 1..=4 {
+                for variant in 0..if reduced() { 2 } else { 4 } {
+                    case += 1;
+                    let conv = Conv1x1::new(c, k)
+                        .with_layout(Layout::Nhwc)
+                        .with_stride(1 + variant % 2, 1 + variant / 2 % 2)
+                        .with_padding(PADDINGS[case % 3])
+                        .with_activation(ACTIVATIONS[case % ACTIVATIONS.len()]);
+                    let dims = InputDims::new(1 + case % 2, 2 + case % 5, 3 + case % 4);
+                    let data = if case.is_multiple_of(2) {
+                        Data::Exact
+                    } else {
+                        Data::Real
+                    };
+                    let p = Problem::new(conv, dims, !case.is_multiple_of(3), case % 4 < 2, data, case as u64);
+                    let plan = p.plan(options);
+                    let tile = plan.tile_for(dims).unwrap().unwrap_or("none");
+                    assert!(tile.ends_with("_channel_dot"), "{kernel}: {conv:?} ran {tile}");
+                    let y = p.run(options);
+                    p.check(&y, data, kernel).unwrap_or_else(|e| panic!("{e}"));
+                    if p.residual.is_some() {
+                        let y = p.run_plan_with_residual(&plan, true);
+                        p.check(&y, data, kernel).unwrap_or_else(|e| panic!("in place: {e}"));
+                    }
+                }
+            }
+        }
     }
 }

@@ -9,9 +9,7 @@
 //! streamed once per weight panel.
 use crate::conv::Geometry;
 use crate::epilogue::{Activation, ChannelAxis, ScalarEpilogue, TileEpilogue};
-use crate::kernels::simd::{
-    channel_dot_tile, gemm_tile, group_lanes_block, ColOperand, Extent, RowOperand, Simd, SimdF32, WithSimd,
-};
+use crate::kernels::simd::{gemm_tile, group_lanes_block, ColOperand, Extent, RowOperand, Simd, SimdF32, WithSimd};
 use crate::kernels::Orientation;
 use crate::packing::{
     pack_pixel_panels, pixel_offsets, uniform_spacing, GroupLanePanels, PanelBuf, WeightPanels, PADDED,
@@ -910,109 +908,6 @@ pub(crate) unsafe fn run_group_lanes<S: Simd>(
                     groups * kg,
                 )
             };
-        }
-    }
-}
-
-/// A call run with channel-dot tiles (NHWC layers with few output channels; see
-/// `simd::channel_dot_tile`): borrowed from the plan and the call's arguments.
-pub(crate) struct ChannelDotJob<'a> {
-    pub geom: Geometry,
-    pub x: &'a [f32],
-    pub y: OutPtr,
-    /// The residual (output-shaped), or null; it may be the output itself (each element is
-    /// read just before the same element is stored).
-    pub residual: InPtr,
-    pub ep: ScalarEpilogue<'a>,
-    /// `[K, C]` weights, K rounded up to whole [`CHANNEL_DOT_OUTPUTS`] with zero rows.
-    pub weights: &'a [f32],
-}
-
-/// Pixels per channel-dot tile.
-pub(crate) const CHANNEL_DOT_ROWS: usize = 4;
-/// Output channels per channel-dot tile.
-pub(crate) const CHANNEL_DOT_OUTPUTS: usize = 2;
-
-/// The channel-dot loop nest as an operation for [`Simd::vectorize`]: folded output pixels
-/// `pixels` of the job.
-pub(crate) struct RunChannelDot<'a> {
-    job: &'a ChannelDotJob<'a>,
-    pixels: Range<usize>,
-    offsets: &'a mut Vec<isize>,
-}
-
-impl<'a> RunChannelDot<'a> {
-    /// # Safety
-    /// As [`run_channel_dot`] (the tier is proven by the token that runs it).
-    pub unsafe fn new(job: &'a ChannelDotJob<'a>, pixels: Range<usize>, offsets: &'a mut Vec<isize>) -> Self {
-        RunChannelDot { job, pixels, offsets }
-    }
-}
-
-impl WithSimd for RunChannelDot<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, s: S) {
-        // SAFETY: `new`'s contract.
-        unsafe { run_channel_dot::<S>(s, self.job, self.pixels, self.offsets) }
-    }
-}
-
-/// Computes folded output pixels `pixels` of a channel-dot job, tile by tile, with the scalar
-/// epilogue on each sum.
-///
-/// # Safety
-/// The CPU must support `S`'s tier; the job's slices must have the lengths its geometry
-/// implies (the plan checked them), its layout NHWC without groups, and its weights `C`
-/// values for each of `K` rounded up to whole [`CHANNEL_DOT_OUTPUTS`].
-#[inline(always)]
-pub(crate) unsafe fn run_channel_dot<S: Simd>(
-    s: S,
-    job: &ChannelDotJob,
-    pixels: Range<usize>,
-    offsets: &mut Vec<isize>,
-) {
-    const MR: usize = CHANNEL_DOT_ROWS;
-    const KR: usize = CHANNEL_DOT_OUTPUTS;
-    /// Pixels whose input offsets are mapped at a time.
-    const CHUNK: usize = 256;
-    let g = &job.geom;
-    debug_assert!(g.layout == crate::conv::Layout::Nhwc && g.groups == 1);
-    debug_assert!(job.weights.len() >= g.k.div_ceil(KR) * KR * g.c);
-    if offsets.len() < CHUNK {
-        offsets.resize(CHUNK, 0);
-    }
-    let x = job.x.as_ptr();
-    for j0 in pixels.clone().step_by(CHUNK) {
-        let len = (pixels.end - j0).min(CHUNK);
-        let offsets = &mut offsets[..len];
-        // The pixel map: each output pixel's input offset, or PADDED.
-        pixel_offsets(g, j0, offsets);
-        for (t, tile) in offsets.chunks(MR).enumerate() {
-            let mut rows = [std::ptr::null(); MR];
-            for (row, &offset) in rows.iter_mut().zip(tile) {
-                if offset != PADDED {
-                    *row = x.wrapping_add(offset as usize);
-                }
-            }
-            for k0 in (0..g.k).step_by(KR) {
-                // SAFETY: every non-null row is a mapped pixel's C channels inside x; the
-                // weights hold KR rows of C from k0 (K rounded up to whole KR).
-                let sums = unsafe { channel_dot_tile::<S, MR, KR>(s, g.c, &rows, job.weights.as_ptr().add(k0 * g.c)) };
-                for (r, row) in sums.iter().enumerate().take(tile.len()) {
-                    let origin = g.output_pixel_offset(j0 + t * MR + r);
-                    for (k, &z) in row.iter().enumerate().take(g.k - k0) {
-                        let at = origin + k0 + k;
-                        // SAFETY: `at` is an output element of this range's pixels (the
-                        // output and residual have the output's length); the residual
-                        // element is read before the output element is written.
-                        unsafe {
-                            let r = (!job.residual.0.is_null()).then(|| *job.residual.0.add(at));
-                            *job.y.0.add(at) = job.ep.finish(z, k0 + k, r);
-                        }
-                    }
-                }
-            }
         }
     }
 }

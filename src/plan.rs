@@ -2,13 +2,13 @@
 //! as many times as needed, writing into the caller's buffer.
 use crate::conv::{Conv1x1, Geometry, InputDims, Layout, OutputDims};
 use crate::dispatch::{KernelChoice, KernelId};
-use crate::driver::{ChannelDotJob, GroupLanesJob, InPtr, Job, OutPtr, Phase, TaskScratch, CHANNEL_DOT_OUTPUTS};
+use crate::driver::{GroupLanesJob, InPtr, Job, OutPtr, Phase, TaskScratch};
 use crate::epilogue::{Activation, Residual, ScalarEpilogue};
 use crate::error::{checked_product, Error, Result};
-use crate::kernels::{self, ChannelDotKernel, GroupLanesKernel, Orientation, TileKernel};
+use crate::kernels::{self, GroupLanesKernel, Orientation, TileKernel};
 use crate::machine::machine;
 use crate::packing::{pack_weight_panels, GroupLanePanels, WeightPanels};
-use crate::schedule::{fuses_groups, schedule, uses_channel_dot, uses_group_lanes, Forced, PARALLEL_MIN_FLOPS};
+use crate::schedule::{fuses_groups, schedule, uses_group_lanes, Forced, PARALLEL_MIN_FLOPS};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 /// runs at every size. [`Plan::kernel_for`] says which kernel a call of given dims runs.
 pub const SMALL_PROBLEM_MACS: usize = 2048;
 
-/// Pixel ranges split across threads (group-lanes and channel-dot calls) start at multiples
+/// Pixel ranges split across threads (group-lanes calls) start at multiples
 /// of this: whole tiles, and whole cache lines of most outputs.
 const PIXEL_RANGE_ALIGN: usize = 16;
 
@@ -238,10 +238,6 @@ pub struct Plan {
     /// The kernel's group-lanes tile and the weights packed for it, when this convolution
     /// runs on it (NHWC, groups narrower than a register: [`uses_group_lanes`]).
     group_lanes: Option<(&'static GroupLanesKernel, GroupLanePanels)>,
-    /// The kernel's channel-dot tile and its weights (`[K, C]`, K rounded up to whole tiles
-    /// with zero rows), when this convolution runs on it (NHWC without groups, few output
-    /// channels: [`uses_channel_dot`]).
-    channel_dot: Option<(&'static ChannelDotKernel, Vec<f32>)>,
     threads: Threads,
     pool: Option<Arc<rayon::ThreadPool>>,
     /// Test hooks: choices fixed instead of the cost model's.
@@ -422,7 +418,6 @@ impl Plan {
             slope: b.slope.map(<[f32]>::to_vec),
             panels: tiles.iter().map(|_| OnceLock::new()).collect(),
             group_lanes: None,
-            channel_dot: None,
             threads: b.options.threads,
             pool,
             forced: Forced::default(),
@@ -440,17 +435,6 @@ impl Plan {
         plan.group_lanes = kernels::group_lanes(kernel)
             .filter(|gl| uses_group_lanes(conv.layout, g, kg, cg, gl.lanes))
             .and_then(|gl| Some((gl, GroupLanePanels::pack(&plan.weights, g, kg, cg, gl.lanes)?)));
-        plan.channel_dot = kernels::channel_dot(kernel)
-            .filter(|dot| uses_channel_dot(conv.layout, g, conv.out_channels, conv.in_channels, dot.lanes))
-            .map(|dot| {
-                // Whole tiles of outputs: zero rows past K (their sums are never stored).
-                let mut w = plan.weights.clone();
-                w.resize(
-                    conv.out_channels.div_ceil(CHANNEL_DOT_OUTPUTS) * CHANNEL_DOT_OUTPUTS * conv.in_channels,
-                    0.0,
-                );
-                (dot, w)
-            });
         Ok(plan)
     }
 
@@ -507,9 +491,6 @@ impl Plan {
         }
         if let Some((gl, _)) = self.group_lanes_for_call() {
             return Ok(Some(gl.name));
-        }
-        if let Some((dot, _)) = self.channel_dot_for_call() {
-            return Ok(Some(dot.name));
         }
         let s = schedule(&geom, self.tiles, &machine(), 1, self.forced);
         Ok(Some(self.tiles[s.tile].name))
@@ -774,30 +755,6 @@ impl Plan {
             });
             return Ok(());
         }
-        if let Some((dot, weights)) = self.channel_dot_for_call() {
-            let y = output.as_mut_ptr();
-            let job = ChannelDotJob {
-                geom,
-                x: input,
-                y: OutPtr(y),
-                residual: InPtr(match residual {
-                    Residual::None => std::ptr::null(),
-                    Residual::Separate(r) => r.as_ptr(),
-                    Residual::InOutput => y.cast_const(),
-                }),
-                ep: scalar,
-                weights,
-            };
-            let flops = 2 * geom.n * geom.p * geom.k * geom.cg;
-            // SAFETY: the plan holds a channel-dot tile only of a kernel dispatch reported
-            // available, with weights of K rounded up to whole tiles (build checked
-            // uses_channel_dot: NHWC, no groups); the job's slices were length-checked by
-            // Geometry::new; the pixel ranges are disjoint, so each writes its own outputs.
-            self.run_pixel_ranges(geom.n * geom.p, flops, threads, workspace, |range, offsets| unsafe {
-                (dot.run)(&job, range, offsets)
-            });
-            return Ok(());
-        }
         let sched = schedule(&geom, self.tiles, &machine(), threads, self.forced);
         let tile = self.tiles.get(sched.tile);
         let panels = match tile {
@@ -841,15 +798,6 @@ impl Plan {
     fn group_lanes_for_call(&self) -> Option<(&'static GroupLanesKernel, &GroupLanePanels)> {
         match &self.group_lanes {
             Some((gl, panels)) if self.forced == Forced::default() => Some((gl, panels)),
-            _ => None,
-        }
-    }
-
-    /// The channel-dot tile and its weights, when this plan has them and no test hook forces
-    /// a register tile or a reduction mode.
-    fn channel_dot_for_call(&self) -> Option<(&'static ChannelDotKernel, &[f32])> {
-        match &self.channel_dot {
-            Some((dot, weights)) if self.forced == Forced::default() => Some((dot, weights)),
             _ => None,
         }
     }

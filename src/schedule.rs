@@ -303,21 +303,6 @@ pub(crate) fn uses_group_lanes(layout: Layout, groups: usize, kg: usize, cg: usi
     layout == Layout::Nhwc && groups > 1 && (kg < lanes && cg <= lanes || kg == lanes && 2 * cg <= lanes)
 }
 
-/// Output channels up to which an NHWC layer without groups runs on its kernel's
-/// channel-dot tile (`simd::channel_dot_tile`).
-pub(crate) const CHANNEL_DOT_MAX_OUTPUTS: usize = 4;
-
-/// Whether a convolution runs on its kernel's channel-dot tile: NHWC without groups, at most
-/// [`CHANNEL_DOT_MAX_OUTPUTS`] output channels and at least a register of input channels.
-/// A pixel-row tile would fill a register of output channels with padding lanes (one
-/// multiply-add per input channel and pixel however few outputs are kept), and a weight-row
-/// tile transposes every NHWC pixel; a dot product along the pixel's contiguous channels does
-/// `K * C / lanes` multiply-adds and `K` lane sums per pixel. Depends only on the
-/// convolution.
-pub(crate) fn uses_channel_dot(layout: Layout, groups: usize, k: usize, c: usize, lanes: usize) -> bool {
-    layout == Layout::Nhwc && groups == 1 && k <= CHANNEL_DOT_MAX_OUTPUTS && c >= lanes
-}
-
 /// Picks the register tile, batch folding and direct stores by estimating each candidate's
 /// time ([`tile_cost`]); ties go to the earlier tile.
 fn choose_tiling<T: Borrow<Tile>>(g: &Geometry, tiles: &[T], forced: Option<(usize, bool)>) -> (usize, bool, bool) {
@@ -693,27 +678,6 @@ mod tests {
                 uses_group_lanes(layout, groups, kg, cg, lanes),
                 want,
                 "{layout:?} G={groups} K/G={kg} C/G={cg} lanes={lanes}"
-            );
-        }
-    }
-
-    #[test]
-    fn channel_dot_only_for_nhwc_without_groups_and_few_outputs() {
-        // (layout, groups, K, C, lanes, expected)
-        let cases = [
-            (Layout::Nhwc, 1, 1, 16, 16, true),
-            (Layout::Nhwc, 1, 4, 513, 16, true),
-            (Layout::Nhwc, 1, 5, 513, 16, false),
-            (Layout::Nhwc, 1, 2, 15, 16, false),
-            (Layout::Nhwc, 2, 2, 64, 16, false),
-            (Layout::Nchw, 1, 1, 64, 16, false),
-            (Layout::Nhwc, 1, 3, 8, 8, true),
-        ];
-        for (layout, groups, k, c, lanes, want) in cases {
-            assert_eq!(
-                uses_channel_dot(layout, groups, k, c, lanes),
-                want,
-                "{layout:?} G={groups} K={k} C={c} lanes={lanes}"
             );
         }
     }

@@ -42,14 +42,6 @@ pub fn group_lanes_width(kernel: KernelId) -> Option<usize> {
     kernels::group_lanes(kernel).map(|g| g.lanes)
 }
 
-/// Input channels per register of `kernel`'s channel-dot tile (`None` for kernels without
-/// one): NHWC convolutions without groups with at most 4 output channels and at least this
-/// many input channels run on it (`Plan::tile_for` names it
-/// `{isa}_f32_{rows}x{outputs}_channel_dot`).
-pub fn channel_dot_width(kernel: KernelId) -> Option<usize> {
-    kernels::channel_dot(kernel).map(|d| d.lanes)
-}
-
 /// The live thread pools shared by plans with `Threads::Count`, as `(threads, plans holding
 /// it)`, sorted.
 pub fn live_thread_pools() -> Vec<(usize, usize)> {

@@ -21,9 +21,7 @@ pub(crate) mod aarch64;
 pub(crate) mod x86_64;
 
 use crate::dispatch::KernelId;
-use crate::driver::{
-    ChannelDotJob, GroupLanesJob, Job, RunChannelDot, RunGroupLanes, RunTileCall, RunUnits, TaskScratch, TileCall,
-};
+use crate::driver::{GroupLanesJob, Job, RunGroupLanes, RunTileCall, RunUnits, TaskScratch, TileCall};
 use crate::packing::PackedFormat;
 use simd::{Simd, SimdF32};
 use std::ops::Range;
@@ -279,62 +277,6 @@ macro_rules! group_lanes {
             run: run_group_lanes_with::<$simd>,
         }
     };
-}
-
-/// Runs folded output pixels `pixels` of a channel-dot job, with `offsets` as scratch.
-///
-/// # Safety
-/// As `driver::run_channel_dot`.
-pub(crate) type ChannelDotRunner = unsafe fn(&ChannelDotJob, Range<usize>, &mut Vec<isize>);
-
-/// A tier's channel-dot tile (`simd::channel_dot_tile`): NHWC layers with few output
-/// channels, each output a dot product along the pixel's contiguous input channels.
-#[derive(Clone, Copy)]
-pub(crate) struct ChannelDotKernel {
-    /// `{isa}_f32_{rows}x{outputs}_channel_dot`.
-    pub name: &'static str,
-    /// Lanes per register (input channels per multiply-add).
-    pub lanes: usize,
-    pub run: ChannelDotRunner,
-}
-
-/// The channel-dot loop nest for tier `S`.
-///
-/// # Safety
-/// As [`ChannelDotRunner`].
-unsafe fn run_channel_dot_with<S: Simd>(job: &ChannelDotJob, pixels: Range<usize>, offsets: &mut Vec<isize>) {
-    let Some(s) = S::try_new() else {
-        debug_assert!(false, "{} selected on a CPU without it", S::KERNEL);
-        return;
-    };
-    // SAFETY: forwarded contract.
-    s.vectorize(unsafe { RunChannelDot::new(job, pixels, offsets) })
-}
-
-/// A registry entry: `channel_dot!(Tier, "name")`.
-macro_rules! channel_dot {
-    ($simd:ty, $name:literal) => {
-        ChannelDotKernel {
-            name: $name,
-            lanes: <<$simd as Simd>::F32 as SimdF32>::LANES,
-            run: run_channel_dot_with::<$simd>,
-        }
-    };
-}
-
-/// The channel-dot tile of a kernel in this build (`None` for kernels without register
-/// tiles).
-pub(crate) fn channel_dot(kernel: KernelId) -> Option<&'static ChannelDotKernel> {
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        KernelId::Avx512 => Some(&channel_dot!(x86_64::avx512::Avx512, "avx512_f32_4x2_channel_dot")),
-        #[cfg(target_arch = "x86_64")]
-        KernelId::Avx2 => Some(&channel_dot!(x86_64::avx2::Avx2, "avx2_f32_4x2_channel_dot")),
-        #[cfg(target_arch = "aarch64")]
-        KernelId::Neon => Some(&channel_dot!(aarch64::neon::Neon, "neon_f32_4x2_channel_dot")),
-        KernelId::Portable => Some(&channel_dot!(portable::Portable, "portable_f32_4x2_channel_dot")),
-        _ => None,
-    }
 }
 
 /// The group-lanes tile of a kernel in this build (`None` for kernels without register

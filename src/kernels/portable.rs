@@ -69,13 +69,6 @@ impl SimdF32 for Wide {
         Wide(a.0.mul_add(b.0, c.0))
     }
     #[inline(always)]
-    fn sum_lanes(self) -> f32 {
-        let a = self.0.to_array();
-        let q = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
-        let d = [q[0] + q[2], q[1] + q[3]];
-        d[0] + d[1]
-    }
-    #[inline(always)]
     fn add(self, o: Self) -> Self {
         Wide(self.0 + o.0)
     }

@@ -91,9 +91,6 @@ pub(crate) trait SimdF32: Copy {
     }
     /// `a * b + c`, fused where the tier has FMA.
     fn mul_add(a: Self, b: Self, c: Self) -> Self;
-    /// The sum of the lanes, in a fixed order: the upper half added to the lower, until one
-    /// lane is left.
-    fn sum_lanes(self) -> f32;
     fn add(self, o: Self) -> Self;
     fn sub(self, o: Self) -> Self;
     fn mul(self, o: Self) -> Self;
@@ -556,58 +553,6 @@ unsafe fn group_lanes_block_with<S: Simd, const MR: usize>(
             }
         }
     }
-}
-
-/// A channel-dot tile: `MR` NHWC pixels by `KR` output channels of a layer with few output
-/// channels, each output a dot product along the pixel's contiguous input channels: `LANES`
-/// channels per multiply-add into one register per output, then [`SimdF32::sum_lanes`]. The
-/// last `c % LANES` channels are read with [`Simd::load_first`] (zero lanes past them).
-/// Row `r` reads its pixel's `c` channels at `rows[r]`, or none when it is null (padding:
-/// a sum of zero); output `k` reads its weights at `weights + k * c`.
-///
-/// # Safety
-/// Each non-null `rows[r]` must be valid for reading `c` values, and `weights` for `KR * c`.
-#[inline(always)]
-pub(crate) unsafe fn channel_dot_tile<S: Simd, const MR: usize, const KR: usize>(
-    s: S,
-    c: usize,
-    rows: &[*const f32; MR],
-    weights: *const f32,
-) -> [[f32; KR]; MR] {
-    let lanes = S::F32::LANES;
-    let mut acc = [[s.zero(); KR]; MR];
-    let full = c / lanes * lanes;
-    let mut step = |at: usize, n: usize| {
-        // SAFETY (loads): `at + n <= c` values of every row and weight row (the caller's
-        // contract); a null row (padding) is not read.
-        let load = |p: *const f32| unsafe {
-            if n == lanes {
-                s.load(p.add(at))
-            } else {
-                s.load_first(p.add(at), n)
-            }
-        };
-        let mut w = [s.zero(); KR];
-        for (k, v) in w.iter_mut().enumerate() {
-            *v = load(weights.wrapping_add(k * c));
-        }
-        for (row, &p) in acc.iter_mut().zip(rows) {
-            if p.is_null() {
-                continue;
-            }
-            let x = load(p);
-            for (a, &wk) in row.iter_mut().zip(&w) {
-                *a = S::F32::mul_add(x, wk, *a);
-            }
-        }
-    };
-    for at in (0..full).step_by(lanes) {
-        step(at, lanes);
-    }
-    if full < c {
-        step(full, c - full);
-    }
-    acc.map(|row| row.map(|v| v.sum_lanes()))
 }
 
 /// A tile's accumulators at the start of its reduction: zero, or the partial sums of earlier

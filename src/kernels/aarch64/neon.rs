@@ -81,14 +81,6 @@ impl SimdF32 for Q {
         Q(unsafe { vfmaq_f32(c.0, a.0, b.0) })
     }
     #[inline(always)]
-    fn sum_lanes(self) -> f32 {
-        // Upper half to lower, then lane 1 to lane 0 (vaddvq's pairwise order differs).
-        unsafe {
-            let d = vadd_f32(vget_low_f32(self.0), vget_high_f32(self.0));
-            vget_lane_f32::<0>(d) + vget_lane_f32::<1>(d)
-        }
-    }
-    #[inline(always)]
     fn add(self, o: Self) -> Self {
         Q(unsafe { vaddq_f32(self.0, o.0) })
     }

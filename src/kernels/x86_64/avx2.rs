@@ -79,10 +79,6 @@ impl SimdF32 for Ymm {
         Ymm(unsafe { _mm256_fmadd_ps(a.0, b.0, c.0) })
     }
     #[inline(always)]
-    fn sum_lanes(self) -> f32 {
-        unsafe { super::sum_m256(self.0) }
-    }
-    #[inline(always)]
     fn add(self, o: Self) -> Self {
         Ymm(unsafe { _mm256_add_ps(self.0, o.0) })
     }

@@ -113,13 +113,6 @@ impl SimdF32 for Zmm {
         Zmm(unsafe { _mm512_fmadd_ps(a.0, b.0, c.0) })
     }
     #[inline(always)]
-    fn sum_lanes(self) -> f32 {
-        unsafe {
-            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self.0)));
-            super::sum_m256(_mm256_add_ps(_mm512_castps512_ps256(self.0), hi))
-        }
-    }
-    #[inline(always)]
     fn add(self, o: Self) -> Self {
         Zmm(unsafe { _mm512_add_ps(self.0, o.0) })
     }

@@ -9,7 +9,9 @@
 //! streamed once per weight panel.
 use crate::conv::Geometry;
 use crate::epilogue::{Activation, ChannelAxis, ScalarEpilogue, TileEpilogue};
-use crate::kernels::simd::{gemm_tile, group_lanes_block, ColOperand, Extent, RowOperand, Simd, SimdF32, WithSimd};
+use crate::kernels::simd::{
+    gemm_tile, group_lanes_block, ColOperand, Extent, GroupLanesBlock, RowOperand, Simd, SimdF32, WithSimd,
+};
 use crate::kernels::Orientation;
 use crate::packing::{
     pack_pixel_panels, pixel_offsets, uniform_spacing, GroupLanePanels, PanelBuf, WeightPanels, PADDED,
@@ -895,17 +897,19 @@ pub(crate) unsafe fn run_group_lanes<S: Simd>(
             unsafe {
                 group_lanes_block::<S, GROUP_LANES_ROWS>(
                     s,
-                    cg,
-                    job.x.as_ptr(),
-                    job.x.len(),
-                    offsets,
-                    in0,
-                    p.weights.as_ptr().add(b * cg * lanes),
-                    p.indices.as_ptr(),
-                    job.y.0.add(at),
-                    g.k,
+                    &GroupLanesBlock {
+                        cg,
+                        x: job.x.as_ptr(),
+                        x_len: job.x.len(),
+                        offsets,
+                        in0,
+                        weights: p.weights.as_ptr().add(b * cg * lanes),
+                        indices: p.indices.as_ptr(),
+                        c: job.y.0.add(at),
+                        ldc: g.k,
+                        n: groups * kg,
+                    },
                     &ep,
-                    groups * kg,
                 )
             };
         }

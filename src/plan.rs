@@ -729,17 +729,18 @@ impl Plan {
             Threads::Count(n) => n.clamp(1, MAX_THREADS),
             Threads::Rayon => rayon::current_num_threads().max(1),
         };
+        let y = output.as_mut_ptr();
+        let residual = InPtr(match residual {
+            Residual::None => std::ptr::null(),
+            Residual::Separate(r) => r.as_ptr(),
+            Residual::InOutput => y.cast_const(),
+        });
         if let Some((gl, panels)) = self.group_lanes_for_call() {
-            let y = output.as_mut_ptr();
             let job = GroupLanesJob {
                 geom,
                 x: input,
                 y: OutPtr(y),
-                residual: InPtr(match residual {
-                    Residual::None => std::ptr::null(),
-                    Residual::Separate(r) => r.as_ptr(),
-                    Residual::InOutput => y.cast_const(),
-                }),
+                residual,
                 bias: self.bias.as_deref(),
                 slope: self.slope.as_deref(),
                 act,
@@ -764,18 +765,13 @@ impl Plan {
         let (weight_lanes, pixel_lanes) = tile.map_or((1, 1), |t| (t.tile.weight_lanes(), t.tile.pixel_lanes()));
         let (scratch, split_sums) =
             workspace.reserve(sched.tasks, Job::split_sums_len(&sched, weight_lanes, pixel_lanes));
-        let y = output.as_mut_ptr();
         let mut job = Job {
             geom,
             sched,
             orient: tile.map_or(Orientation::WeightRows, |t| t.tile.orient),
             x: input,
             y: OutPtr(y),
-            residual: InPtr(match residual {
-                Residual::None => std::ptr::null(),
-                Residual::Separate(r) => r.as_ptr(),
-                Residual::InOutput => y.cast_const(),
-            }),
+            residual,
             bias: self.bias.as_deref(),
             slope: self.slope.as_deref(),
             panels,

@@ -435,32 +435,30 @@ unsafe fn gemm_tile_row_steps<S: Simd, const MR: usize, const NV: usize, const P
 /// residual as [`gemm_tile`] with one row of `n <= LANES` channels; `ep`'s bias and slopes,
 /// when non-null, `n` values.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn group_lanes_block<S: Simd, const MR: usize>(
-    s: S,
-    cg: usize,
-    x: *const f32,
-    x_len: usize,
-    offsets: &[isize],
-    in0: usize,
-    weights: *const f32,
-    indices: *const u32,
-    c: *mut f32,
-    ldc: usize,
-    ep: &TileEpilogue,
-    n: usize,
-) {
+pub(crate) unsafe fn group_lanes_block<S: Simd, const MR: usize>(s: S, block: &GroupLanesBlock, ep: &TileEpilogue) {
     // The common activations as constants, so that the per-pixel epilogue inlines without a
     // branch on the activation (it is most of the work when C/G is small).
-    let run = |act: Activation| {
-        // SAFETY: forwarded contract.
-        unsafe { group_lanes_block_with::<S, MR>(s, cg, x, x_len, offsets, in0, weights, indices, c, ldc, ep, n, act) }
-    };
+    // SAFETY (each arm): forwarded contract.
     match ep.act {
-        Activation::Identity => run(Activation::Identity),
-        Activation::Relu => run(Activation::Relu),
-        act => run(act),
+        Activation::Identity => unsafe { group_lanes_block_with::<S, MR>(s, block, ep, Activation::Identity) },
+        Activation::Relu => unsafe { group_lanes_block_with::<S, MR>(s, block, ep, Activation::Relu) },
+        act => unsafe { group_lanes_block_with::<S, MR>(s, block, ep, act) },
     }
+}
+
+/// The operands of [`group_lanes_block`] (see there for each).
+#[derive(Clone, Copy)]
+pub(crate) struct GroupLanesBlock<'a> {
+    pub cg: usize,
+    pub x: *const f32,
+    pub x_len: usize,
+    pub offsets: &'a [isize],
+    pub in0: usize,
+    pub weights: *const f32,
+    pub indices: *const u32,
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub n: usize,
 }
 
 /// [`group_lanes_block`] with the activation given apart (a constant where the caller
@@ -469,22 +467,24 @@ pub(crate) unsafe fn group_lanes_block<S: Simd, const MR: usize>(
 /// # Safety
 /// As [`group_lanes_block`].
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn group_lanes_block_with<S: Simd, const MR: usize>(
     s: S,
-    cg: usize,
-    x: *const f32,
-    x_len: usize,
-    offsets: &[isize],
-    in0: usize,
-    weights: *const f32,
-    indices: *const u32,
-    c: *mut f32,
-    ldc: usize,
+    block: &GroupLanesBlock,
     ep: &TileEpilogue,
-    n: usize,
     act: Activation,
 ) {
+    let GroupLanesBlock {
+        cg,
+        x,
+        x_len,
+        offsets,
+        in0,
+        weights,
+        indices,
+        c,
+        ldc,
+        n,
+    } = *block;
     let lanes = S::F32::LANES;
     // SAFETY: n channels of bias and slopes (the caller's contract).
     let channel = |p: *const f32| unsafe {

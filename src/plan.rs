@@ -422,19 +422,21 @@ impl Plan {
             pool,
             forced: Forced::default(),
         };
-        // Pack for the first tile of the layout's natural orientation now.
-        let natural = match conv.layout {
-            Layout::Nchw => Orientation::WeightRows,
-            Layout::Nhwc => Orientation::PixelRows,
-        };
-        if let Some(index) = tiles.iter().position(|t| t.tile.orient == natural) {
-            plan.weight_panels(index)?;
-        }
         let (g, cg) = (conv.groups, conv.in_channels / conv.groups);
         let kg = conv.out_channels / g;
         plan.group_lanes = kernels::group_lanes(kernel)
             .filter(|gl| uses_group_lanes(conv.layout, g, kg, cg, gl.lanes))
             .and_then(|gl| Some((gl, GroupLanePanels::pack(&plan.weights, g, kg, cg, gl.lanes)?)));
+        // Pack for the first tile of the layout's natural orientation now, unless the plan
+        // runs on group lanes (then tile panels are packed only if a call needs them).
+        let natural = match conv.layout {
+            Layout::Nchw => Orientation::WeightRows,
+            Layout::Nhwc => Orientation::PixelRows,
+        };
+        let natural_tile = tiles.iter().position(|t| t.tile.orient == natural);
+        if let Some(index) = natural_tile.filter(|_| plan.group_lanes.is_none()) {
+            plan.weight_panels(index)?;
+        }
         Ok(plan)
     }
 

@@ -389,7 +389,7 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
             for (panel, offs) in offsets.chunks(pl).enumerate() {
                 if spacing[panel].is_none() {
                     let dst = &mut packed[panel * panel_rows * pl..][..pack_rows * pl];
-                    pack_pixel_panels(job.x, offs, pack_c0, pack_rows, ics, pl, 0.0, dst);
+                    pack_pixel_panels(s, job.x, offs, pack_c0, pack_rows, ics, pl, 0.0, dst);
                 }
             }
             for wp in first_panel..last_panel {

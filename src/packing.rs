@@ -12,6 +12,7 @@
 //!   input pixel that stride and padding map it to (`Geometry::input_pixel_offset`), or zero
 //!   when it falls in the padding. This is the strided gather; there is no separate im2col.
 use crate::conv::Geometry;
+use crate::kernels::simd::Simd;
 use aligned_vec::{AVec, ConstAlign};
 
 /// Cache-line aligned f32 storage for packed panels.
@@ -267,7 +268,8 @@ pub(crate) fn uniform_spacing(offs: &[isize], lanes: usize) -> Option<usize> {
 /// `out` must hold `ceil(offsets.len() / lanes) * cg * lanes` values.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn pack_pixel_panels(
+pub(crate) fn pack_pixel_panels<S: Simd>(
+    s: S,
     x: &[f32],
     offsets: &[isize],
     c0: usize,
@@ -280,7 +282,7 @@ pub(crate) fn pack_pixel_panels(
     for (panel, offs) in offsets.chunks(lanes).enumerate() {
         let dst = &mut out[panel * cg * lanes..(panel + 1) * cg * lanes];
         if ics == 1 {
-            pack_channel_contiguous(x, offs, c0, cg, lanes, pad, dst);
+            pack_channel_contiguous(s, x, offs, c0, cg, lanes, pad, dst);
         } else {
             pack_pixel_contiguous(x, offs, c0, cg, ics, lanes, pad, dst);
         }
@@ -288,10 +290,21 @@ pub(crate) fn pack_pixel_panels(
 }
 
 /// NHWC: each pixel's `cg` channels are contiguous; transpose them into the panel, in
-/// blocks of 8 pixels by 8 channels (contiguous reads and writes of 8 values; a value at a
-/// time, one strided write each, ran at about 4 cycles per value).
+/// blocks of 8 pixels by 8 channels by the tier's register shuffles
+/// ([`Simd::transpose_8x8`]; a value at a time, one strided write each, ran at about 4 cycles
+/// per value, and scalar 8 x 8 blocks at about 3).
 #[inline(always)]
-fn pack_channel_contiguous(x: &[f32], offs: &[isize], c0: usize, cg: usize, lanes: usize, pad: f32, dst: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn pack_channel_contiguous<S: Simd>(
+    s: S,
+    x: &[f32],
+    offs: &[isize],
+    c0: usize,
+    cg: usize,
+    lanes: usize,
+    pad: f32,
+    dst: &mut [f32],
+) {
     const B: usize = 8;
     if offs.len() < lanes {
         dst.fill(pad);
@@ -302,16 +315,12 @@ fn pack_channel_contiguous(x: &[f32], offs: &[isize], c0: usize, cg: usize, lane
             let src: [&[f32]; B] = std::array::from_fn(|i| &x[block[i] as usize + c0..][..cg]);
             let mut c = 0;
             while c + B <= cg {
-                let mut t = [[0.0f32; B]; B];
-                for (row, s) in t.iter_mut().zip(&src) {
-                    row.copy_from_slice(&s[c..c + B]);
-                }
-                for j in 0..B {
-                    let out = &mut dst[(c + j) * lanes + lane0..][..B];
-                    for (o, row) in out.iter_mut().zip(&t) {
-                        *o = row[j];
-                    }
-                }
+                // The last write of the block, (c + 7) * lanes + lane0 + 7, is inside dst.
+                let out = &mut dst[c * lanes + lane0..(c + B - 1) * lanes + lane0 + B];
+                // SAFETY: each source row has `cg >= c + 8` values past `c` (sliced above);
+                // the writes at j * lanes + i, i, j < 8, end inside `out` (sliced to the last
+                // one), a different buffer from the input.
+                unsafe { s.transpose_8x8(std::array::from_fn(|i| src[i][c..].as_ptr()), out.as_mut_ptr(), lanes) };
                 c += B;
             }
             for c in c..cg {
@@ -389,6 +398,12 @@ fn pack_pixel_contiguous(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::portable::Portable;
+    use crate::kernels::simd::WithSimd;
+
+    fn portable() -> Portable {
+        Portable::TOKEN
+    }
 
     /// `[K, C]` weights whose value names its position: `k * 1000 + c`.
     fn named_weights(k: usize, c: usize) -> Vec<f32> {
@@ -456,7 +471,7 @@ mod tests {
         for (ics, lanes) in [(6, 4), (6, 5), (6, 3)] {
             let panels = offsets.len().div_ceil(lanes);
             let mut out = vec![f32::NAN; panels * 2 * lanes];
-            pack_pixel_panels(&x, &offsets, 0, 2, ics, lanes, 7.5, &mut out);
+            pack_pixel_panels(portable(), &x, &offsets, 0, 2, ics, lanes, 7.5, &mut out);
             for (i, &o) in offsets.iter().enumerate() {
                 let (panel, lane) = (i / lanes, i % lanes);
                 for c in 0..2 {
@@ -477,36 +492,75 @@ mod tests {
         // NHWC: channels contiguous; group offset c0.
         let offsets = [0, 4, PADDED];
         let mut out = vec![f32::NAN; 2 * 4];
-        pack_pixel_panels(&x, &offsets, 1, 2, 1, 4, 0.0, &mut out);
+        pack_pixel_panels(portable(), &x, &offsets, 1, 2, 1, 4, 0.0, &mut out);
         assert_eq!(out, [1.0, 5.0, 0.0, 0.0, 2.0, 6.0, 0.0, 0.0]);
     }
 
-    #[test]
-    fn nhwc_panels_transpose_in_blocks_and_at_the_edges() {
-        // 40 pixels of 30 channels; the panel reads channels 3..3 + cg of some of them.
-        let x: Vec<f32> = (0..40 * 30).map(|v| v as f32).collect();
-        for (cg, lanes) in [(19, 24), (8, 16), (3, 8), (27, 32)] {
-            let mut offsets: Vec<isize> = (0..lanes as isize + 5).map(|p| (p * 37 % 40) * 30).collect();
-            offsets[2] = PADDED;
-            offsets[lanes + 1] = PADDED;
-            let panels = offsets.len().div_ceil(lanes);
-            let mut out = vec![f32::NAN; panels * cg * lanes];
-            pack_pixel_panels(&x, &offsets, 3, cg, 1, lanes, -2.0, &mut out);
-            for i in 0..panels * lanes {
-                let (panel, lane) = (i / lanes, i % lanes);
-                for c in 0..cg {
-                    let want = match offsets.get(i) {
-                        Some(&o) if o != PADDED => x[o as usize + 3 + c],
-                        _ => -2.0,
-                    };
-                    assert_eq!(
-                        out[(panel * cg + c) * lanes + lane],
-                        want,
-                        "cg {cg} lanes {lanes} pixel {i} c{c}"
-                    );
+    /// Packs NHWC panels with tier `S` (inside its `#[target_feature]` entry) and checks every
+    /// value.
+    struct CheckNhwcPanels;
+
+    impl WithSimd for CheckNhwcPanels {
+        type Output = ();
+        fn with_simd<S: Simd>(self, s: S) {
+            // 40 pixels of 30 channels; the panel reads channels 3..3 + cg of some of them.
+            let x: Vec<f32> = (0..40 * 30).map(|v| v as f32).collect();
+            for (cg, lanes) in [(19, 24), (8, 16), (3, 8), (27, 32), (16, 64)] {
+                let mut offsets: Vec<isize> = (0..lanes as isize + 5).map(|p| (p * 37 % 40) * 30).collect();
+                offsets[2] = PADDED;
+                offsets[lanes + 1] = PADDED;
+                let panels = offsets.len().div_ceil(lanes);
+                let mut out = vec![f32::NAN; panels * cg * lanes];
+                pack_pixel_panels(s, &x, &offsets, 3, cg, 1, lanes, -2.0, &mut out);
+                for i in 0..panels * lanes {
+                    let (panel, lane) = (i / lanes, i % lanes);
+                    for c in 0..cg {
+                        let want = match offsets.get(i) {
+                            Some(&o) if o != PADDED => x[o as usize + 3 + c],
+                            _ => -2.0,
+                        };
+                        assert_eq!(
+                            out[(panel * cg + c) * lanes + lane],
+                            want,
+                            "{}: cg {cg} lanes {lanes} pixel {i} c{c}",
+                            S::KERNEL.name()
+                        );
+                    }
                 }
             }
         }
+    }
+
+    #[test]
+    fn nhwc_panels_transpose_in_blocks_and_at_the_edges_on_every_tier() {
+        portable().vectorize(CheckNhwcPanels);
+        let mut ran = 1;
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::kernels::x86_64::{avx2::Avx2, avx512::Avx512};
+            ran += Avx2::try_new()
+                .map(|s| s.vectorize(CheckNhwcPanels))
+                .into_iter()
+                .count();
+            ran += Avx512::try_new()
+                .map(|s| s.vectorize(CheckNhwcPanels))
+                .into_iter()
+                .count();
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            use crate::kernels::aarch64::neon::Neon;
+            ran += Neon::try_new()
+                .map(|s| s.vectorize(CheckNhwcPanels))
+                .into_iter()
+                .count();
+        }
+        // Every tier this CPU has ran (scripts/test.sh runs this on each tier, under qemu).
+        let tiers = crate::dispatch::available_kernels();
+        assert_eq!(
+            ran,
+            tiers.iter().filter(|k| !crate::kernels::tiles(**k).is_empty()).count()
+        );
     }
 
     #[test]

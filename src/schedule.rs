@@ -57,6 +57,10 @@ const SPLIT_MIN_STEPS: usize = 256;
 /// At most this many parts.
 const SPLIT_MAX_PARTS: usize = 16;
 
+/// What the cost model charges for a vector load from L2, in FMA issue slots (two per
+/// cycle): about a cache line per cycle is sustained.
+const L2_VECTOR_LOAD_COST: f64 = 3.0;
+
 /// How one call runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Schedule {
@@ -190,7 +194,7 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
     threads: usize,
     forced: Forced,
 ) -> Schedule {
-    let (tile, folded, direct) = choose_tiling(g, tiles, forced.tiling);
+    let (tile, folded, direct) = choose_tiling(g, tiles, machine, forced.tiling);
     let (weight_lanes, pixel_lanes) = tiles
         .get(tile)
         .map_or((1, 1), |t| (t.borrow().weight_lanes(), t.borrow().pixel_lanes()));
@@ -305,7 +309,12 @@ pub(crate) fn uses_group_lanes(layout: Layout, groups: usize, kg: usize, cg: usi
 
 /// Picks the register tile, batch folding and direct stores by estimating each candidate's
 /// time ([`tile_cost`]); ties go to the earlier tile.
-fn choose_tiling<T: Borrow<Tile>>(g: &Geometry, tiles: &[T], forced: Option<(usize, bool)>) -> (usize, bool, bool) {
+fn choose_tiling<T: Borrow<Tile>>(
+    g: &Geometry,
+    tiles: &[T],
+    machine: &MachineParams,
+    forced: Option<(usize, bool)>,
+) -> (usize, bool, bool) {
     if tiles.is_empty() {
         // matrixmultiply: fold small NCHW images; NHWC pixels are uniformly strided.
         let folded = g.layout == Layout::Nhwc || (g.n > 1 && g.p < 256);
@@ -328,7 +337,7 @@ fn choose_tiling<T: Borrow<Tile>>(g: &Geometry, tiles: &[T], forced: Option<(usi
     for (index, tile) in tiles.iter().map(Borrow::borrow).enumerate() {
         for &folded in fold_options {
             let direct = direct_for(tile, folded);
-            let cost = tile_cost(g, tile, folded, direct);
+            let cost = tile_cost(g, tile, machine, folded, direct);
             if best.as_ref().is_none_or(|(c, _)| cost < *c) {
                 best = Some((cost, (index, folded, direct)));
             }
@@ -341,7 +350,7 @@ fn choose_tiling<T: Borrow<Tile>>(g: &Geometry, tiles: &[T], forced: Option<(usi
 /// every tile, padding lanes included, a fixed cost per tile (loop set-up, epilogue dispatch),
 /// and the stores: one per register for a direct tile, about two scalar moves per element
 /// (residual gather and scatter) otherwise.
-fn tile_cost(g: &Geometry, tile: &Tile, folded: bool, direct: bool) -> f64 {
+fn tile_cost(g: &Geometry, tile: &Tile, machine: &MachineParams, folded: bool, direct: bool) -> f64 {
     let pixels = if folded { g.n * g.p } else { g.p };
     let fused = fuses_groups(g.groups, g.kg, tile);
     let (gemm_groups, gemm_channels) = gemm_groups_and_channels(g, fused);
@@ -356,6 +365,19 @@ fn tile_cost(g: &Geometry, tile: &Tile, folded: bool, direct: bool) -> f64 {
     // operand plus one broadcast per row; both kinds issue about two per cycle, so a one-row
     // tile (four vector loads and a broadcast per four FMAs) is bound by its loads.
     let loads = (tile.mr + tile.vectors) as f64;
+    // A weight-row tile's lanes are the pixels: every panel of output channels sweeps the
+    // block's pixel panels again. When they do not fit in half of L1 they come from L2, at
+    // about a cache line per cycle (a vector load costs as much as 3 FMAs). Without this a
+    // 1-row tile looked cheapest for a few output channels and ran 2.7x slower than the 8-row
+    // tile that reads the pixels once (NCHW 32 -> 5 at 28x28, Xeon Cascade Lake).
+    let pixel_bytes = g.cg.saturating_mul(pixels).saturating_mul(4);
+    let weight_panels = gemm_channels.div_ceil(tile.mr);
+    let from_l2 = tile.orient == Orientation::WeightRows && weight_panels > 1 && pixel_bytes > machine.l1d / 2;
+    let loads = if from_l2 {
+        loads.max(L2_VECTOR_LOAD_COST * tile.vectors as f64)
+    } else {
+        loads
+    };
     // Fused groups load each row's operand separately (a load per FMA instead of one per row
     // of vectors).
     let per_tile_fma = g.cg as f64 * registers.max(loads) * if fused { 1.5 } else { 1.0 };

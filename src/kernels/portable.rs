@@ -13,6 +13,11 @@ use wide::f32x8;
 #[derive(Clone, Copy)]
 pub(crate) struct Portable(());
 
+impl Portable {
+    /// The token (it needs no CPU feature).
+    pub(crate) const TOKEN: Portable = Portable(());
+}
+
 /// Eight f32 lanes of `wide`.
 #[derive(Clone, Copy)]
 pub(crate) struct Wide(f32x8);
@@ -22,7 +27,7 @@ impl Simd for Portable {
     const KERNEL: KernelId = KernelId::Portable;
 
     fn try_new() -> Option<Self> {
-        Some(Portable(()))
+        Some(Portable::TOKEN)
     }
 
     #[inline(always)]

@@ -59,6 +59,22 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     unsafe fn load_lane_indices(self, p: *const u32) -> Self::LaneIndices;
     /// Lane `l` of the result is lane `indices[l]` of `v` (one register permutation).
     fn permute(self, v: Self::F32, indices: Self::LaneIndices) -> Self::F32;
+    /// Transposes an 8 x 8 block: writes `rows[i][j]` to `dst[j * dst_stride + i]` for
+    /// `i, j < 8` (the NHWC pixel packer's step: 8 pixels' 8 channels into 8 panel rows).
+    /// Tiers with register shuffles override this scalar form.
+    ///
+    /// # Safety
+    /// Each `rows[i]` must be valid for reading 8 f32 values, and `dst` for writing at
+    /// `j * dst_stride + i` for `i, j < 8`; the block's source and destination do not overlap.
+    #[inline(always)]
+    unsafe fn transpose_8x8(self, rows: [*const f32; 8], dst: *mut f32, dst_stride: usize) {
+        for (i, row) in rows.iter().enumerate() {
+            for j in 0..8 {
+                // SAFETY: the caller guarantees these reads and writes.
+                unsafe { *dst.add(j * dst_stride + i) = *row.add(j) };
+            }
+        }
+    }
 }
 
 /// An operation generic over the SIMD tier, run by [`Simd::vectorize`].

@@ -65,6 +65,33 @@ impl Simd for Neon {
     fn permute(self, v: Q, indices: uint8x16_t) -> Q {
         Q(unsafe { vreinterpretq_f32_u8(vqtbl1q_u8(vreinterpretq_u8_f32(v.0), indices)) })
     }
+    /// Four 4 x 4 quarter blocks, each transposed by two rounds of `trn` (lanes, then lane
+    /// pairs).
+    #[inline(always)]
+    unsafe fn transpose_8x8(self, rows: [*const f32; 8], dst: *mut f32, dst_stride: usize) {
+        // SAFETY: the token proves NEON; the caller guarantees the reads and writes.
+        unsafe {
+            for bi in 0..2 {
+                for bj in 0..2 {
+                    let r: [float32x4_t; 4] = std::array::from_fn(|i| vld1q_f32(rows[4 * bi + i].add(4 * bj)));
+                    let t0 = vtrn1q_f32(r[0], r[1]);
+                    let t1 = vtrn2q_f32(r[0], r[1]);
+                    let t2 = vtrn1q_f32(r[2], r[3]);
+                    let t3 = vtrn2q_f32(r[2], r[3]);
+                    let pairs = |a: float32x4_t| vreinterpretq_f64_f32(a);
+                    let cols = [
+                        vtrn1q_f64(pairs(t0), pairs(t2)),
+                        vtrn1q_f64(pairs(t1), pairs(t3)),
+                        vtrn2q_f64(pairs(t0), pairs(t2)),
+                        vtrn2q_f64(pairs(t1), pairs(t3)),
+                    ];
+                    for (j, col) in cols.iter().enumerate() {
+                        vst1q_f32(dst.add((4 * bj + j) * dst_stride + 4 * bi), vreinterpretq_f32_f64(*col));
+                    }
+                }
+            }
+        }
+    }
 }
 
 // SAFETY (every intrinsic below): a Q is only made through a Neon token, which proves the CPU

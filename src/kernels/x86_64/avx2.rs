@@ -63,6 +63,11 @@ impl Simd for Avx2 {
     fn permute(self, v: Ymm, indices: __m256i) -> Ymm {
         Ymm(unsafe { _mm256_permutevar8x32_ps(v.0, indices) })
     }
+    #[inline(always)]
+    unsafe fn transpose_8x8(self, rows: [*const f32; 8], dst: *mut f32, dst_stride: usize) {
+        // SAFETY: the token proves AVX; the caller guarantees the reads and writes.
+        unsafe { super::transpose_8x8_avx(rows, dst, dst_stride) }
+    }
 }
 
 // SAFETY (every intrinsic below): a Ymm is only made through an Avx2 token, which proves the

@@ -92,6 +92,11 @@ impl Simd for Avx512 {
     fn permute(self, v: Zmm, indices: __m512i) -> Zmm {
         Zmm(unsafe { _mm512_permutexvar_ps(indices, v.0) })
     }
+    #[inline(always)]
+    unsafe fn transpose_8x8(self, rows: [*const f32; 8], dst: *mut f32, dst_stride: usize) {
+        // SAFETY: the token proves AVX; the caller guarantees the reads and writes.
+        unsafe { super::transpose_8x8_avx(rows, dst, dst_stride) }
+    }
 }
 
 // SAFETY (every intrinsic below): a Zmm is only made through an Avx512 token, which proves

@@ -55,6 +55,7 @@ impl Padding {
     }
 
     /// `(top, bottom, left, right)` after resolving SAME for a 1x1 kernel.
+    #[inline]
     pub fn borders(&self) -> (usize, usize, usize, usize) {
         match *self {
             Padding::Valid | Padding::SameUpper | Padding::SameLower => (0, 0, 0, 0),
@@ -104,6 +105,7 @@ impl OutputDims {
     ///
     /// # Errors
     /// [`Error::SizeOverflow`] when the product overflows.
+    #[inline]
     pub fn len(&self) -> Result<usize> {
         checked_product(&[self.n, self.k, self.h, self.w], "output length")
     }
@@ -324,6 +326,7 @@ impl Conv1x1 {
     ///
     /// # Errors
     /// As [`Conv1x1::output_hw`].
+    #[inline]
     pub fn output_dims(&self, input: InputDims) -> Result<OutputDims> {
         let (ho, wo) = self.output_hw(input.h, input.w)?;
         Ok(OutputDims {
@@ -338,6 +341,7 @@ impl Conv1x1 {
     ///
     /// # Errors
     /// [`Error::SizeOverflow`].
+    #[inline]
     pub fn input_len(&self, input: InputDims) -> Result<usize> {
         checked_product(&[input.n, self.in_channels, input.h, input.w], "input length")
     }
@@ -368,6 +372,7 @@ pub(crate) struct Geometry {
 impl Geometry {
     /// Validates the slice lengths for `dims` and returns the geometry, or `None` when the
     /// output is empty (after the lengths were checked).
+    #[inline]
     pub fn new(
         conv: &Conv1x1,
         dims: InputDims,

@@ -8,7 +8,7 @@ use crate::error::{checked_product, Error, Result};
 use crate::kernels::{self, GroupLanesKernel, Orientation, TileKernel};
 use crate::machine::machine;
 use crate::packing::{pack_weight_panels, GroupLanePanels, WeightPanels};
-use crate::schedule::{fuses_groups, schedule, uses_group_lanes, Forced, PARALLEL_MIN_FLOPS};
+use crate::schedule::{fuses_groups, schedule, uses_group_lanes, Forced, Schedule, PARALLEL_MIN_FLOPS};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -242,6 +242,9 @@ pub struct Plan {
     pool: Option<Arc<rayon::ThreadPool>>,
     /// Test hooks: choices fixed instead of the cost model's.
     forced: Forced,
+    /// The schedule of the last call's input dims and thread count: a network calls each
+    /// layer with the same dims every time, so the cost model runs once per dims.
+    last_schedule: Mutex<Option<(InputDims, usize, Schedule)>>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -421,6 +424,7 @@ impl Plan {
             threads: b.options.threads,
             pool,
             forced: Forced::default(),
+            last_schedule: Mutex::new(None),
         };
         let (g, cg) = (conv.groups, conv.in_channels / conv.groups);
         let kg = conv.out_channels / g;
@@ -452,6 +456,7 @@ impl Plan {
         match self.tiles.iter().position(|t| t.name == tile) {
             Some(index) => {
                 self.forced.tiling = Some((index, fold_batch || self.conv.layout == Layout::Nhwc));
+                self.forget_schedule();
                 Ok(())
             }
             None => Err(Error::InvalidTile(format!("{} has no tile {tile}", self.kernel))),
@@ -464,6 +469,7 @@ impl Plan {
     #[cfg(feature = "testing")]
     pub fn force_reduction_block(&mut self, kc: usize) {
         self.forced.kc = Some(kc);
+        self.forget_schedule();
     }
 
     /// Test hook (`testing` feature): makes every later `forward` on a register-tiled kernel
@@ -474,6 +480,7 @@ impl Plan {
     #[cfg(feature = "testing")]
     pub fn force_reduction_split(&mut self, parts: usize) {
         self.forced.parts = Some(parts);
+        self.forget_schedule();
     }
 
     /// The name of the register tile a forward call with `dims` runs, if the call runs one
@@ -758,7 +765,7 @@ impl Plan {
             });
             return Ok(());
         }
-        let sched = schedule(&geom, self.tiles, &machine(), threads, self.forced);
+        let sched = self.schedule_for(&geom, dims, threads);
         let tile = self.tiles.get(sched.tile);
         let panels = match tile {
             Some(_) => Some(self.weight_panels(sched.tile)?),
@@ -789,6 +796,30 @@ impl Plan {
             self.run_phase(&job, sched.output_units(), scratch);
         }
         Ok(())
+    }
+
+    /// The schedule for a call of `dims` (whose geometry is `geom`) on `threads` threads: the
+    /// last call's when it had the same dims and threads, else computed and kept. A call
+    /// that finds another thread holding the cache computes its own.
+    fn schedule_for(&self, geom: &Geometry, dims: InputDims, threads: usize) -> Schedule {
+        let compute = || schedule(geom, self.tiles, &machine(), threads, self.forced);
+        let Ok(mut last) = self.last_schedule.try_lock() else {
+            return compute();
+        };
+        if let Some((d, t, s)) = *last {
+            if d == dims && t == threads {
+                return s;
+            }
+        }
+        let s = compute();
+        *last = Some((dims, threads, s));
+        s
+    }
+
+    /// Drops the kept schedule (a test hook changed what the schedule depends on).
+    #[cfg(feature = "testing")]
+    fn forget_schedule(&mut self) {
+        *self.last_schedule.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// The group-lanes tile and its weights, when this plan has them and no test hook forces

@@ -154,6 +154,37 @@ fn threads_give_identical_results() {
 }
 
 #[test]
+fn one_plan_called_with_changing_dims_gives_each_call_its_own_result() {
+    // The plan keeps the last call's schedule: calls alternating between dims (each with its
+    // own tile and blocking) must each match a fresh plan's.
+    for kernel in kernels_under_test() {
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            let conv = Conv1x1::new(24, 40).with_layout(layout);
+            let opts = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+            let first = Problem::new(conv, InputDims::new(1, 1, 1), true, false, Data::Exact, 3);
+            let problems: Vec<Problem> = [(1, 1, 1), (2, 9, 7), (1, 40, 40)]
+                .iter()
+                .map(|&(n, h, w)| Problem {
+                    // One plan's weights and bias for every call.
+                    w: first.w.clone(),
+                    bias: first.bias.clone(),
+                    ..Problem::new(conv, InputDims::new(n, h, w), true, false, Data::Exact, 3)
+                })
+                .collect();
+            let fresh: Vec<Vec<f32>> = problems.iter().map(|p| p.run(opts)).collect();
+            let plan = problems[0].plan(opts);
+            let mut ws = Workspace::new();
+            for i in [0, 1, 2, 1, 0, 2, 2, 0] {
+                let p = &problems[i];
+                let mut y = vec![f32::NAN; p.output_len()];
+                plan.forward(&p.x, p.dims, None, &mut y, &mut ws).unwrap();
+                assert_eq!(y, fresh[i], "{kernel} {layout:?} call with {:?}", p.dims);
+            }
+        }
+    }
+}
+
+#[test]
 fn batch_equals_images_one_by_one() {
     for kernel in kernels_under_test() {
         let opts = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));

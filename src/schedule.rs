@@ -388,9 +388,10 @@ fn tile_cost(g: &Geometry, tile: &Tile, machine: &MachineParams, folded: bool, d
     };
     // Packing pixels: NHWC pixel rows, and NCHW weight rows at unit width stride, are read in
     // place; strided NCHW rows are gathered a row at a time (~1/4 cycle per value); anything
-    // else is a transposition in 8 x 8 blocks, once per unit (~1 per value; `perf` measured
-    // about 3 on NHWC 16 -> 1 channels at 112x112, Xeon Cascade Lake, but charging that moved
-    // small-group NHWC layers onto per-group pixel-row tiles, 2x slower, so it stays 1).
+    // else is a transposition in 8 x 8 register blocks, once per unit (~1 per value: `perf`
+    // measured about 0.6 on NHWC 96 -> 1 channels at 14x14, Xeon Cascade Lake, where the
+    // scalar blocks took about 3; charging 3 had moved small-group NHWC layers onto
+    // per-group pixel-row tiles, 2x slower, before group lanes took them).
     let pack_per_value = match (g.layout, tile.orient) {
         (Layout::Nhwc, Orientation::PixelRows) => 0.0,
         (Layout::Nchw, Orientation::WeightRows) if g.sw == 1 => 0.0,

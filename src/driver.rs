@@ -7,7 +7,7 @@
 //! the others, and tiles over padded pixels, go through a stack tile and are scattered.
 //! Packed panels are contiguous, so they cannot alias in L2; pixels read in place are
 //! streamed once per weight panel.
-use crate::conv::Geometry;
+use crate::conv::{Geometry, Layout};
 use crate::epilogue::{Activation, ChannelAxis, ScalarEpilogue, TileEpilogue};
 use crate::kernels::simd::{
     gemm_tile, group_lanes_block, ColOperand, Extent, GroupLanesBlock, RowOperand, Simd, SimdF32, WithSimd,
@@ -253,8 +253,9 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
     // Pixels are read straight from the input instead of packed where the layout already
     // gives the tile what it needs: NHWC pixel rows (evenly spaced pixels, contiguous
     // channels: one broadcast per row and step), and NCHW weight rows (NR consecutive pixels
-    // of a channel plane: one vector load per step).
-    let read_in_place = if weight_rows { ics != 1 } else { ics == 1 };
+    // of a channel plane: one vector load per step) when the schedule says the panel's rows
+    // stay in L1 (`Schedule::pixels_in_place`).
+    let read_in_place = job.sched.pixels_in_place && if weight_rows { ics != 1 } else { ics == 1 };
     // An evenly spaced full panel (spacing `d`) is read in place when the orientation wants it.
     let in_place_spacing = |d: usize| (read_in_place && (!weight_rows || d == 1)).then_some(d);
     let kc = job.sched.kc;
@@ -501,8 +502,13 @@ unsafe fn store_final<S: Simd, const MR: usize, const NV: usize>(
     weight_rows: bool,
 ) {
     // SAFETY: forwarded contract.
+    // A folded NCHW weight-row tile whose pixels lie in one image has contiguous lanes in
+    // the output, like an unfolded one: only tiles across an image boundary are scattered.
+    let one_image = || {
+        weight_rows && job.geom.layout == Layout::Nchw && place.j0 / job.geom.p == (place.j0 + place.n - 1) / job.geom.p
+    };
     unsafe {
-        if job.sched.direct && place.padded == 0 {
+        if (job.sched.direct || one_image()) && place.padded == 0 {
             let extent = Extent { m: place.m, n: place.n };
             store_direct::<S, MR, NV>(s, job, steps, a, b, place.j0, place.chan0, extent, weight_rows);
         } else {
@@ -543,8 +549,9 @@ unsafe fn store_direct<S: Simd, const MR: usize, const NV: usize>(
         ldr: ldc,
         act: job.act,
     };
-    // SAFETY: `direct` is only set when a tile's rows are `ldc` apart and its lanes contiguous
-    // inside the output (and the residual, which has the output's shape); the extent's rows
+    // SAFETY: store_final calls this only when a tile's rows are `ldc` apart and its lanes
+    // contiguous inside the output (the schedule's `direct`, or an NCHW weight-row tile
+    // within one image), and so in the residual, which has the output's shape; the extent's rows
     // and lanes are the unit's. An in-place residual is read register by register just
     // before the same register is stored.
     unsafe { gemm_tile::<S, MR, NV>(s, steps.kc, steps.init, a, b, job.y.0.add(origin), ldc, &ep, extent) }
@@ -582,11 +589,22 @@ unsafe fn store_scattered<S: Simd, const MR: usize, const NV: usize>(
     t: TilePlace,
     weight_rows: bool,
 ) {
+    // An output offset is the pixel's offset plus the channel's: each of the tile's pixels
+    // is mapped once (NCHW divides by the image size), not once per element.
+    let pixels = if weight_rows { t.n } else { t.m };
+    let mut pixel_offset = [0usize; 64];
+    for (i, o) in pixel_offset.iter_mut().enumerate().take(pixels) {
+        *o = job.geom.output_pixel_offset(t.j0 + i);
+    }
+    let (chan_base, ocs) = (
+        t.chan0 * job.geom.output_channel_stride(),
+        job.geom.output_channel_stride(),
+    );
     let addr = |r: usize, l: usize| {
         if weight_rows {
-            job.out_offset(t.j0 + l, t.chan0 + r)
+            pixel_offset[l] + chan_base + r * ocs
         } else {
-            job.out_offset(t.j0 + r, t.chan0 + l)
+            pixel_offset[r] + chan_base + l * ocs
         }
     };
     let edge = EdgeTile {

@@ -509,6 +509,28 @@ mod tests {
     }
 
     #[test]
+    fn nchw_weight_rows_read_pixels_in_place_only_while_they_stay_in_l1() {
+        let tiles = [tile(Orientation::WeightRows, 8, 32)];
+        let forced = Forced {
+            tiling: Some((0, false)),
+            ..Forced::default()
+        };
+        let m = &machines()[1];
+        let in_place = |layout: Layout, c: usize, k: usize| {
+            let g = geometry(Conv1x1::new(c, k).with_layout(layout), InputDims::new(1, 14, 14));
+            schedule(&g, &tiles, m, 1, forced).pixels_in_place
+        };
+        // 64 channels x 32 pixels x 4 bytes = 8 KiB, within half of L1: in place.
+        assert!(in_place(Layout::Nchw, 64, 256));
+        // 512 channels: 64 KiB per panel, swept by 32 weight panels: packed.
+        assert!(!in_place(Layout::Nchw, 512, 256));
+        // One weight panel sweeps the panel once: in place whatever its length.
+        assert!(in_place(Layout::Nchw, 512, 8));
+        // NHWC pixel rows are not NCHW weight rows: the rule does not apply.
+        assert!(in_place(Layout::Nhwc, 512, 256));
+    }
+
+    #[test]
     fn every_output_element_is_covered_exactly_once() {
         for g in problems() {
             for tiles in tile_lists() {

@@ -501,12 +501,12 @@ unsafe fn store_final<S: Simd, const MR: usize, const NV: usize>(
     place: TilePlace,
     weight_rows: bool,
 ) {
-    // SAFETY: forwarded contract.
     // A folded NCHW weight-row tile whose pixels lie in one image has contiguous lanes in
     // the output, like an unfolded one: only tiles across an image boundary are scattered.
     let one_image = || {
         weight_rows && job.geom.layout == Layout::Nchw && place.j0 / job.geom.p == (place.j0 + place.n - 1) / job.geom.p
     };
+    // SAFETY: forwarded contract.
     unsafe {
         if (job.sched.direct || one_image()) && place.padded == 0 {
             let extent = Extent { m: place.m, n: place.n };

@@ -351,3 +351,15 @@ pub(crate) enum Residual<'a> {
     /// The output buffer itself, read before it is overwritten (`y = act(W x + b + y)`).
     InOutput,
 }
+
+impl Residual<'_> {
+    /// The residual of output element `at`, read from `output` when it is the output itself.
+    #[inline(always)]
+    pub fn at(self, at: usize, output: &[f32]) -> Option<f32> {
+        match self {
+            Residual::None => None,
+            Residual::Separate(r) => Some(r[at]),
+            Residual::InOutput => Some(output[at]),
+        }
+    }
+}

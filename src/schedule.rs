@@ -218,11 +218,11 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
     // sixteenth of the cache's sets, so a long panel evicts itself before the next weight
     // panel rereads it (the weight gradient's products over power-of-two channel counts:
     // 2x slower, measured). Such reductions are blocked as the long ones below.
-    let conflicting_rows = g.layout == Layout::Nchw
+    let nchw_weight_rows = g.layout == Layout::Nchw
         && tiles
             .get(tile)
-            .is_some_and(|t| t.borrow().orient == Orientation::WeightRows)
-        && g.input_channel_stride().is_multiple_of(256);
+            .is_some_and(|t| t.borrow().orient == Orientation::WeightRows);
+    let conflicting_rows = nchw_weight_rows && g.input_channel_stride().is_multiple_of(256);
     let l1_block = (machine.l1d / 2 / (4 * weight_lanes) / 8 * 8).max(8);
     let per_step = 4 * (pixel_lanes + weight_lanes);
     let kc = match forced.kc {
@@ -277,10 +277,6 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
     // half of L1, each sweep re-reads those scattered lines from L2; a packed copy is
     // contiguous and streams well (Xeon Cascade Lake, 1 thread: 4 x 512 -> 128 at 14x14
     // 66 -> 88 GFLOP/s, 411 -> 341 at 7x7 41 -> 76).
-    let nchw_weight_rows = g.layout == Layout::Nchw
-        && tiles
-            .get(tile)
-            .is_some_and(|t| t.borrow().orient == Orientation::WeightRows);
     let pixels_in_place =
         !nchw_weight_rows || channels_per_split <= weight_lanes || kc * pixel_lanes * 4 <= machine.l1d / 2;
     Schedule {

@@ -73,12 +73,7 @@ fn forward_with(geom: &Geometry, x: &[f32], weights: &[f32], ep: ScalarEpilogue,
                         }
                     }
                     let at = dst + k * ocs;
-                    let r = match residual {
-                        Residual::None => None,
-                        Residual::Separate(r) => Some(r[at]),
-                        Residual::InOutput => Some(y[at]),
-                    };
-                    y[at] = ep.finish(acc, k, r);
+                    y[at] = ep.finish(acc, k, residual.at(at, y));
                 }
             }
         }
@@ -91,11 +86,6 @@ fn forward_with(geom: &Geometry, x: &[f32], weights: &[f32], ep: ScalarEpilogue,
 #[inline(always)]
 fn forward_dense(geom: &Geometry, x: &[f32], weights: &[f32], ep: ScalarEpilogue, residual: Residual, y: &mut [f32]) {
     let (c, k, p) = (geom.c, geom.k, geom.p);
-    let residual_at = |at: usize, y: &[f32]| match residual {
-        Residual::None => None,
-        Residual::Separate(r) => Some(r[at]),
-        Residual::InOutput => Some(y[at]),
-    };
     for (img, xi) in x.chunks_exact(c * p).enumerate().take(geom.n) {
         let out0 = img * k * p;
         match geom.layout {
@@ -108,7 +98,7 @@ fn forward_dense(geom: &Geometry, x: &[f32], weights: &[f32], ep: ScalarEpilogue
                             acc += wv * xi[ci * p + q];
                         }
                         let at = out0 + ko * p + q;
-                        y[at] = channel.finish(acc, residual_at(at, y));
+                        y[at] = channel.finish(acc, residual.at(at, y));
                     }
                 }
             }
@@ -120,7 +110,7 @@ fn forward_dense(geom: &Geometry, x: &[f32], weights: &[f32], ep: ScalarEpilogue
                             acc += wv * xv;
                         }
                         let at = out0 + q * k + ko;
-                        y[at] = ep.finish(acc, ko, residual_at(at, y));
+                        y[at] = ep.finish(acc, ko, residual.at(at, y));
                     }
                 }
             }
@@ -147,11 +137,6 @@ fn forward_channelwise(
     // The input pixel (`iy * W + ix`) feeding output (oy, ox), or None for padding.
     let input_row = |oy: usize| (oy * geom.sh).checked_sub(geom.pad_top).filter(|&iy| iy < geom.h);
     let input_col = |ox: usize| (ox * geom.sw).checked_sub(geom.pad_left).filter(|&ix| ix < geom.w);
-    let residual_at = |at: usize, y: &[f32]| match residual {
-        Residual::None => None,
-        Residual::Separate(r) => Some(r[at]),
-        Residual::InOutput => Some(y[at]),
-    };
     let plane = geom.h * geom.w;
     let dense = geom.p == plane && geom.sh == 1 && geom.sw == 1;
     match geom.layout {
@@ -193,7 +178,7 @@ fn forward_channelwise(
                                 (Some(iy), Some(ix)) => 0.0 + wk * xs[iy * geom.w + ix],
                                 _ => 0.0,
                             };
-                            y[at] = channel.finish(acc, residual_at(at, y));
+                            y[at] = channel.finish(acc, residual.at(at, y));
                         }
                     }
                 }
@@ -217,7 +202,7 @@ fn forward_channelwise(
                                 Some(xs) => scale_row(ys, xs, weights, &ep, residual, dst),
                                 None => {
                                     for k in 0..geom.k {
-                                        let r = residual_at(dst + k, y);
+                                        let r = residual.at(dst + k, y);
                                         y[dst + k] = ep.finish(0.0, k, r);
                                     }
                                 }
@@ -233,7 +218,7 @@ fn forward_channelwise(
                                     Some(xv) => 0.0 + wk * xv,
                                     None => 0.0,
                                 };
-                                y[at] = ep.finish(acc, k, residual_at(at, y));
+                                y[at] = ep.finish(acc, k, residual.at(at, y));
                             }
                         }
                     }

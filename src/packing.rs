@@ -401,10 +401,6 @@ mod tests {
     use crate::kernels::portable::Portable;
     use crate::kernels::simd::WithSimd;
 
-    fn portable() -> Portable {
-        Portable::TOKEN
-    }
-
     /// `[K, C]` weights whose value names its position: `k * 1000 + c`.
     fn named_weights(k: usize, c: usize) -> Vec<f32> {
         (0..k * c).map(|i| ((i / c) * 1000 + i % c) as f32).collect()
@@ -471,7 +467,7 @@ mod tests {
         for (ics, lanes) in [(6, 4), (6, 5), (6, 3)] {
             let panels = offsets.len().div_ceil(lanes);
             let mut out = vec![f32::NAN; panels * 2 * lanes];
-            pack_pixel_panels(portable(), &x, &offsets, 0, 2, ics, lanes, 7.5, &mut out);
+            pack_pixel_panels(Portable::TOKEN, &x, &offsets, 0, 2, ics, lanes, 7.5, &mut out);
             for (i, &o) in offsets.iter().enumerate() {
                 let (panel, lane) = (i / lanes, i % lanes);
                 for c in 0..2 {
@@ -492,7 +488,7 @@ mod tests {
         // NHWC: channels contiguous; group offset c0.
         let offsets = [0, 4, PADDED];
         let mut out = vec![f32::NAN; 2 * 4];
-        pack_pixel_panels(portable(), &x, &offsets, 1, 2, 1, 4, 0.0, &mut out);
+        pack_pixel_panels(Portable::TOKEN, &x, &offsets, 1, 2, 1, 4, 0.0, &mut out);
         assert_eq!(out, [1.0, 5.0, 0.0, 0.0, 2.0, 6.0, 0.0, 0.0]);
     }
 
@@ -533,7 +529,7 @@ mod tests {
 
     #[test]
     fn nhwc_panels_transpose_in_blocks_and_at_the_edges_on_every_tier() {
-        portable().vectorize(CheckNhwcPanels);
+        Portable::TOKEN.vectorize(CheckNhwcPanels);
         let mut ran = 1;
         #[cfg(target_arch = "x86_64")]
         {

@@ -301,7 +301,7 @@ impl BackwardPlan {
             };
         }
         // Strided or padded: the product at the output pixels, then the scatter.
-        let mut product = workspace.take_backward_scratch(checked_product(&[geom.n, geom.c, geom.p], "grad_input")?);
+        let mut product = workspace.take_scratch(checked_product(&[geom.n, geom.c, geom.p], "grad_input")?);
         let result = self.data.forward(dz, out_dims, None, &mut product, workspace);
         if result.is_ok() {
             if accumulate == Accumulate::Overwrite {
@@ -309,7 +309,7 @@ impl BackwardPlan {
             }
             scatter_to_input(&geom, &product, dx, accumulate);
         }
-        workspace.return_backward_scratch(product);
+        workspace.return_scratch(product);
         result
     }
 
@@ -355,10 +355,10 @@ impl BackwardPlan {
         let mut dz_rows = Vec::new();
         let mut x_rows = Vec::new();
         if !in_place {
-            dz_rows = workspace.take_backward_scratch(checked_product(&[geom.kg, pixels], "grad_weights scratch")?);
-            x_rows = workspace.take_backward_scratch(checked_product(&[geom.cg, pixels], "grad_weights scratch")?);
+            dz_rows = workspace.take_scratch(checked_product(&[geom.kg, pixels], "grad_weights scratch")?);
+            x_rows = workspace.take_scratch(checked_product(&[geom.cg, pixels], "grad_weights scratch")?);
         }
-        let mut transposed = workspace.take_backward_scratch(geom.kg * geom.cg);
+        let mut transposed = workspace.take_scratch(geom.kg * geom.cg);
         let mut result = Ok(());
         for g in 0..geom.groups {
             let (dz_g, x_g): (&[f32], &[f32]) = if !in_place {
@@ -386,7 +386,7 @@ impl BackwardPlan {
             }
         }
         for buffer in [dz_rows, x_rows, transposed] {
-            workspace.return_backward_scratch(buffer);
+            workspace.return_scratch(buffer);
         }
         result
     }
@@ -591,7 +591,7 @@ impl BackwardPlan {
             self.activation_gradient(dy, saved, out_dims, r);
             r
         } else {
-            scratch = workspace.take_backward_scratch(out_len);
+            scratch = workspace.take_scratch(out_len);
             self.activation_gradient(dy, saved, out_dims, &mut scratch);
             &scratch
         };
@@ -611,7 +611,7 @@ impl BackwardPlan {
         if let Some(dx) = input {
             result = result.and_then(|()| self.data(dz, dims, dx, accumulate, workspace));
         }
-        workspace.return_backward_scratch(scratch);
+        workspace.return_scratch(scratch);
         result
     }
 

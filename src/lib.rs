@@ -73,6 +73,7 @@ mod backward;
 mod conv;
 mod dispatch;
 mod driver;
+mod element;
 mod epilogue;
 mod error;
 #[cfg(any(feature = "candle", feature = "ndarray"))]
@@ -92,6 +93,7 @@ pub use dispatch::{
     auto_kernel, available_kernels, compiled_target_features, cpu_features, portable_width_bits, CpuFeatures,
     KernelChoice, KernelId,
 };
+pub use element::{bf16, Element};
 pub use epilogue::Activation;
 pub use error::Error;
 pub use plan::{Plan, PlanBuilder, PlanOptions, Threads, WeightOrder, Workspace, MAX_THREADS, SMALL_PROBLEM_MACS};

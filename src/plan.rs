@@ -3,6 +3,7 @@
 use crate::conv::{Conv1x1, Geometry, InputDims, Layout, OutputDims};
 use crate::dispatch::{KernelChoice, KernelId};
 use crate::driver::{GroupLanesJob, InPtr, Job, OutPtr, Phase, TaskScratch};
+use crate::element::{narrow_into, widen_into, Element};
 use crate::epilogue::{Activation, Residual, ScalarEpilogue};
 use crate::error::{checked_product, Error, Result};
 use crate::kernels::{self, GroupLanesKernel, Orientation, TileKernel};
@@ -149,8 +150,9 @@ pub struct Workspace {
     tasks: Vec<TaskScratch>,
     /// Partial sums of a split reduction, shared by the call's tasks.
     split_sums: Vec<f32>,
-    /// Dense operands and products of the backward passes, reused between calls.
-    backward_scratch: Vec<Vec<f32>>,
+    /// Dense operands and products of the backward passes, and bf16 operands widened to
+    /// f32, reused between calls.
+    scratch: Vec<Vec<f32>>,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -178,20 +180,29 @@ impl Workspace {
         (&mut self.tasks[..count], &mut self.split_sums[..split_len])
     }
 
-    /// A buffer of `len` values (contents unspecified) for a backward pass; give it back with
-    /// [`Workspace::return_backward_scratch`] so that the next call reuses it.
-    pub(crate) fn take_backward_scratch(&mut self, len: usize) -> Vec<f32> {
-        let mut buffer = self.backward_scratch.pop().unwrap_or_default();
+    /// A buffer of `len` values (contents unspecified) for a backward pass or a converted
+    /// operand; give it back with [`Workspace::return_scratch`] so that the next call
+    /// reuses it.
+    pub(crate) fn take_scratch(&mut self, len: usize) -> Vec<f32> {
+        let mut buffer = self.scratch.pop().unwrap_or_default();
         buffer.resize(len, 0.0);
         buffer
     }
 
-    /// Keeps `buffer` for the next [`Workspace::take_backward_scratch`].
-    pub(crate) fn return_backward_scratch(&mut self, buffer: Vec<f32>) {
+    /// Keeps `buffer` for the next [`Workspace::take_scratch`].
+    pub(crate) fn return_scratch(&mut self, buffer: Vec<f32>) {
         if buffer.capacity() > 0 {
-            self.backward_scratch.push(buffer);
+            self.scratch.push(buffer);
         }
     }
+}
+
+/// The residual of a call with a bf16 operand, in the output's element type.
+#[derive(Clone, Copy)]
+enum ConvertedResidual<'a, O> {
+    None,
+    Separate(&'a [O]),
+    InOutput,
 }
 
 /// A pointwise convolution ready to run: validated parameters, chosen kernel, packed weights.
@@ -274,18 +285,21 @@ impl std::fmt::Debug for Plan {
 ///     .unwrap();
 /// # let _ = plan;
 /// ```
+///
+/// The weights may be f32 or [`bf16`](crate::bf16); bf16 weights are widened to f32 (exactly)
+/// when the plan is built.
 #[derive(Debug, Clone, Copy)]
 #[must_use]
-pub struct PlanBuilder<'a> {
+pub struct PlanBuilder<'a, W: Element = f32> {
     conv: &'a Conv1x1,
-    weights: &'a [f32],
+    weights: &'a [W],
     order: WeightOrder,
     bias: Option<&'a [f32]>,
     slope: Option<&'a [f32]>,
     options: PlanOptions,
 }
 
-impl<'a> PlanBuilder<'a> {
+impl<'a, W: Element> PlanBuilder<'a, W> {
     /// The order of the weights (default [`WeightOrder::OutputMajor`], `[K, C/G]`).
     pub fn weight_order(mut self, order: WeightOrder) -> Self {
         self.order = order;
@@ -326,13 +340,14 @@ impl<'a> PlanBuilder<'a> {
 impl Plan {
     /// Validates `conv`, checks the weight and bias lengths, resolves the kernel and packs the
     /// weights. The shorthand of [`Plan::builder`] for `[K, C/G]` weights without PReLU.
+    /// The weights may be f32 or [`bf16`](crate::bf16) (widened to f32 exactly).
     ///
     /// # Shapes
     /// `weights`: `[K, C/G]` row-major; `bias`: `[K]`.
     ///
     /// # Errors
     /// As [`PlanBuilder::build`].
-    pub fn new(conv: &Conv1x1, weights: &[f32], bias: Option<&[f32]>, options: PlanOptions) -> Result<Plan> {
+    pub fn new<W: Element>(conv: &Conv1x1, weights: &[W], bias: Option<&[f32]>, options: PlanOptions) -> Result<Plan> {
         let builder = Plan::builder(conv, weights).options(options);
         match bias {
             Some(b) => builder.bias(b).build(),
@@ -345,7 +360,7 @@ impl Plan {
     /// # Shapes
     /// `weights`: `[K, C/G]` ([`WeightOrder::OutputMajor`], the default) or `[C/G, K]`
     /// ([`WeightOrder::InputMajor`]), row-major.
-    pub fn builder<'a>(conv: &'a Conv1x1, weights: &'a [f32]) -> PlanBuilder<'a> {
+    pub fn builder<'a, W: Element>(conv: &'a Conv1x1, weights: &'a [W]) -> PlanBuilder<'a, W> {
         PlanBuilder {
             conv,
             weights,
@@ -356,7 +371,7 @@ impl Plan {
         }
     }
 
-    fn build(b: PlanBuilder) -> Result<Plan> {
+    fn build<W: Element>(b: PlanBuilder<W>) -> Result<Plan> {
         let conv = b.conv;
         conv.validate()?;
         let expected = conv.weights_len()?;
@@ -398,14 +413,14 @@ impl Plan {
             _ => None,
         };
         let weights = match b.order {
-            WeightOrder::OutputMajor => b.weights.to_vec(),
+            WeightOrder::OutputMajor => b.weights.iter().map(|&v| v.to_f32()).collect(),
             WeightOrder::InputMajor => {
                 // [C/G, K] -> [K, C/G]: element (c, k) moves to (k, c).
                 let (k, cg) = (conv.out_channels, conv.in_channels / conv.groups);
                 let mut w = vec![0.0f32; expected];
                 for (c, row) in b.weights.chunks_exact(k).enumerate() {
                     for (kk, &v) in row.iter().enumerate() {
-                        w[kk * cg + c] = v;
+                        w[kk * cg + c] = v.to_f32();
                     }
                 }
                 w
@@ -616,19 +631,49 @@ impl Plan {
     /// Results follow IEEE arithmetic on every kernel (denormals included); the caller's
     /// floating-point environment is not touched.
     ///
+    /// # Element types
+    /// `input` and `output` may each be f32 or [`bf16`](crate::bf16); the residual has the
+    /// output's type. Sums are formed in f32 whatever the types: the result is bit for bit
+    /// the f32 call's on the bf16 values widened to f32 (exact), rounded once to bf16 (to
+    /// nearest, ties to even) where the output is bf16. The kernels compute in f32: bf16
+    /// tensors are widened into the workspace before the call and the bf16 output rounded
+    /// out of it after, so a bf16 call runs at the f32 call's speed plus one pass over
+    /// each converted tensor.
+    ///
+    /// ```
+    /// use pointwise::{bf16, Conv1x1, InputDims, Plan, PlanOptions, Workspace};
+    /// let w: Vec<bf16> = [1.0f32, 2.0, 3.0].iter().map(|&v| bf16::from_f32(v)).collect();
+    /// let plan = Plan::new(&Conv1x1::new(3, 1), &w, Some(&[0.5]), PlanOptions::default()).unwrap();
+    /// let x: Vec<bf16> = [1.0f32, 10.0, 100.0].iter().map(|&v| bf16::from_f32(v)).collect();
+    /// let mut y32 = [0.0f32];
+    /// plan.forward(&x, InputDims::new(1, 1, 1), None, &mut y32, &mut Workspace::new()).unwrap();
+    /// assert_eq!(y32[0], 321.5);
+    /// let mut y16 = [bf16::ZERO];
+    /// plan.forward(&x, InputDims::new(1, 1, 1), None, &mut y16, &mut Workspace::new()).unwrap();
+    /// assert_eq!(y16[0], bf16::from_f32(321.5)); // 322: bf16 keeps 8 significant bits
+    /// ```
+    ///
     /// # Errors
     /// [`Error::LengthMismatch`] for `input`, `residual` or `output`; [`Error::SizeOverflow`]
     /// when a size product overflows. On error `output` is untouched.
-    pub fn forward(
+    pub fn forward<I: Element, O: Element>(
         &self,
-        input: &[f32],
+        input: &[I],
         dims: InputDims,
-        residual: Option<&[f32]>,
-        output: &mut [f32],
+        residual: Option<&[O]>,
+        output: &mut [O],
         workspace: &mut Workspace,
     ) -> Result<()> {
-        let residual = residual.map_or(Residual::None, Residual::Separate);
-        self.run(input, dims, residual, output, workspace, self.conv.activation)
+        let act = self.conv.activation;
+        let f32_residual = residual.map(O::as_f32);
+        match (I::as_f32(input), f32_residual, O::as_f32_mut(output)) {
+            (Some(x), None, Some(y)) => self.run(x, dims, Residual::None, y, workspace, act),
+            (Some(x), Some(Some(r)), Some(y)) => self.run(x, dims, Residual::Separate(r), y, workspace, act),
+            _ => {
+                let residual = residual.map_or(ConvertedResidual::None, ConvertedResidual::Separate);
+                self.run_converting(input, dims, residual, output, workspace)
+            }
+        }
     }
 
     /// Computes `output = act(W * input + bias + output)`: the output buffer holds the
@@ -638,16 +683,86 @@ impl Plan {
     /// # Shapes
     /// As [`Plan::forward`]; `output` is both residual and result.
     ///
+    /// # Element types
+    /// As [`Plan::forward`].
+    ///
     /// # Errors
     /// As [`Plan::forward`]; on error `output` is untouched.
-    pub fn forward_residual_in_place(
+    pub fn forward_residual_in_place<I: Element, O: Element>(
         &self,
-        input: &[f32],
+        input: &[I],
         dims: InputDims,
-        output: &mut [f32],
+        output: &mut [O],
         workspace: &mut Workspace,
     ) -> Result<()> {
-        self.run(input, dims, Residual::InOutput, output, workspace, self.conv.activation)
+        match (I::as_f32(input), O::as_f32_mut(output)) {
+            (Some(x), Some(y)) => self.run(x, dims, Residual::InOutput, y, workspace, self.conv.activation),
+            _ => self.run_converting(input, dims, ConvertedResidual::InOutput, output, workspace),
+        }
+    }
+
+    /// A call with a bf16 operand: every length is checked first (the output stays untouched
+    /// on error), then the bf16 tensors are widened into workspace buffers, the f32 call
+    /// runs, and a bf16 output is rounded out of its f32 buffer (which held the widened
+    /// residual, as an in-place residual).
+    fn run_converting<I: Element, O: Element>(
+        &self,
+        input: &[I],
+        dims: InputDims,
+        residual: ConvertedResidual<O>,
+        output: &mut [O],
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let residual_len = match residual {
+            ConvertedResidual::Separate(r) => Some(r.len()),
+            ConvertedResidual::None | ConvertedResidual::InOutput => None,
+        };
+        if Geometry::new(&self.conv, dims, input.len(), residual_len, output.len())?.is_none() {
+            return Ok(());
+        }
+        let act = self.conv.activation;
+        let mut wide_input = Vec::new();
+        let x = match I::as_f32(input) {
+            Some(x) => x,
+            None => {
+                wide_input = workspace.take_scratch(input.len());
+                widen_into(input, &mut wide_input);
+                &wide_input
+            }
+        };
+        let result = match O::as_f32_mut(output) {
+            Some(y) => {
+                // The output is f32, so is the residual.
+                let residual = match residual {
+                    ConvertedResidual::None => Residual::None,
+                    ConvertedResidual::InOutput => Residual::InOutput,
+                    ConvertedResidual::Separate(r) => O::as_f32(r).map_or(Residual::None, Residual::Separate),
+                };
+                self.run(x, dims, residual, y, workspace, act)
+            }
+            None => {
+                let mut wide_output = workspace.take_scratch(output.len());
+                let residual = match residual {
+                    ConvertedResidual::None => Residual::None,
+                    ConvertedResidual::Separate(r) => {
+                        widen_into(r, &mut wide_output);
+                        Residual::InOutput
+                    }
+                    ConvertedResidual::InOutput => {
+                        widen_into(output, &mut wide_output);
+                        Residual::InOutput
+                    }
+                };
+                let result = self.run(x, dims, residual, &mut wide_output, workspace, act);
+                if result.is_ok() {
+                    narrow_into(&wide_output, output);
+                }
+                workspace.return_scratch(wide_output);
+                result
+            }
+        };
+        workspace.return_scratch(wide_input);
+        result
     }
 
     /// The forward pass of training: writes the pre-activation `z = W * input + bias

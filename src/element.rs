@@ -1,0 +1,170 @@
+//! Element types of the tensors a plan reads and writes: `f32`, and `bf16` (the `half`
+//! crate's [`bf16`], re-exported as [`crate::bf16`]).
+//!
+//! A bf16 value is the upper half of an f32's bits, so widening is exact (a shift) and
+//! narrowing is one rounding, to nearest with ties to even (IEEE's default), NaNs kept NaN.
+//! Every sum is formed in f32 whatever the element types: a bf16 operand is widened before
+//! it is multiplied, and a bf16 output is the f32 result rounded once.
+//!
+//! The crate's kernels compute in f32 on every tier; bf16 tensors are widened into (and
+//! narrowed out of) the [`Workspace`](crate::Workspace) at the call's boundary, so a bf16
+//! call gives exactly the bits of the f32 call on the widened values, rounded to bf16 where
+//! the output is bf16.
+pub use half::bf16;
+
+mod sealed {
+    /// The conversions behind [`super::Element`], out of the public API.
+    pub trait Sealed: Copy + Send + Sync + 'static {
+        /// The f32 of the same value (exact).
+        fn to_f32(self) -> f32;
+        /// `v` rounded to this type (to nearest, ties to even; NaN stays NaN).
+        fn from_f32(v: f32) -> Self;
+        /// The slice itself when it already holds f32.
+        fn as_f32(s: &[Self]) -> Option<&[f32]>;
+        /// The slice itself when it already holds f32.
+        fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
+    }
+
+    impl Sealed for f32 {
+        #[inline(always)]
+        fn to_f32(self) -> f32 {
+            self
+        }
+        #[inline(always)]
+        fn from_f32(v: f32) -> Self {
+            v
+        }
+        fn as_f32(s: &[f32]) -> Option<&[f32]> {
+            Some(s)
+        }
+        fn as_f32_mut(s: &mut [f32]) -> Option<&mut [f32]> {
+            Some(s)
+        }
+    }
+
+    impl Sealed for half::bf16 {
+        #[inline(always)]
+        fn to_f32(self) -> f32 {
+            f32::from_bits(u32::from(self.to_bits()) << 16)
+        }
+        #[inline(always)]
+        fn from_f32(v: f32) -> Self {
+            half::bf16::from_bits(super::round_to_bf16_bits(v))
+        }
+        fn as_f32(_: &[Self]) -> Option<&[f32]> {
+            None
+        }
+        fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+            None
+        }
+    }
+}
+
+pub(crate) use sealed::Sealed;
+
+/// An element type a plan's weights, inputs, residuals and outputs may have: `f32` or
+/// [`bf16`]. Sealed: the crate implements it for exactly those two.
+///
+/// Sums are always formed in f32: see [`Plan::forward`](crate::Plan::forward).
+pub trait Element: Sealed {}
+impl Element for f32 {}
+impl Element for bf16 {}
+
+/// The bits of `v` rounded to bf16: to nearest, ties to even (the discarded low half is
+/// added to half an ulp minus one, plus the kept lowest bit, and the carry rounds up); a NaN
+/// keeps its sign and upper payload and is made quiet, so that no NaN rounds to infinity.
+/// Branch-free apart from the NaN select, so that slice loops vectorize.
+#[inline(always)]
+pub(crate) fn round_to_bf16_bits(v: f32) -> u16 {
+    let bits = v.to_bits();
+    let rounded = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16;
+    let quiet_nan = (bits >> 16) | 0x0040;
+    let is_nan = bits & 0x7FFF_FFFF > 0x7F80_0000;
+    (if is_nan { quiet_nan } else { rounded }) as u16
+}
+
+/// Widens `src` into `dst` (same length).
+pub(crate) fn widen_into<T: Element>(src: &[T], dst: &mut [f32]) {
+    debug_assert_eq!(src.len(), dst.len());
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32();
+    }
+}
+
+/// Rounds `src` into `dst` (same length).
+pub(crate) fn narrow_into<T: Element>(src: &[f32], dst: &mut [T]) {
+    debug_assert_eq!(src.len(), dst.len());
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = T::from_f32(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bit patterns covering every exponent, both signs, the rounding boundaries of the low
+    /// half (ties, one below, one above, odd and even kept bits), denormals, infinities and
+    /// NaNs.
+    fn patterns() -> impl Iterator<Item = u32> {
+        let lows = [0u32, 1, 0x7FFF, 0x8000, 0x8001, 0xFFFF, 0x1234, 0xC000];
+        (0..=0x1FFu32).flat_map(move |sign_exp| {
+            [0u32, 1, 0x40, 0x7F].into_iter().flat_map(move |high_mantissa| {
+                lows.into_iter()
+                    .map(move |low| (sign_exp << 23) | (high_mantissa << 16) | low)
+            })
+        })
+    }
+
+    #[test]
+    fn rounding_to_bf16_matches_the_half_crate_to_nearest_even() {
+        for bits in patterns() {
+            let v = f32::from_bits(bits);
+            let ours = round_to_bf16_bits(v);
+            let theirs = half::bf16::from_f32(v);
+            if v.is_nan() {
+                assert!(half::bf16::from_bits(ours).is_nan(), "{bits:#010x}");
+                assert_eq!(ours & 0x8000, (bits >> 16) as u16 & 0x8000, "{bits:#010x}: sign");
+            } else {
+                assert_eq!(ours, theirs.to_bits(), "{bits:#010x} ({v:e})");
+            }
+        }
+    }
+
+    #[test]
+    fn rounding_picks_the_nearest_and_the_even_one_on_ties() {
+        let bf = |v: f32| f32::from_bits(u32::from(round_to_bf16_bits(v)) << 16);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to the even mantissa (1).
+        assert_eq!(bf(1.0 + 2f32.powi(-8)), 1.0);
+        // 1 + 3 * 2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6: up to the even one.
+        assert_eq!(bf(1.0 + 3.0 * 2f32.powi(-8)), 1.0 + 2f32.powi(-6));
+        assert_eq!(bf(1.0 + 2f32.powi(-8) + 2f32.powi(-20)), 1.0 + 2f32.powi(-7));
+        assert_eq!(bf(f32::MAX), f32::INFINITY);
+        assert_eq!(bf(-f32::MAX), f32::NEG_INFINITY);
+        assert_eq!(bf(f32::INFINITY), f32::INFINITY);
+        assert!(bf(f32::NAN).is_nan());
+        // The lowest NaN payload would round to infinity without the quiet bit.
+        assert!(bf(f32::from_bits(0x7F80_0001)).is_nan());
+        // Denormals round like any other value.
+        assert_eq!(bf(f32::from_bits(0x0000_8000)), 0.0);
+        assert_eq!(bf(f32::from_bits(0x0001_8000)), f32::from_bits(0x0002_0000));
+    }
+
+    #[test]
+    fn widening_is_exact_and_round_trips() {
+        for bits in 0..=u16::MAX {
+            let b = bf16::from_bits(bits);
+            let wide = b.to_f32();
+            assert_eq!(wide.to_bits(), half::bf16::to_f32(b).to_bits());
+            if !wide.is_nan() {
+                assert_eq!(<bf16 as Sealed>::from_f32(wide).to_bits(), bits);
+            }
+        }
+        let mut out = [0.0f32; 3];
+        widen_into(&[bf16::from_f32(1.5), bf16::from_f32(-2.0), bf16::ZERO], &mut out);
+        assert_eq!(out, [1.5, -2.0, 0.0]);
+        let mut back = [bf16::ZERO; 3];
+        narrow_into(&out, &mut back);
+        assert_eq!(back.map(bf16::to_f32), [1.5, -2.0, 0.0]);
+    }
+}

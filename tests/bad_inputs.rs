@@ -1291,7 +1291,8 @@ fn empty_inputs_are_a_no_op() {
         assert_eq!(out.len().unwrap(), 0, "{dims:?}");
         let x = vec![0.0; conv.input_len(dims).unwrap()];
         plan.forward(&x, dims, None, &mut [0.0f32; 0], &mut ws).unwrap();
-        plan.forward(&x, dims, Some(&[0.0f32; 0]), &mut [0.0f32; 0], &mut ws).unwrap();
+        plan.forward(&x, dims, Some(&[0.0f32; 0]), &mut [0.0f32; 0], &mut ws)
+            .unwrap();
     }
     let mut y: [f32; 0] = [];
     channel_shuffle(&[], &mut y, InputDims::new(0, 3, 3), 6, 3, Layout::Nhwc).unwrap();
@@ -1354,7 +1355,10 @@ fn empty_shapes_whose_other_factors_overflow() {
     let plan = Plan::new(&base(), &data(24), None, PlanOptions::default()).unwrap();
     let dims = InputDims::new(usize::MAX, 0, 1);
     assert_eq!(base().input_len(dims), Ok(0));
-    assert_eq!(plan.forward(&[0.0f32; 0], dims, None, &mut [0.0f32; 0], &mut Workspace::new()), Ok(()));
+    assert_eq!(
+        plan.forward(&[0.0f32; 0], dims, None, &mut [0.0f32; 0], &mut Workspace::new()),
+        Ok(())
+    );
     let mut y: [f32; 0] = [];
     assert_eq!(channel_shuffle(&[], &mut y, dims, 4, 2, Layout::Nchw), Ok(()));
 }

@@ -171,6 +171,52 @@ mod interop_candle {
     }
 
     #[test]
+    fn bf16_tensors_give_the_plain_api_bits_rounded_once() {
+        // Values exact in bf16 with fractions, so that sums round in f32 and outputs in bf16.
+        let bf = |v: Vec<f32>| -> Vec<f32> {
+            v.iter()
+                .map(|&x| pointwise::bf16::from_f32(x * 0.3719).to_f32())
+                .collect()
+        };
+        let to_bf16 = |t: Tensor| t.to_dtype(DType::BF16).unwrap();
+        for (c, k, cfg) in configs() {
+            let cg = c / cfg.groups;
+            let (n, h, wd) = (2, 7, 5);
+            let (w, b, x) = (
+                bf(small_integers(k * cg, 4)),
+                bf(small_integers(k, 5)),
+                bf(small_integers(n * c * h * wd, 6)),
+            );
+            let dims = InputDims::new(n, h, wd);
+            let want: Vec<f32> = plain(c, k, &cfg, &w, Some(&b), &x, dims)
+                .iter()
+                .map(|&v| pointwise::bf16::from_f32(v).to_f32())
+                .collect();
+            let (wt, bt) = (tensor(w.clone(), &[k, cg, 1, 1]), tensor(b.clone(), &[k]));
+            // x bf16 (contiguous, and a transposed view gathered), weights bf16 or f32.
+            let xt = to_bf16(tensor(x.clone(), &[n, c, h, wd]));
+            let xt_view = to_bf16(tensor(x.clone(), &[n, c, wd, h])).transpose(2, 3).unwrap();
+            // [N, C, W, H] transposed to [N, C, H, W]: the view's values in NCHW order.
+            let x_view = values(&xt_view.to_dtype(DType::F32).unwrap());
+            let want_view: Vec<f32> = plain(c, k, &cfg, &w, Some(&b), &x_view, dims)
+                .iter()
+                .map(|&v| pointwise::bf16::from_f32(v).to_f32())
+                .collect();
+            for (wt, bt) in [(to_bf16(wt.clone()), to_bf16(bt.clone())), (wt.clone(), bt.clone())] {
+                let y = conv1x1(&xt, &wt, Some(&bt), &cfg).unwrap();
+                assert_eq!(y.dtype(), DType::BF16);
+                assert_eq!(values(&y.to_dtype(DType::F32).unwrap()), want, "op {c}->{k}");
+                let module = PointwiseConv2d::new(wt.clone(), Some(bt.clone()), cfg).unwrap();
+                let y = module.forward(&xt).unwrap();
+                assert_eq!(y.dtype(), DType::BF16);
+                assert_eq!(values(&y.to_dtype(DType::F32).unwrap()), want, "module {c}->{k}");
+                let y = conv1x1(&xt_view, &wt, Some(&bt), &cfg).unwrap();
+                assert_eq!(values(&y.to_dtype(DType::F32).unwrap()), want_view, "view {c}->{k}");
+            }
+        }
+    }
+
+    #[test]
     fn non_contiguous_inputs_are_gathered_and_integer_data_matches_candle_conv2d() {
         let (c, k, n, h, wd) = (6, 10, 2, 5, 4);
         let cfg = Conv1x1Config::default().with_stride(2).with_padding(1).with_groups(2);
@@ -308,7 +354,7 @@ mod interop_candle {
             &cfg,
         )
         .unwrap_err();
-        assert!(e.to_string().contains("f32 tensors only"), "{e}");
+        assert!(e.to_string().contains("f32 or bf16 tensors only"), "{e}");
         let e = conv1x1(
             &x,
             &Tensor::ones((2, 4, 3, 3), DType::F32, &Device::Cpu).unwrap(),

@@ -88,7 +88,8 @@ pub struct Options {
         verbatim_doc_comment
     )]
     pub activation: Activation,
-    /// the passes to time (default fwd): fwd, bwd_data, bwd_weights
+    /// the passes to time (default fwd): fwd, fwd_bf16 (bf16
+    /// weights, input and output, f32 sums), bwd_data, bwd_weights
     /// (the backward passes of pointwise::BackwardPlan; the
     /// activation plays no part in them), step (forward_training
     /// with ReLU and bias, then BackwardPlan::backward for dx, dw
@@ -312,7 +313,10 @@ pub fn run(opts: &Options, show_progress: bool) -> Result<RunResult, String> {
                 progress.set_message(format!("{} {} {}", layer.name, kernel, pass.name()));
             }
             let m = match pass {
-                Pass::Fwd => suite::measure(layer, opts.layout, opts.activation, kernel, threads, seconds),
+                Pass::Fwd | Pass::FwdBf16 => {
+                    let bf16 = pass == Pass::FwdBf16;
+                    suite::measure(layer, opts.layout, opts.activation, kernel, threads, seconds, bf16)
+                }
                 _ => suite::measure_backward(layer, opts.layout, pass, kernel, threads, seconds),
             };
             progress.inc(1);
@@ -322,8 +326,14 @@ pub fn run(opts: &Options, show_progress: bool) -> Result<RunResult, String> {
             let tier = peak_tier(kernel);
             let (pct, basis) = if layer.memory_bound {
                 let seconds_taken = layer.flops() / (m.gflops * 1e9);
+                // bf16 tensors move half the bytes (the weights are small either way).
+                let bytes = if pass == Pass::FwdBf16 {
+                    layer.bytes() / 2.0
+                } else {
+                    layer.bytes()
+                };
                 (
-                    100.0 * (layer.bytes() / (bandwidth * 1e9)) / seconds_taken,
+                    100.0 * (bytes / (bandwidth * 1e9)) / seconds_taken,
                     "bandwidth".to_string(),
                 )
             } else {
@@ -629,6 +639,19 @@ mod tests {
             !table.contains("pass"),
             "no pass column without a backward row:\n{table}"
         );
+    }
+
+    #[test]
+    fn the_bf16_forward_passes_its_check_on_every_kernel() {
+        // Every kernel within the bound widened by the bf16 output's rounding.
+        let bf16 = parse_args("--quick --layer 1,3,2,3,3 --layer 2,40,24,5,7,2,1,4 --pass fwd,fwd_bf16").unwrap();
+        let result = run(&bf16, false).unwrap();
+        assert_eq!(result.rows.len(), 2 * result.layers * result.kernels.len());
+        assert!(result.rows.iter().any(|r| r.pass == "fwd_bf16"));
+        for r in &result.rows {
+            assert!(r.ok, "{r:?}");
+            assert!(r.gflops.is_finite() && r.gflops > 0.0, "{r:?}");
+        }
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The built-in layer suite, and running one layer on one kernel: median GFLOP/s over
 //! repeated runs, checked against an f64 reference on sampled outputs.
 use pointwise::{
-    Accumulate, Activation, BackwardPlan, Conv1x1, Gradients, InputDims, KernelChoice, KernelId, Layout, Padding, Plan,
-    PlanOptions, Saved, Threads, Workspace,
+    bf16, Accumulate, Activation, BackwardPlan, Conv1x1, Gradients, InputDims, KernelChoice, KernelId, Layout, Padding,
+    Plan, PlanOptions, Saved, Threads, Workspace,
 };
 use std::time::Instant;
 
@@ -41,6 +41,10 @@ pub enum Pass {
     /// The forward call `y = act(W x + b)`.
     #[value(name = "fwd")]
     Fwd,
+    /// The forward call with bf16 weights, input and output (sums in f32): the same data
+    /// rounded to bf16, checked with half a bf16 ulp of the output added to the bound.
+    #[value(name = "fwd_bf16")]
+    FwdBf16,
     /// [`BackwardPlan::data`]: `dx = W^T dz`.
     #[value(name = "bwd_data")]
     BwdData,
@@ -59,6 +63,7 @@ impl Pass {
     pub fn name(self) -> &'static str {
         match self {
             Pass::Fwd => "fwd",
+            Pass::FwdBf16 => "fwd_bf16",
             Pass::BwdData => "bwd_data",
             Pass::BwdWeights => "bwd_weights",
             Pass::Step => "step",
@@ -192,7 +197,8 @@ fn data(len: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Runs `layer` on `kernel`: times it for about `seconds` (median of runs, each run long
-/// enough to time reliably) and checks sampled outputs against an f64 reference.
+/// enough to time reliably) and checks sampled outputs against an f64 reference. With
+/// `bf16`, weights, input and output are bf16.
 pub fn measure(
     layer: &Layer,
     layout: Layout,
@@ -200,11 +206,19 @@ pub fn measure(
     kernel: KernelId,
     threads: Threads,
     seconds: f64,
+    bf16: bool,
 ) -> Measurement {
     let conv = layer.conv(layout).with_activation(act);
     let dims = layer.dims();
-    let x = data(conv.input_len(dims).expect("valid"), 1);
-    let w = data(conv.weights_len().expect("valid"), 2);
+    let mut x = data(conv.input_len(dims).expect("valid"), 1);
+    let mut w = data(conv.weights_len().expect("valid"), 2);
+    if bf16 {
+        // The f32 copies hold the bf16 values, for the reference.
+        for v in x.iter_mut().chain(w.iter_mut()) {
+            *v = bf16::from_f32(*v).to_f32();
+        }
+        return measure_bf16(layer, layout, act, kernel, threads, seconds, &x, &w);
+    }
     let bias = data(layer.k, 3);
     let slope: Vec<f32> = data(layer.k, 4).iter().map(|v| 0.25 + 0.2 * v).collect();
     let options = PlanOptions::default()
@@ -219,11 +233,56 @@ pub fn measure(
     let mut y = vec![f32::NAN; out.len().expect("valid")];
     let mut ws = Workspace::new();
     plan.forward(&x, dims, None, &mut y, &mut ws).expect("valid");
-    let (max_rel_err, ok) = verify(layer, layout, act, &x, &w, &bias, &slope, &y);
+    let (max_rel_err, ok) = verify(layer, layout, act, &x, &w, &bias, &slope, &y, 0.0);
     let tile = plan.tile_for(dims).ok().flatten().unwrap_or("-");
 
     let median = median_seconds(seconds, || {
         plan.forward(&x, dims, None, &mut y, &mut ws).expect("valid")
+    });
+    Measurement {
+        tile,
+        gflops: layer.flops() / median / 1e9,
+        max_rel_err,
+        ok,
+    }
+}
+
+/// [`measure`] with bf16 weights, input and output; `x` and `w` hold bf16 values.
+#[allow(clippy::too_many_arguments)]
+fn measure_bf16(
+    layer: &Layer,
+    layout: Layout,
+    act: Activation,
+    kernel: KernelId,
+    threads: Threads,
+    seconds: f64,
+    x: &[f32],
+    w: &[f32],
+) -> Measurement {
+    let conv = layer.conv(layout).with_activation(act);
+    let dims = layer.dims();
+    let to_bf16 = |v: &[f32]| v.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>();
+    let (x16, w16) = (to_bf16(x), to_bf16(w));
+    let bias = data(layer.k, 3);
+    let slope: Vec<f32> = data(layer.k, 4).iter().map(|v| 0.25 + 0.2 * v).collect();
+    let options = PlanOptions::default()
+        .with_kernel(KernelChoice::Force(kernel))
+        .with_threads(threads);
+    let mut builder = Plan::builder(&conv, &w16).bias(&bias).options(options);
+    if act.needs_slope() {
+        builder = builder.prelu_slope(&slope);
+    }
+    let plan = builder.build().expect("kernel is available");
+    let out = plan.output_dims(dims).expect("valid");
+    let mut y16 = vec![bf16::NAN; out.len().expect("valid")];
+    let mut ws = Workspace::new();
+    plan.forward(&x16, dims, None, &mut y16, &mut ws).expect("valid");
+    let y: Vec<f32> = y16.iter().map(|v| v.to_f32()).collect();
+    // Rounding to bf16 moves a value by at most half of 2^-7 of its magnitude.
+    let (max_rel_err, ok) = verify(layer, layout, act, x, w, &bias, &slope, &y, 2f64.powi(-8));
+    let tile = plan.tile_for(dims).ok().flatten().unwrap_or("-");
+    let median = median_seconds(seconds, || {
+        plan.forward(&x16, dims, None, &mut y16, &mut ws).expect("valid")
     });
     Measurement {
         tile,
@@ -328,7 +387,7 @@ pub fn measure_backward(
             let check = verify_backward(layer, layout, Pass::BwdData, &x, &w, &relu_dz, &dx);
             (median / 3.0, check)
         }
-        Pass::Fwd => panic!("measure_backward times the backward passes only"),
+        Pass::Fwd | Pass::FwdBf16 => panic!("measure_backward times the backward passes only"),
     };
     Measurement {
         tile: "-",
@@ -376,7 +435,7 @@ fn verify_backward(
     let reduction = match pass {
         Pass::BwdData => kg,
         Pass::BwdWeights => layer.n * ho * wo,
-        Pass::Fwd | Pass::Step => panic!("verify_backward checks the data and weight passes"),
+        Pass::Fwd | Pass::FwdBf16 | Pass::Step => panic!("verify_backward checks the data and weight passes"),
     };
     let u = 1.0 / (1u64 << 24) as f64;
     let n_terms = (reduction + 1) as f64;
@@ -440,7 +499,8 @@ fn unflatten(layout: Layout, i: usize, channels: usize, h: usize, w: usize) -> (
 
 /// Compares up to ~4096 sampled outputs with an f64 reference. The error of each is divided
 /// by `sum |w x| + |b|`, and must stay within `2 gamma_(C/G + 1)` times the activation's
-/// Lipschitz constant, plus the activation's own stated error.
+/// Lipschitz constant, plus the activation's own stated error, plus `output_rounding` times
+/// the output's magnitude (a bf16 output's rounding).
 #[allow(clippy::too_many_arguments)]
 fn verify(
     layer: &Layer,
@@ -451,6 +511,7 @@ fn verify(
     bias: &[f32],
     slope: &[f32],
     y: &[f32],
+    output_rounding: f64,
 ) -> (f64, bool) {
     let conv = layer.conv(layout);
     let out = conv.output_dims(layer.dims()).expect("valid");
@@ -487,7 +548,8 @@ fn verify(
         let err = (y[oi] as f64 - want).abs();
         let rel = err / mag.max(f64::MIN_POSITIVE);
         worst = worst.max(rel);
-        let allowed = common::lipschitz(act, s) * bound * mag + common::act_error(act, z, want) + 1e-30;
+        let f32_allowed = common::lipschitz(act, s) * bound * mag + common::act_error(act, z, want);
+        let allowed = f32_allowed + output_rounding * (want.abs() + f32_allowed) + 1e-30;
         if err > allowed {
             ok = false;
         }

@@ -1,5 +1,5 @@
 //! pointwise as a candle op (feature `candle`): the 1x1 convolution of a candle CPU tensor in
-//! NCHW, f32, with candle's `conv2d` semantics (symmetric `padding`, one `stride`, `groups`)
+//! NCHW, f32 or bf16, with candle's `conv2d` semantics (symmetric `padding`, one `stride`, `groups`)
 //! plus a fused activation.
 //!
 //! - [`conv1x1`]: a function like `Tensor::conv2d` that packs the weights on each call
@@ -9,6 +9,10 @@
 //! Both run one candle custom op on the inputs `(x, w)` or `(x, w, b)`: `CustomOp2` without a
 //! bias, `CustomOp3` with one. Inputs in any candle layout are accepted: contiguous ones are
 //! read in place, others (a transposed or narrowed view) are copied once into NCHW order.
+//!
+//! Element types: `x` may be f32 or bf16, and the result has `x`'s type (as candle's
+//! `conv2d`); `w` and `b` may each be f32 or bf16. Sums are formed in f32: see
+//! [`Plan::forward`].
 //!
 //! Gradients: the op's backward is candle's own: it rebuilds `act(conv2d(x, w) + b)` from
 //! candle ops on the saved inputs (the activation written with candle's elementwise ops, by
@@ -39,7 +43,7 @@ use std::sync::Arc;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout as TensorLayout, Module, Shape, Tensor, Var};
 
-use crate::{Activation, Conv1x1, InputDims, Padding, Plan, PlanOptions, Workspace};
+use crate::{bf16, Activation, Conv1x1, Element, InputDims, Padding, Plan, PlanOptions, Workspace};
 
 /// The convolution's parameters, named as candle's `Conv2dConfig`, plus a fused activation and
 /// pointwise's plan options. `Default`: padding 0, stride 1, dilation 1, groups 1, identity,
@@ -130,7 +134,8 @@ impl Conv1x1Config {
 /// `[N, K, Ho, Wo]` with `Ho = (H + 2 padding - 1) / stride + 1`, likewise `Wo`.
 ///
 /// # Errors
-/// A candle error for a tensor that is not f32 on the CPU or has the wrong rank or shape, and
+/// A candle error for a tensor that is not f32 or bf16 on the CPU or has the wrong rank or
+/// shape, and
 /// for every pointwise [`Error`](crate::Error) (its message kept).
 pub fn conv1x1(x: &Tensor, w: &Tensor, b: Option<&Tensor>, config: &Conv1x1Config) -> candle_core::Result<Tensor> {
     let op = PointwiseOp {
@@ -169,8 +174,15 @@ impl PointwiseConv2d {
             .checked_mul(config.groups)
             .ok_or_else(|| candle_core::Error::msg("pointwise candle op: C/G * groups overflows"))?;
         let conv = config.conv(in_channels, k)?;
-        let w = weight.flatten_all()?.to_vec1::<f32>()?;
-        let b = bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
+        // bf16 weights and bias widen to f32 exactly.
+        let w = weight
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
+        let b = bias
+            .as_ref()
+            .map(|b| b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>())
+            .transpose()?;
         let plan = Plan::new(&conv, &w, b.as_deref(), config.options).map_err(candle_core::Error::wrap)?;
         Ok(PointwiseConv2d {
             weight,
@@ -224,13 +236,18 @@ fn weight_dims(dims: &[usize]) -> candle_core::Result<(usize, usize)> {
     }
 }
 
-/// A tensor's f32 elements in row-major order of its shape: borrowed when its layout is
-/// contiguous, gathered through its strides once otherwise.
+/// A tensor's f32 elements in row-major order of its shape, bf16 widened (exactly).
 fn row_major_f32<'a>(storage: &'a CpuStorage, layout: &TensorLayout) -> candle_core::Result<Cow<'a, [f32]>> {
-    let data = match storage {
-        CpuStorage::F32(v) => v.as_slice(),
-        other => candle_core::bail!("pointwise candle op: f32 tensors only, got {:?}", other.dtype()),
-    };
+    match storage {
+        CpuStorage::F32(v) => row_major(v, layout),
+        CpuStorage::BF16(v) => Ok(Cow::Owned(row_major(v, layout)?.iter().map(|v| v.to_f32()).collect())),
+        other => candle_core::bail!("pointwise candle op: f32 or bf16 tensors only, got {:?}", other.dtype()),
+    }
+}
+
+/// A tensor's elements in row-major order of its shape: borrowed when its layout is
+/// contiguous, gathered through its strides once otherwise.
+fn row_major<'a, T: Clone>(data: &'a [T], layout: &TensorLayout) -> candle_core::Result<Cow<'a, [T]>> {
     if let Some((start, end)) = layout.contiguous_offsets() {
         return data
             .get(start..end)
@@ -247,7 +264,7 @@ fn row_major_f32<'a>(storage: &'a CpuStorage, layout: &TensorLayout) -> candle_c
         let value = data
             .get(offset)
             .ok_or_else(|| candle_core::Error::msg("pointwise candle op: layout outside its storage"))?;
-        out.push(*value);
+        out.push(value.clone());
         for axis in (0..dims.len()).rev() {
             index[axis] += 1;
             if index[axis] < dims[axis] {
@@ -263,6 +280,19 @@ thread_local! {
     /// One workspace per calling thread, so that steady-state forward calls do not allocate
     /// scratch (candle allocates the output).
     static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::new());
+}
+
+/// `plan` on `input`, into a new output of `len` elements of the input's type.
+fn run_plan<T: Element>(plan: &Plan, input: &[T], dims: InputDims, len: usize, zero: T) -> candle_core::Result<Vec<T>> {
+    // Zeroed pages from the allocator: no separate pass writes them before the kernel does.
+    let mut y = vec![zero; len];
+    // Taken out of the cell for the call: a rayon worker running this op may run another
+    // pointwise op on the same thread while it waits (that one then starts empty).
+    let mut workspace = WORKSPACE.with(RefCell::take);
+    let result = plan.forward(input, dims, None, &mut y, &mut workspace);
+    WORKSPACE.with(|cell| cell.replace(workspace));
+    result.map_err(candle_core::Error::wrap)?;
+    Ok(y)
 }
 
 impl PointwiseOp {
@@ -300,19 +330,22 @@ impl PointwiseOp {
                 &per_call
             }
         };
-        let input = row_major_f32(x.0, x.1)?;
         let dims = InputDims::new(n, h, width);
         let out = plan.output_dims(dims).map_err(candle_core::Error::wrap)?;
+        let shape = Shape::from((out.n, out.k, out.h, out.w));
         let len = out.len().map_err(candle_core::Error::wrap)?;
-        // Zeroed pages from the allocator: no separate pass writes them before the kernel does.
-        let mut y = vec![0.0f32; len];
-        // Taken out of the cell for the call: a rayon worker running this op may run another
-        // pointwise op on the same thread while it waits (that one then starts empty).
-        let mut workspace = WORKSPACE.with(RefCell::take);
-        let result = plan.forward(&input, dims, None, &mut y, &mut workspace);
-        WORKSPACE.with(|cell| cell.replace(workspace));
-        result.map_err(candle_core::Error::wrap)?;
-        Ok((CpuStorage::F32(y), Shape::from((out.n, out.k, out.h, out.w))))
+        // The result has the input's element type, as candle's conv2d.
+        match x.0 {
+            CpuStorage::F32(v) => {
+                let y = run_plan(plan, &row_major(v, x.1)?, dims, len, 0.0f32)?;
+                Ok((CpuStorage::F32(y), shape))
+            }
+            CpuStorage::BF16(v) => {
+                let y = run_plan(plan, &row_major(v, x.1)?, dims, len, bf16::ZERO)?;
+                Ok((CpuStorage::BF16(y), shape))
+            }
+            other => candle_core::bail!("pointwise candle op: f32 or bf16 tensors only, got {:?}", other.dtype()),
+        }
     }
 
     /// candle's own gradients of `sum(act(conv2d(x, w) + b) * grad)` with respect to `x`, `w`

@@ -726,7 +726,7 @@ impl Plan {
             Some(x) => x,
             None => {
                 wide_input = workspace.take_scratch(input.len());
-                widen_into(input, &mut wide_input);
+                self.convert_chunks(input, &mut wide_input, widen_into);
                 &wide_input
             }
         };
@@ -745,17 +745,17 @@ impl Plan {
                 let residual = match residual {
                     ConvertedResidual::None => Residual::None,
                     ConvertedResidual::Separate(r) => {
-                        widen_into(r, &mut wide_output);
+                        self.convert_chunks(r, &mut wide_output, widen_into);
                         Residual::InOutput
                     }
                     ConvertedResidual::InOutput => {
-                        widen_into(output, &mut wide_output);
+                        self.convert_chunks(output, &mut wide_output, widen_into);
                         Residual::InOutput
                     }
                 };
                 let result = self.run(x, dims, residual, &mut wide_output, workspace, act);
                 if result.is_ok() {
-                    narrow_into(&wide_output, output);
+                    self.convert_chunks(&wide_output, output, narrow_into);
                 }
                 workspace.return_scratch(wide_output);
                 result
@@ -848,11 +848,7 @@ impl Plan {
             kernels::reference::forward(&geom, input, &self.weights, scalar, residual, output);
             return Ok(());
         }
-        let threads = match self.threads {
-            Threads::Single => 1,
-            Threads::Count(n) => n.clamp(1, MAX_THREADS),
-            Threads::Rayon => rayon::current_num_threads().max(1),
-        };
+        let threads = self.thread_count();
         let y = output.as_mut_ptr();
         let residual = InPtr(match residual {
             Residual::None => std::ptr::null(),
@@ -911,6 +907,38 @@ impl Plan {
             self.run_phase(&job, sched.output_units(), scratch);
         }
         Ok(())
+    }
+
+    /// The threads a call may use.
+    fn thread_count(&self) -> usize {
+        match self.threads {
+            Threads::Single => 1,
+            Threads::Count(n) => n.clamp(1, MAX_THREADS),
+            Threads::Rayon => rayon::current_num_threads().max(1),
+        }
+    }
+
+    /// `convert(src chunk, dst chunk)` over equal-length `src` and `dst`, on the plan's
+    /// threads when the tensors are large enough to share (each thread a contiguous run).
+    fn convert_chunks<S: Sync, D: Send>(&self, src: &[S], dst: &mut [D], convert: impl Fn(&[S], &mut [D]) + Sync) {
+        use rayon::prelude::*;
+        // Below this many values per thread, starting the threads costs more than they save.
+        const MIN_CHUNK: usize = 1 << 15;
+        let threads = self.thread_count();
+        if threads == 1 || src.len() < 2 * MIN_CHUNK {
+            convert(src, dst);
+            return;
+        }
+        let chunk = src.len().div_ceil(threads).max(MIN_CHUNK);
+        let mut run = || {
+            src.par_chunks(chunk)
+                .zip(dst.par_chunks_mut(chunk))
+                .for_each(|(s, d)| convert(s, d))
+        };
+        match &self.pool {
+            Some(pool) => pool.install(run),
+            None => run(),
+        }
     }
 
     /// The schedule for a call of `dims` (whose geometry is `geom`) on `threads` threads: the

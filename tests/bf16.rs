@@ -235,3 +235,31 @@ fn bf16_bad_lengths_are_errors_and_leave_the_output_untouched() {
     let err = Plan::new(&conv, &w[..11], None, PlanOptions::default()).unwrap_err();
     assert!(matches!(err, Error::LengthMismatch { what: "weights", .. }), "{err:?}");
 }
+
+#[test]
+fn bf16_conversions_shared_by_threads_give_the_single_thread_bits() {
+    // Tensors of more than 2^16 values are converted on the plan's threads in chunks.
+    if tiny() {
+        return;
+    }
+    let conv = Conv1x1::new(48, 40);
+    let dims = InputDims::new(1, 41, 43);
+    let p = representable(Problem::new(conv, dims, true, true, Data::Real, 5));
+    let (x16, r16) = (to_bf16(&p.x), to_bf16(p.residual.as_deref().unwrap()));
+    let run = |threads: Threads| {
+        let plan = p.plan(PlanOptions::default().with_threads(threads));
+        let mut y16 = vec![bf16::NAN; p.output_len()];
+        plan.forward(&x16, dims, Some(&r16), &mut y16, &mut Workspace::new())
+            .unwrap();
+        y16
+    };
+    let single = run(Threads::Single);
+    let mut f32_call = vec![f32::NAN; p.output_len()];
+    p.plan(PlanOptions::default())
+        .forward(&p.x, dims, p.residual.as_deref(), &mut f32_call, &mut Workspace::new())
+        .unwrap();
+    assert_eq!(single, to_bf16(&f32_call));
+    for threads in [Threads::Count(2), Threads::Count(3), Threads::Rayon] {
+        assert_eq!(run(threads), single, "{threads:?}");
+    }
+}

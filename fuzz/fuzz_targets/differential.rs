@@ -2,14 +2,16 @@
 //! the plan tiles it and, on the SIMD kernels, with a forced tile, against the f64 reference
 //! of the test suite (`tests/common/mod.rs`) under its error bound: bit-exact on integer data
 //! with the piecewise-linear activations, within `2 gamma_n |W||X| + ...` otherwise; with
-//! `in_place`, the in-place residual must give the same bits as a separate one.
+//! `in_place`, the in-place residual must give the same bits as a separate one. The problem
+//! rounded to bf16 values must give, with bf16 input, residual and output, the f32 call's
+//! bits rounded once.
 #![no_main]
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::{Data, Problem};
 use libfuzzer_sys::fuzz_target;
-use pointwise::{available_kernels, testing, KernelChoice, KernelId, PlanOptions, Threads, Workspace};
+use pointwise::{available_kernels, bf16, testing, KernelChoice, KernelId, PlanOptions, Threads, Workspace};
 use pointwise_fuzz::DiffCase;
 
 /// Runs `p`; with `in_place`, through `forward_residual_in_place` on a copy of the residual.
@@ -66,9 +68,45 @@ fuzz_target!(|case: DiffCase| {
                 }
                 if case.in_place && p.residual.is_some() {
                     let z = run(&p, kernel, t, tiling, true);
-                    assert!(same_bits(&y, &z), "in-place residual differs on {kernel}, {t:?}, tiling {tiling:?}");
+                    assert!(
+                        same_bits(&y, &z),
+                        "in-place residual differs on {kernel}, {t:?}, tiling {tiling:?}"
+                    );
                 }
             }
         }
     }
+    check_bf16(p);
 });
+
+/// The problem's data rounded to bf16 values: the bf16 call (input, residual and output in
+/// bf16) gives the f32 call's bits on the same values, rounded once.
+fn check_bf16(mut p: Problem) {
+    let round = |v: &mut Vec<f32>| v.iter_mut().for_each(|x| *x = bf16::from_f32(*x).to_f32());
+    round(&mut p.x);
+    if let Some(r) = p.residual.as_mut() {
+        round(r);
+    }
+    let to_bf16 = |v: &[f32]| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>();
+    let plan = p.plan(PlanOptions::default());
+    let mut want = vec![f32::NAN; p.output_len()];
+    plan.forward(&p.x, p.dims, p.residual.as_deref(), &mut want, &mut Workspace::new())
+        .expect("valid call");
+    let mut got = vec![bf16::NAN; p.output_len()];
+    let residual = p.residual.as_deref().map(to_bf16);
+    plan.forward(
+        &to_bf16(&p.x),
+        p.dims,
+        residual.as_deref(),
+        &mut got,
+        &mut Workspace::new(),
+    )
+    .expect("valid call");
+    let want = to_bf16(&want);
+    assert!(
+        got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+        "bf16 call differs from the f32 call rounded: {:?} {:?}",
+        p.conv,
+        p.dims
+    );
+}

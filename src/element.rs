@@ -13,62 +13,89 @@
 pub use half::bf16;
 
 mod sealed {
-    /// The conversions behind [`super::Element`], out of the public API.
+    use half::bf16;
+
+    /// A borrowed tensor of either element type. The public generic calls turn their slices
+    /// into this at once, so that everything below them is ordinary code compiled once, in
+    /// this crate (generic code is compiled in the caller's crate, with the caller's
+    /// optimization level, and the engine below a call is large).
+    pub enum Tensor<'a> {
+        F32(&'a [f32]),
+        Bf16(&'a [bf16]),
+    }
+
+    /// A mutably borrowed tensor of either element type (see [`Tensor`]).
+    pub enum TensorMut<'a> {
+        F32(&'a mut [f32]),
+        Bf16(&'a mut [bf16]),
+    }
+
+    /// What [`super::Element`] can do, out of the public API.
     pub trait Sealed: Copy + Send + Sync + 'static {
-        /// The f32 of the same value (exact).
-        fn to_f32(self) -> f32;
-        /// `v` rounded to this type (to nearest, ties to even; NaN stays NaN).
-        fn from_f32(v: f32) -> Self;
-        /// The slice itself when it already holds f32.
-        fn as_f32(s: &[Self]) -> Option<&[f32]>;
-        /// The slice itself when it already holds f32.
-        fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
+        /// The slice as a tensor of its element type.
+        fn tensor(s: &[Self]) -> Tensor<'_>;
+        /// The slice as a mutable tensor of its element type.
+        fn tensor_mut(s: &mut [Self]) -> TensorMut<'_>;
     }
 
     impl Sealed for f32 {
         #[inline(always)]
-        fn to_f32(self) -> f32 {
-            self
+        fn tensor(s: &[f32]) -> Tensor<'_> {
+            Tensor::F32(s)
         }
         #[inline(always)]
-        fn from_f32(v: f32) -> Self {
-            v
-        }
-        fn as_f32(s: &[f32]) -> Option<&[f32]> {
-            Some(s)
-        }
-        fn as_f32_mut(s: &mut [f32]) -> Option<&mut [f32]> {
-            Some(s)
+        fn tensor_mut(s: &mut [f32]) -> TensorMut<'_> {
+            TensorMut::F32(s)
         }
     }
 
-    impl Sealed for half::bf16 {
+    impl Sealed for bf16 {
         #[inline(always)]
-        fn to_f32(self) -> f32 {
-            f32::from_bits(u32::from(self.to_bits()) << 16)
+        fn tensor(s: &[bf16]) -> Tensor<'_> {
+            Tensor::Bf16(s)
         }
         #[inline(always)]
-        fn from_f32(v: f32) -> Self {
-            half::bf16::from_bits(super::round_to_bf16_bits(v))
-        }
-        fn as_f32(_: &[Self]) -> Option<&[f32]> {
-            None
-        }
-        fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
-            None
+        fn tensor_mut(s: &mut [bf16]) -> TensorMut<'_> {
+            TensorMut::Bf16(s)
         }
     }
 }
 
-pub(crate) use sealed::Sealed;
+pub(crate) use sealed::{Tensor, TensorMut};
+
+impl Tensor<'_> {
+    /// The number of elements.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Tensor::F32(s) => s.len(),
+            Tensor::Bf16(s) => s.len(),
+        }
+    }
+}
+
+impl TensorMut<'_> {
+    /// The number of elements.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            TensorMut::F32(s) => s.len(),
+            TensorMut::Bf16(s) => s.len(),
+        }
+    }
+}
 
 /// An element type a plan's weights, inputs, residuals and outputs may have: `f32` or
 /// [`bf16`]. Sealed: the crate implements it for exactly those two.
 ///
 /// Sums are always formed in f32: see [`Plan::forward`](crate::Plan::forward).
-pub trait Element: Sealed {}
+pub trait Element: sealed::Sealed {}
 impl Element for f32 {}
 impl Element for bf16 {}
+
+/// `v` widened to f32 (exact: its bits are the upper half of the f32's).
+#[inline(always)]
+pub(crate) fn widen(v: bf16) -> f32 {
+    f32::from_bits(u32::from(v.to_bits()) << 16)
+}
 
 /// The bits of `v` rounded to bf16: to nearest, ties to even (the discarded low half is
 /// added to half an ulp minus one, plus the kept lowest bit, and the carry rounds up); a NaN
@@ -84,18 +111,18 @@ pub(crate) fn round_to_bf16_bits(v: f32) -> u16 {
 }
 
 /// Widens `src` into `dst` (same length).
-pub(crate) fn widen_into<T: Element>(src: &[T], dst: &mut [f32]) {
+pub(crate) fn widen_into(src: &[bf16], dst: &mut [f32]) {
     debug_assert_eq!(src.len(), dst.len());
     for (d, &s) in dst.iter_mut().zip(src) {
-        *d = s.to_f32();
+        *d = widen(s);
     }
 }
 
-/// Rounds `src` into `dst` (same length).
-pub(crate) fn narrow_into<T: Element>(src: &[f32], dst: &mut [T]) {
+/// Rounds `src` into `dst` (same length), to nearest with ties to even.
+pub(crate) fn narrow_into(src: &[f32], dst: &mut [bf16]) {
     debug_assert_eq!(src.len(), dst.len());
     for (d, &s) in dst.iter_mut().zip(src) {
-        *d = T::from_f32(s);
+        *d = bf16::from_bits(round_to_bf16_bits(s));
     }
 }
 
@@ -154,10 +181,10 @@ mod tests {
     fn widening_is_exact_and_round_trips() {
         for bits in 0..=u16::MAX {
             let b = bf16::from_bits(bits);
-            let wide = b.to_f32();
+            let wide = widen(b);
             assert_eq!(wide.to_bits(), half::bf16::to_f32(b).to_bits());
             if !wide.is_nan() {
-                assert_eq!(<bf16 as Sealed>::from_f32(wide).to_bits(), bits);
+                assert_eq!(round_to_bf16_bits(wide), bits);
             }
         }
         let mut out = [0.0f32; 3];

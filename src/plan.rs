@@ -3,7 +3,7 @@
 use crate::conv::{Conv1x1, Geometry, InputDims, Layout, OutputDims};
 use crate::dispatch::{KernelChoice, KernelId};
 use crate::driver::{GroupLanesJob, InPtr, Job, OutPtr, Phase, TaskScratch};
-use crate::element::{narrow_into, widen_into, Element};
+use crate::element::{narrow_into, widen, widen_into, Element, Tensor, TensorMut};
 use crate::epilogue::{Activation, Residual, ScalarEpilogue};
 use crate::error::{checked_product, Error, Result};
 use crate::kernels::{self, GroupLanesKernel, Orientation, TileKernel};
@@ -71,6 +71,9 @@ pub(crate) fn live_pools() -> Vec<(usize, usize)> {
     live
 }
 
+/// The stack of each pool thread (see `shared_pool`).
+const POOL_STACK_BYTES: usize = 8 << 20;
+
 /// The process-wide pool for `threads` threads (already capped): the live one when a plan
 /// holds it, else a new one.
 fn shared_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
@@ -82,6 +85,10 @@ fn shared_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(move |i| format!("pointwise-{threads}-{i}"))
+            // A main thread's stack rather than the 2 MiB default: in an unoptimized build
+            // the kernels' register tiles live on the stack (a frame of more than 1 MiB),
+            // and the pages are only reserved until they are touched.
+            .stack_size(POOL_STACK_BYTES)
             .build()
             .map_err(|e| Error::ThreadPool(e.to_string()))?,
     );
@@ -197,11 +204,21 @@ impl Workspace {
     }
 }
 
-/// The residual of a call with a bf16 operand, in the output's element type.
-#[derive(Clone, Copy)]
-enum ConvertedResidual<'a, O> {
+/// A [`PlanBuilder`]'s contents with the weights' element type erased, so that building is
+/// compiled once, here, whatever the element type (see [`Tensor`]).
+struct PlanParts<'a> {
+    conv: &'a Conv1x1,
+    weights: Tensor<'a>,
+    order: WeightOrder,
+    bias: Option<&'a [f32]>,
+    slope: Option<&'a [f32]>,
+    options: PlanOptions,
+}
+
+/// The residual of a call, of either element type.
+enum ResidualTensor<'a> {
     None,
-    Separate(&'a [O]),
+    Separate(Tensor<'a>),
     InOutput,
 }
 
@@ -333,7 +350,14 @@ impl<'a, W: Element> PlanBuilder<'a, W> {
     /// activation; [`Error::KernelUnavailable`] for a forced kernel this CPU lacks;
     /// [`Error::SizeOverflow`]; [`Error::ThreadPool`] when a pool cannot be built.
     pub fn build(self) -> Result<Plan> {
-        Plan::build(self)
+        Plan::build(PlanParts {
+            conv: self.conv,
+            weights: W::tensor(self.weights),
+            order: self.order,
+            bias: self.bias,
+            slope: self.slope,
+            options: self.options,
+        })
     }
 }
 
@@ -371,7 +395,7 @@ impl Plan {
         }
     }
 
-    fn build<W: Element>(b: PlanBuilder<W>) -> Result<Plan> {
+    fn build(b: PlanParts) -> Result<Plan> {
         let conv = b.conv;
         conv.validate()?;
         let expected = conv.weights_len()?;
@@ -412,15 +436,19 @@ impl Plan {
             Threads::Count(n) if n > 1 => Some(shared_pool(n.min(MAX_THREADS))?),
             _ => None,
         };
+        let given: Vec<f32> = match b.weights {
+            Tensor::F32(w) => w.to_vec(),
+            Tensor::Bf16(w) => w.iter().map(|&v| widen(v)).collect(),
+        };
         let weights = match b.order {
-            WeightOrder::OutputMajor => b.weights.iter().map(|&v| v.to_f32()).collect(),
+            WeightOrder::OutputMajor => given,
             WeightOrder::InputMajor => {
                 // [C/G, K] -> [K, C/G]: element (c, k) moves to (k, c).
                 let (k, cg) = (conv.out_channels, conv.in_channels / conv.groups);
                 let mut w = vec![0.0f32; expected];
-                for (c, row) in b.weights.chunks_exact(k).enumerate() {
+                for (c, row) in given.chunks_exact(k).enumerate() {
                     for (kk, &v) in row.iter().enumerate() {
-                        w[kk * cg + c] = v.to_f32();
+                        w[kk * cg + c] = v;
                     }
                 }
                 w
@@ -664,16 +692,8 @@ impl Plan {
         output: &mut [O],
         workspace: &mut Workspace,
     ) -> Result<()> {
-        let act = self.conv.activation;
-        let f32_residual = residual.map(O::as_f32);
-        match (I::as_f32(input), f32_residual, O::as_f32_mut(output)) {
-            (Some(x), None, Some(y)) => self.run(x, dims, Residual::None, y, workspace, act),
-            (Some(x), Some(Some(r)), Some(y)) => self.run(x, dims, Residual::Separate(r), y, workspace, act),
-            _ => {
-                let residual = residual.map_or(ConvertedResidual::None, ConvertedResidual::Separate);
-                self.run_converting(input, dims, residual, output, workspace)
-            }
-        }
+        let residual = residual.map_or(ResidualTensor::None, |r| ResidualTensor::Separate(O::tensor(r)));
+        self.forward_tensors(I::tensor(input), dims, residual, O::tensor_mut(output), workspace)
     }
 
     /// Computes `output = act(W * input + bias + output)`: the output buffer holds the
@@ -695,9 +715,32 @@ impl Plan {
         output: &mut [O],
         workspace: &mut Workspace,
     ) -> Result<()> {
-        match (I::as_f32(input), O::as_f32_mut(output)) {
-            (Some(x), Some(y)) => self.run(x, dims, Residual::InOutput, y, workspace, self.conv.activation),
-            _ => self.run_converting(input, dims, ConvertedResidual::InOutput, output, workspace),
+        let output = O::tensor_mut(output);
+        self.forward_tensors(I::tensor(input), dims, ResidualTensor::InOutput, output, workspace)
+    }
+
+    /// [`Plan::forward`] with the element types erased: an all-f32 call runs directly, any
+    /// other converts.
+    fn forward_tensors(
+        &self,
+        input: Tensor,
+        dims: InputDims,
+        residual: ResidualTensor,
+        output: TensorMut,
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let act = self.conv.activation;
+        match (input, residual, output) {
+            (Tensor::F32(x), ResidualTensor::None, TensorMut::F32(y)) => {
+                self.run(x, dims, Residual::None, y, workspace, act)
+            }
+            (Tensor::F32(x), ResidualTensor::Separate(Tensor::F32(r)), TensorMut::F32(y)) => {
+                self.run(x, dims, Residual::Separate(r), y, workspace, act)
+            }
+            (Tensor::F32(x), ResidualTensor::InOutput, TensorMut::F32(y)) => {
+                self.run(x, dims, Residual::InOutput, y, workspace, act)
+            }
+            (input, residual, output) => self.run_converting(input, dims, residual, output, workspace),
         }
     }
 
@@ -705,50 +748,59 @@ impl Plan {
     /// on error), then the bf16 tensors are widened into workspace buffers, the f32 call
     /// runs, and a bf16 output is rounded out of its f32 buffer (which held the widened
     /// residual, as an in-place residual).
-    fn run_converting<I: Element, O: Element>(
+    fn run_converting(
         &self,
-        input: &[I],
+        input: Tensor,
         dims: InputDims,
-        residual: ConvertedResidual<O>,
-        output: &mut [O],
+        residual: ResidualTensor,
+        output: TensorMut,
         workspace: &mut Workspace,
     ) -> Result<()> {
-        let residual_len = match residual {
-            ConvertedResidual::Separate(r) => Some(r.len()),
-            ConvertedResidual::None | ConvertedResidual::InOutput => None,
+        let residual_len = match &residual {
+            ResidualTensor::Separate(r) => Some(r.len()),
+            ResidualTensor::None | ResidualTensor::InOutput => None,
         };
         if Geometry::new(&self.conv, dims, input.len(), residual_len, output.len())?.is_none() {
             return Ok(());
         }
         let act = self.conv.activation;
         let mut wide_input = Vec::new();
-        let x = match I::as_f32(input) {
-            Some(x) => x,
-            None => {
-                wide_input = workspace.take_scratch(input.len());
-                self.convert_chunks(input, &mut wide_input, widen_into);
+        let x = match input {
+            Tensor::F32(x) => x,
+            Tensor::Bf16(x) => {
+                wide_input = workspace.take_scratch(x.len());
+                self.convert_chunks(x, &mut wide_input, widen_into);
                 &wide_input
             }
         };
-        let result = match O::as_f32_mut(output) {
-            Some(y) => {
-                // The output is f32, so is the residual.
-                let residual = match residual {
-                    ConvertedResidual::None => Residual::None,
-                    ConvertedResidual::InOutput => Residual::InOutput,
-                    ConvertedResidual::Separate(r) => O::as_f32(r).map_or(Residual::None, Residual::Separate),
-                };
-                self.run(x, dims, residual, y, workspace, act)
-            }
-            None => {
+        let result = match output {
+            TensorMut::F32(y) => match residual {
+                ResidualTensor::None => self.run(x, dims, Residual::None, y, workspace, act),
+                ResidualTensor::InOutput => self.run(x, dims, Residual::InOutput, y, workspace, act),
+                ResidualTensor::Separate(Tensor::F32(r)) => self.run(x, dims, Residual::Separate(r), y, workspace, act),
+                ResidualTensor::Separate(Tensor::Bf16(r)) => {
+                    // Not reachable through the public calls (the residual has the output's
+                    // type), but total: the residual widened into a buffer of its own.
+                    let mut wide_residual = workspace.take_scratch(r.len());
+                    self.convert_chunks(r, &mut wide_residual, widen_into);
+                    let result = self.run(x, dims, Residual::Separate(&wide_residual), y, workspace, act);
+                    workspace.return_scratch(wide_residual);
+                    result
+                }
+            },
+            TensorMut::Bf16(output) => {
                 let mut wide_output = workspace.take_scratch(output.len());
                 let residual = match residual {
-                    ConvertedResidual::None => Residual::None,
-                    ConvertedResidual::Separate(r) => {
+                    ResidualTensor::None => Residual::None,
+                    ResidualTensor::Separate(Tensor::F32(r)) => {
+                        wide_output.copy_from_slice(r);
+                        Residual::InOutput
+                    }
+                    ResidualTensor::Separate(Tensor::Bf16(r)) => {
                         self.convert_chunks(r, &mut wide_output, widen_into);
                         Residual::InOutput
                     }
-                    ConvertedResidual::InOutput => {
+                    ResidualTensor::InOutput => {
                         self.convert_chunks(output, &mut wide_output, widen_into);
                         Residual::InOutput
                     }

@@ -1,8 +1,8 @@
 //! The built-in layer suite, and running one layer on one kernel: median GFLOP/s over
 //! repeated runs, checked against an f64 reference on sampled outputs.
 use pointwise::{
-    bf16, Accumulate, Activation, BackwardPlan, Conv1x1, Gradients, InputDims, KernelChoice, KernelId, Layout, Padding,
-    Plan, PlanOptions, Saved, Threads, Workspace,
+    bf16, Accumulate, Activation, BackwardPlan, Conv1x1, Element, Gradients, InputDims, KernelChoice, KernelId, Layout,
+    Padding, Plan, PlanOptions, Saved, Threads, Workspace,
 };
 use std::time::Instant;
 
@@ -210,79 +210,83 @@ pub fn measure(
 ) -> Measurement {
     let conv = layer.conv(layout).with_activation(act);
     let dims = layer.dims();
-    let mut x = data(conv.input_len(dims).expect("valid"), 1);
-    let mut w = data(conv.weights_len().expect("valid"), 2);
-    if bf16 {
-        // The f32 copies hold the bf16 values, for the reference.
-        for v in x.iter_mut().chain(w.iter_mut()) {
-            *v = bf16::from_f32(*v).to_f32();
-        }
-        return measure_bf16(layer, layout, act, kernel, threads, seconds, &x, &w);
+    let x = data(conv.input_len(dims).expect("valid"), 1);
+    let w = data(conv.weights_len().expect("valid"), 2);
+    if !bf16 {
+        return measure_typed(
+            layer,
+            layout,
+            act,
+            kernel,
+            threads,
+            seconds,
+            [&x, &w],
+            [&x, &w],
+            (f32::NAN, |v| v),
+            0.0,
+        );
     }
-    let bias = data(layer.k, 3);
-    let slope: Vec<f32> = data(layer.k, 4).iter().map(|v| 0.25 + 0.2 * v).collect();
-    let options = PlanOptions::default()
-        .with_kernel(KernelChoice::Force(kernel))
-        .with_threads(threads);
-    let mut builder = Plan::builder(&conv, &w).bias(&bias).options(options);
-    if act.needs_slope() {
-        builder = builder.prelu_slope(&slope);
-    }
-    let plan = builder.build().expect("kernel is available");
-    let out = plan.output_dims(dims).expect("valid");
-    let mut y = vec![f32::NAN; out.len().expect("valid")];
-    let mut ws = Workspace::new();
-    plan.forward(&x, dims, None, &mut y, &mut ws).expect("valid");
-    let (max_rel_err, ok) = verify(layer, layout, act, &x, &w, &bias, &slope, &y, 0.0);
-    let tile = plan.tile_for(dims).ok().flatten().unwrap_or("-");
-
-    let median = median_seconds(seconds, || {
-        plan.forward(&x, dims, None, &mut y, &mut ws).expect("valid")
-    });
-    Measurement {
-        tile,
-        gflops: layer.flops() / median / 1e9,
-        max_rel_err,
-        ok,
-    }
+    let to_bf16 = |v: &[f32]| v.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>();
+    let (x16, w16) = (to_bf16(&x), to_bf16(&w));
+    // The f32 copies hold the bf16 values, for the reference.
+    let (x, w): (Vec<f32>, Vec<f32>) = (
+        x16.iter().map(|v| v.to_f32()).collect(),
+        w16.iter().map(|v| v.to_f32()).collect(),
+    );
+    // Rounding to bf16 moves a value by at most half of 2^-7 of its magnitude.
+    let rounding = 2f64.powi(-8);
+    measure_typed(
+        layer,
+        layout,
+        act,
+        kernel,
+        threads,
+        seconds,
+        [&x, &w],
+        [&x16, &w16],
+        (bf16::NAN, bf16::to_f32),
+        rounding,
+    )
 }
 
-/// [`measure`] with bf16 weights, input and output; `x` and `w` hold bf16 values.
+/// [`measure`] with input, weights and output of element type `E`: `[xe, we]` are the input
+/// and weights, `[x, w]` their f32 values (for the reference), `nan` fills the output before
+/// the call (so that an output left unwritten fails the check), `widen` reads an output back,
+/// and `rounding` is the output's relative rounding error.
 #[allow(clippy::too_many_arguments)]
-fn measure_bf16(
+fn measure_typed<E: Element>(
     layer: &Layer,
     layout: Layout,
     act: Activation,
     kernel: KernelId,
     threads: Threads,
     seconds: f64,
-    x: &[f32],
-    w: &[f32],
+    [x, w]: [&[f32]; 2],
+    [xe, we]: [&[E]; 2],
+    (nan, widen): (E, fn(E) -> f32),
+    rounding: f64,
 ) -> Measurement {
     let conv = layer.conv(layout).with_activation(act);
     let dims = layer.dims();
-    let to_bf16 = |v: &[f32]| v.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>();
-    let (x16, w16) = (to_bf16(x), to_bf16(w));
     let bias = data(layer.k, 3);
     let slope: Vec<f32> = data(layer.k, 4).iter().map(|v| 0.25 + 0.2 * v).collect();
     let options = PlanOptions::default()
         .with_kernel(KernelChoice::Force(kernel))
         .with_threads(threads);
-    let mut builder = Plan::builder(&conv, &w16).bias(&bias).options(options);
+    let mut builder = Plan::builder(&conv, we).bias(&bias).options(options);
     if act.needs_slope() {
         builder = builder.prelu_slope(&slope);
     }
     let plan = builder.build().expect("kernel is available");
     let out = plan.output_dims(dims).expect("valid");
-    let mut y16 = vec![bf16::NAN; out.len().expect("valid")];
+    let mut ye = vec![nan; out.len().expect("valid")];
     let mut ws = Workspace::new();
-    plan.forward(&x16, dims, None, &mut y16, &mut ws).expect("valid");
-    let y: Vec<f32> = y16.iter().map(|v| v.to_f32()).collect();
-    // Rounding to bf16 moves a value by at most half of 2^-7 of its magnitude.
-    let (max_rel_err, ok) = verify(layer, layout, act, x, w, &bias, &slope, &y, 2f64.powi(-8));
+    plan.forward(xe, dims, None, &mut ye, &mut ws).expect("valid");
+    let y: Vec<f32> = ye.iter().map(|&v| widen(v)).collect();
+    let (max_rel_err, ok) = verify(layer, layout, act, x, w, &bias, &slope, &y, rounding);
     let tile = plan.tile_for(dims).ok().flatten().unwrap_or("-");
     let median = median_seconds(seconds, || {
-        plan.forward(&x16, dims, None, &mut y16, &mut ws).expect("valid")
+        plan.forward(xe, dims, None, &mut ye, &mut ws).expect("valid")
     });
     Measurement {
         tile,

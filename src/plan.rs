@@ -719,36 +719,11 @@ impl Plan {
         self.forward_tensors(I::tensor(input), dims, ResidualTensor::InOutput, output, workspace)
     }
 
-    /// [`Plan::forward`] with the element types erased: an all-f32 call runs directly, any
-    /// other converts.
+    /// [`Plan::forward`] with the element types erased. Every length is checked first (the
+    /// output stays untouched on error); then the bf16 tensors are widened into workspace
+    /// buffers, the f32 call runs, and a bf16 output is rounded out of its f32 buffer (which
+    /// held the widened residual, as an in-place residual). An all-f32 call converts nothing.
     fn forward_tensors(
-        &self,
-        input: Tensor,
-        dims: InputDims,
-        residual: ResidualTensor,
-        output: TensorMut,
-        workspace: &mut Workspace,
-    ) -> Result<()> {
-        let act = self.conv.activation;
-        match (input, residual, output) {
-            (Tensor::F32(x), ResidualTensor::None, TensorMut::F32(y)) => {
-                self.run(x, dims, Residual::None, y, workspace, act)
-            }
-            (Tensor::F32(x), ResidualTensor::Separate(Tensor::F32(r)), TensorMut::F32(y)) => {
-                self.run(x, dims, Residual::Separate(r), y, workspace, act)
-            }
-            (Tensor::F32(x), ResidualTensor::InOutput, TensorMut::F32(y)) => {
-                self.run(x, dims, Residual::InOutput, y, workspace, act)
-            }
-            (input, residual, output) => self.run_converting(input, dims, residual, output, workspace),
-        }
-    }
-
-    /// A call with a bf16 operand: every length is checked first (the output stays untouched
-    /// on error), then the bf16 tensors are widened into workspace buffers, the f32 call
-    /// runs, and a bf16 output is rounded out of its f32 buffer (which held the widened
-    /// residual, as an in-place residual).
-    fn run_converting(
         &self,
         input: Tensor,
         dims: InputDims,
@@ -774,20 +749,24 @@ impl Plan {
             }
         };
         let result = match output {
-            TensorMut::F32(y) => match residual {
-                ResidualTensor::None => self.run(x, dims, Residual::None, y, workspace, act),
-                ResidualTensor::InOutput => self.run(x, dims, Residual::InOutput, y, workspace, act),
-                ResidualTensor::Separate(Tensor::F32(r)) => self.run(x, dims, Residual::Separate(r), y, workspace, act),
-                ResidualTensor::Separate(Tensor::Bf16(r)) => {
-                    // Not reachable through the public calls (the residual has the output's
-                    // type), but total: the residual widened into a buffer of its own.
-                    let mut wide_residual = workspace.take_scratch(r.len());
-                    self.convert_chunks(r, &mut wide_residual, widen_into);
-                    let result = self.run(x, dims, Residual::Separate(&wide_residual), y, workspace, act);
-                    workspace.return_scratch(wide_residual);
-                    result
-                }
-            },
+            TensorMut::F32(y) => {
+                let mut wide_residual = Vec::new();
+                let residual = match residual {
+                    ResidualTensor::None => Residual::None,
+                    ResidualTensor::InOutput => Residual::InOutput,
+                    ResidualTensor::Separate(Tensor::F32(r)) => Residual::Separate(r),
+                    ResidualTensor::Separate(Tensor::Bf16(r)) => {
+                        // Not reachable through the public calls (the residual has the
+                        // output's type), but total: widened into a buffer of its own.
+                        wide_residual = workspace.take_scratch(r.len());
+                        self.convert_chunks(r, &mut wide_residual, widen_into);
+                        Residual::Separate(&wide_residual)
+                    }
+                };
+                let result = self.run(x, dims, residual, y, workspace, act);
+                workspace.return_scratch(wide_residual);
+                result
+            }
             TensorMut::Bf16(output) => {
                 let mut wide_output = workspace.take_scratch(output.len());
                 let residual = match residual {

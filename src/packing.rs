@@ -312,7 +312,12 @@ fn pack_channel_contiguous<S: Simd>(
     for (block_index, block) in offs.chunks(B).enumerate() {
         let lane0 = block_index * B;
         if block.len() == B && block.iter().all(|&o| o != PADDED) {
-            let src: [&[f32]; B] = std::array::from_fn(|i| &x[block[i] as usize + c0..][..cg]);
+            // Loops, not `std::array::from_fn`: its closure was compiled out of line (a fifth
+            // of the time of NHWC 16 -> 1 at 112x112, Xeon Ice Lake).
+            let mut src: [&[f32]; B] = [&[]; B];
+            for (row, &offset) in src.iter_mut().zip(block) {
+                *row = &x[offset as usize + c0..][..cg];
+            }
             let mut c = 0;
             while c + B <= cg {
                 // The last write of the block, (c + 7) * lanes + lane0 + 7, is inside dst.
@@ -320,7 +325,11 @@ fn pack_channel_contiguous<S: Simd>(
                 // SAFETY: each source row has `cg >= c + 8` values past `c` (sliced above);
                 // the writes at j * lanes + i, i, j < 8, end inside `out` (sliced to the last
                 // one), a different buffer from the input.
-                unsafe { s.transpose_8x8(std::array::from_fn(|i| src[i][c..].as_ptr()), out.as_mut_ptr(), lanes) };
+                let mut rows = [std::ptr::null(); B];
+                for (p, row) in rows.iter_mut().zip(&src) {
+                    *p = row[c..].as_ptr();
+                }
+                unsafe { s.transpose_8x8(rows, out.as_mut_ptr(), lanes) };
                 c += B;
             }
             for c in c..cg {

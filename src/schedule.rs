@@ -332,9 +332,13 @@ fn choose_tiling<T: Borrow<Tile>>(
         let folded = g.layout == Layout::Nhwc || (g.n > 1 && g.p < 256);
         return (0, folded, true);
     }
+    // Whether a tile's lanes are contiguous in the output (and its rows a fixed stride apart):
+    // NCHW weight rows of one image, NHWC pixel rows, and NHWC weight rows of a single output
+    // channel (pixels one value apart; the tile's one valid row is stored).
     let direct_for = |tile: &Tile, folded: bool| match (g.layout, tile.orient) {
         (Layout::Nchw, Orientation::WeightRows) => !folded,
         (Layout::Nhwc, Orientation::PixelRows) => true,
+        (Layout::Nhwc, Orientation::WeightRows) => g.k == 1,
         _ => false,
     };
     if let Some((tile, folded)) = forced {

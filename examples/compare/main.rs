@@ -72,6 +72,12 @@ pub struct Options {
     /// the suite (repeatable)
     #[arg(long = "layer", value_name = "SPEC", value_parser = parse_layer, verbatim_doc_comment)]
     pub custom: Vec<Layer>,
+    /// the layers of FILE instead of the suite, one per line:
+    /// `name n c k h w [stride [groups]]` (`#` comments and blank
+    /// lines ignored; the format of benches/sweep/shapes.txt and of
+    /// the peers harness's --layers-file); with --layer, both run
+    #[arg(long = "layers-file", value_name = "FILE", value_parser = parse_layers_file, verbatim_doc_comment)]
+    pub layers_file: Option<LayersFile>,
     /// memory layout (default nchw)
     #[arg(long, value_name = "nchw|nhwc", default_value = "nchw", hide_default_value = true, value_parser = parse_layout)]
     pub layout: Layout,
@@ -201,6 +207,46 @@ pub fn parse_layer(spec: &str) -> Result<Layer, String> {
     Ok(layer)
 }
 
+/// The layers of a `--layers-file`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayersFile(pub Vec<Layer>);
+
+/// `--layers-file FILE`: reads the file and parses every layer line.
+fn parse_layers_file(path: &str) -> Result<LayersFile, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    parse_layer_lines(&text)
+        .map(LayersFile)
+        .map_err(|e| format!("{path}: {e}"))
+}
+
+/// The lines of a layers file: `name n c k h w [stride [groups]]`, `#` starting a comment.
+pub fn parse_layer_lines(text: &str) -> Result<Vec<Layer>, String> {
+    let mut layers = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let numbers = &fields[1..];
+        if !(5..=7).contains(&numbers.len()) {
+            return Err(format!("line {}: expected `name n c k h w [stride [groups]]`", i + 1));
+        }
+        // As --layer's n,c,k,h,w,stride,pad,groups with no padding.
+        let mut spec: Vec<&str> = numbers[..5].to_vec();
+        spec.push(numbers.get(5).copied().unwrap_or("1"));
+        spec.push("0");
+        spec.push(numbers.get(6).copied().unwrap_or("1"));
+        let mut layer = parse_layer(&spec.join(",")).map_err(|e| format!("line {}: {e}", i + 1))?;
+        layer.name = fields[0].to_string();
+        layers.push(layer);
+    }
+    if layers.is_empty() {
+        return Err("no layers".into());
+    }
+    Ok(layers)
+}
+
 /// The tier whose FMA peak is a kernel's yardstick.
 fn peak_tier(kernel: KernelId) -> KernelId {
     match kernel {
@@ -241,11 +287,11 @@ pub fn run(opts: &Options, show_progress: bool) -> Result<RunResult, String> {
         .filter(|k| *k != KernelId::Reference)
         .filter(|k| opts.kernels.is_empty() || opts.kernels.contains(k))
         .collect();
-    let mut layers: Vec<Layer> = if opts.custom.is_empty() {
-        suite::default_suite()
-    } else {
-        opts.custom.clone()
-    };
+    let mut layers: Vec<Layer> = opts.custom.clone();
+    layers.extend(opts.layers_file.iter().flat_map(|f| f.0.iter().cloned()));
+    if layers.is_empty() {
+        layers = suite::default_suite();
+    }
     if !opts.layer_filter.is_empty() {
         layers.retain(|l| opts.layer_filter.iter().any(|f| l.name.contains(f.as_str())));
     }
@@ -472,6 +518,40 @@ mod tests {
         );
         let l = parse_args("--layer 1,3,2,3,3").unwrap().custom[0].clone();
         assert_eq!((l.stride, l.pad, l.groups), (1, 0, 1));
+    }
+
+    #[test]
+    fn parses_layers_files() {
+        let layers = parse_layer_lines(
+            "# name n c k h w stride groups\n\ng8-1 1 64 64 7 7 1 8 # grouped\nk1 2 16 1 5 6\ns 1 9 3 7 7 2\n",
+        )
+        .unwrap();
+        let got: Vec<_> = layers
+            .iter()
+            .map(|l| (l.name.as_str(), l.n, l.c, l.k, l.h, l.w, l.stride, l.pad, l.groups))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("g8-1", 1, 64, 64, 7, 7, 1, 0, 8),
+                ("k1", 2, 16, 1, 5, 6, 1, 0, 1),
+                ("s", 1, 9, 3, 7, 7, 2, 0, 1)
+            ]
+        );
+        for bad in [
+            "",
+            "# only a comment\n",
+            "a 1 2 3\n",
+            "a 1 2 3 4 5 6 7 8\n",
+            "a 1 6 4 3 3 1 4\n",
+            "a 1 x 4 3 3\n",
+        ] {
+            assert!(parse_layer_lines(bad).is_err(), "{bad:?}");
+        }
+        // The repository's sweep parses whole.
+        let sweep = include_str!("../../benches/sweep/shapes.txt");
+        assert!(parse_layer_lines(sweep).unwrap().len() >= 120);
+        assert!(parse_args("--layers-file /nonexistent/shapes.txt").is_err());
     }
 
     #[test]

@@ -17,7 +17,16 @@ use std::arch::x86_64::*;
 pub(crate) unsafe fn transpose_8x8_avx(rows: [*const f32; 8], dst: *mut f32, dst_stride: usize) {
     // SAFETY: the caller guarantees AVX, 8 readable values per row and the 8 x 8 writes.
     unsafe {
-        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(rows[i]));
+        let r = [
+            _mm256_loadu_ps(rows[0]),
+            _mm256_loadu_ps(rows[1]),
+            _mm256_loadu_ps(rows[2]),
+            _mm256_loadu_ps(rows[3]),
+            _mm256_loadu_ps(rows[4]),
+            _mm256_loadu_ps(rows[5]),
+            _mm256_loadu_ps(rows[6]),
+            _mm256_loadu_ps(rows[7]),
+        ];
         // Lanes interleaved pairwise: t0 = r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] r0[5] r1[5].
         let t = [
             _mm256_unpacklo_ps(r[0], r[1]),

@@ -212,19 +212,16 @@ pub fn measure(
     let dims = layer.dims();
     let x = data(conv.input_len(dims).expect("valid"), 1);
     let w = data(conv.weights_len().expect("valid"), 2);
+    let run = Run {
+        layer,
+        layout,
+        act,
+        kernel,
+        threads,
+        seconds,
+    };
     if !bf16 {
-        return measure_typed(
-            layer,
-            layout,
-            act,
-            kernel,
-            threads,
-            seconds,
-            [&x, &w],
-            [&x, &w],
-            (f32::NAN, |v| v),
-            0.0,
-        );
+        return measure_typed(&run, [&x, &w], [&x, &w], (f32::NAN, |v| v), 0.0);
     }
     let to_bf16 = |v: &[f32]| v.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>();
     let (x16, w16) = (to_bf16(&x), to_bf16(&w));
@@ -235,37 +232,39 @@ pub fn measure(
     );
     // Rounding to bf16 moves a value by at most half of 2^-7 of its magnitude.
     let rounding = 2f64.powi(-8);
-    measure_typed(
-        layer,
-        layout,
-        act,
-        kernel,
-        threads,
-        seconds,
-        [&x, &w],
-        [&x16, &w16],
-        (bf16::NAN, bf16::to_f32),
-        rounding,
-    )
+    measure_typed(&run, [&x, &w], [&x16, &w16], (bf16::NAN, bf16::to_f32), rounding)
+}
+
+/// What one forward measurement runs: a layer in a layout with an activation, on a kernel and
+/// a thread count, for about `seconds`.
+struct Run<'a> {
+    layer: &'a Layer,
+    layout: Layout,
+    act: Activation,
+    kernel: KernelId,
+    threads: Threads,
+    seconds: f64,
 }
 
 /// [`measure`] with input, weights and output of element type `E`: `[xe, we]` are the input
 /// and weights, `[x, w]` their f32 values (for the reference), `nan` fills the output before
 /// the call (so that an output left unwritten fails the check), `widen` reads an output back,
 /// and `rounding` is the output's relative rounding error.
-#[allow(clippy::too_many_arguments)]
 fn measure_typed<E: Element>(
-    layer: &Layer,
-    layout: Layout,
-    act: Activation,
-    kernel: KernelId,
-    threads: Threads,
-    seconds: f64,
+    run: &Run,
     [x, w]: [&[f32]; 2],
     [xe, we]: [&[E]; 2],
     (nan, widen): (E, fn(E) -> f32),
     rounding: f64,
 ) -> Measurement {
+    let Run {
+        layer,
+        layout,
+        act,
+        kernel,
+        threads,
+        seconds,
+    } = *run;
     let conv = layer.conv(layout).with_activation(act);
     let dims = layer.dims();
     let bias = data(layer.k, 3);

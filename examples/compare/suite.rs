@@ -257,23 +257,15 @@ fn measure_typed<E: Element>(
     (nan, widen): (E, fn(E) -> f32),
     rounding: f64,
 ) -> Measurement {
-    let Run {
-        layer,
-        layout,
-        act,
-        kernel,
-        threads,
-        seconds,
-    } = *run;
-    let conv = layer.conv(layout).with_activation(act);
-    let dims = layer.dims();
-    let bias = data(layer.k, 3);
-    let slope: Vec<f32> = data(layer.k, 4).iter().map(|v| 0.25 + 0.2 * v).collect();
+    let conv = run.layer.conv(run.layout).with_activation(run.act);
+    let dims = run.layer.dims();
+    let bias = data(run.layer.k, 3);
+    let slope: Vec<f32> = data(run.layer.k, 4).iter().map(|v| 0.25 + 0.2 * v).collect();
     let options = PlanOptions::default()
-        .with_kernel(KernelChoice::Force(kernel))
-        .with_threads(threads);
+        .with_kernel(KernelChoice::Force(run.kernel))
+        .with_threads(run.threads);
     let mut builder = Plan::builder(&conv, we).bias(&bias).options(options);
-    if act.needs_slope() {
+    if run.act.needs_slope() {
         builder = builder.prelu_slope(&slope);
     }
     let plan = builder.build().expect("kernel is available");
@@ -282,14 +274,14 @@ fn measure_typed<E: Element>(
     let mut ws = Workspace::new();
     plan.forward(xe, dims, None, &mut ye, &mut ws).expect("valid");
     let y: Vec<f32> = ye.iter().map(|&v| widen(v)).collect();
-    let (max_rel_err, ok) = verify(layer, layout, act, x, w, &bias, &slope, &y, rounding);
+    let (max_rel_err, ok) = verify(run.layer, run.layout, run.act, x, w, &bias, &slope, &y, rounding);
     let tile = plan.tile_for(dims).ok().flatten().unwrap_or("-");
-    let median = median_seconds(seconds, || {
+    let median = median_seconds(run.seconds, || {
         plan.forward(xe, dims, None, &mut ye, &mut ws).expect("valid")
     });
     Measurement {
         tile,
-        gflops: layer.flops() / median / 1e9,
+        gflops: run.layer.flops() / median / 1e9,
         max_rel_err,
         ok,
     }

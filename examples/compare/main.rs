@@ -181,23 +181,35 @@ fn parse_activation(name: &str) -> Result<Activation, String> {
 
 /// `--layer n,c,k,h,w[,stride[,pad[,groups]]]`.
 pub fn parse_layer(spec: &str) -> Result<Layer, String> {
-    let v: Vec<usize> = spec
-        .split(',')
-        .map(|s| s.trim().parse::<usize>().map_err(|_| format!("bad number {s:?}")))
-        .collect::<Result<_, _>>()?;
+    let v = parse_numbers(spec.split(','))?;
     if !(5..=8).contains(&v.len()) {
         return Err("expected n,c,k,h,w[,stride[,pad[,groups]]]".into());
     }
+    let [stride, pad, groups] = [(5, 1), (6, 0), (7, 1)].map(|(i, default)| *v.get(i).unwrap_or(&default));
+    let name = format!("custom_{}", spec.replace(',', "_"));
+    checked_layer(name, [v[0], v[1], v[2], v[3], v[4], stride, pad, groups])
+}
+
+/// Each field as a count.
+fn parse_numbers<'a>(fields: impl Iterator<Item = &'a str>) -> Result<Vec<usize>, String> {
+    fields
+        .map(|s| s.trim().parse::<usize>().map_err(|_| format!("bad number {s:?}")))
+        .collect()
+}
+
+/// The layer `name` with `[n, c, k, h, w, stride, pad, groups]`, when it is a valid
+/// convolution with at least one image and pixel.
+fn checked_layer(name: String, [n, c, k, h, w, stride, pad, groups]: [usize; 8]) -> Result<Layer, String> {
     let layer = Layer {
-        name: format!("custom_{}", spec.replace(',', "_")),
-        n: v[0],
-        c: v[1],
-        k: v[2],
-        h: v[3],
-        w: v[4],
-        stride: *v.get(5).unwrap_or(&1),
-        pad: *v.get(6).unwrap_or(&0),
-        groups: *v.get(7).unwrap_or(&1),
+        name,
+        n,
+        c,
+        k,
+        h,
+        w,
+        stride,
+        pad,
+        groups,
         memory_bound: false,
     };
     layer.conv(Layout::Nchw).validate().map_err(|e| e.to_string())?;
@@ -227,18 +239,16 @@ pub fn parse_layer_lines(text: &str) -> Result<Vec<Layer>, String> {
         if line.is_empty() {
             continue;
         }
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let numbers = &fields[1..];
-        if !(5..=7).contains(&numbers.len()) {
-            return Err(format!("line {}: expected `name n c k h w [stride [groups]]`", i + 1));
+        let mut fields = line.split_whitespace();
+        let name = fields.next().unwrap_or_default().to_string();
+        let at = |e: String| format!("line {}: {e}", i + 1);
+        let v = parse_numbers(fields).map_err(at)?;
+        if !(5..=7).contains(&v.len()) {
+            return Err(at("expected `name n c k h w [stride [groups]]`".into()));
         }
-        // As --layer's n,c,k,h,w,stride,pad,groups with no padding.
-        let mut spec: Vec<&str> = numbers[..5].to_vec();
-        spec.push(numbers.get(5).copied().unwrap_or("1"));
-        spec.push("0");
-        spec.push(numbers.get(6).copied().unwrap_or("1"));
-        let mut layer = parse_layer(&spec.join(",")).map_err(|e| format!("line {}: {e}", i + 1))?;
-        layer.name = fields[0].to_string();
+        // No padding: the format has none.
+        let [stride, groups] = [5, 6].map(|i| *v.get(i).unwrap_or(&1));
+        let layer = checked_layer(name, [v[0], v[1], v[2], v[3], v[4], stride, 0, groups]).map_err(at)?;
         layers.push(layer);
     }
     if layers.is_empty() {

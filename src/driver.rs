@@ -14,7 +14,8 @@ use crate::kernels::simd::{
 };
 use crate::kernels::Orientation;
 use crate::packing::{
-    pack_pixel_panels, pixel_offsets, uniform_spacing, GroupLanePanels, PanelBuf, WeightPanels, PADDED,
+    pack_consecutive_pixels, pack_pixel_panels, pixel_offsets, uniform_spacing, GroupLanePanels, PanelBuf,
+    WeightPanels, PADDED,
 };
 use crate::schedule::{Schedule, Unit};
 use std::mem::MaybeUninit;
@@ -275,6 +276,9 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
     // groups, channel ranges or parts over the same pixels (consecutive in the unit order)
     // reuse them.
     let mut mapped: Option<Range<usize>> = None;
+    // Whether the mapped pixels are one run of consecutive values of an NCHW channel plane
+    // (packed a channel row at a time across all their panels).
+    let mut consecutive = false;
     for u in units {
         // In the combine phase, `u` is an output unit, with the coordinates of its first part.
         let unit = job.unit(if combine { u * parts } else { u });
@@ -323,6 +327,10 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
                     spacing[panel] = uniform_spacing(offs, pl).and_then(in_place_spacing);
                 }
             }
+            consecutive = ics != 1
+                && g.is_dense()
+                && g.input_pixel_spacing() == 1
+                && offsets[npix - 1] - offsets[0] == (npix - 1) as isize;
             mapped = Some(unit.pixels.clone());
         }
         // This output unit's split sums: part `q`'s tile `t` at `(q * unit_tiles + t) * tile_len`.
@@ -387,13 +395,30 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
             let last = block + 1 == blocks;
             // Fused groups pack every channel (the block is the whole reduction: k0 = 0).
             let (pack_c0, pack_rows) = if fused { (0, g.c) } else { (c0 + k0, kb) };
-            for (panel, offs) in offsets.chunks(pl).enumerate() {
-                if spacing[panel].is_none() {
-                    let dst = &mut packed[panel * panel_rows * pl..][..pack_rows * pl];
-                    pack_pixel_panels(s, job.x, offs, pack_c0, pack_rows, ics, pl, 0.0, dst);
+            if consecutive && spacing[..pixel_panels].iter().all(Option::is_none) {
+                // Offsets of a dense map rise by one per pixel within an image: the unit's
+                // pixels are offsets[0].. of every channel plane.
+                let first = offsets[0] as usize;
+                let (len, panel_len) = (pixel_panels * panel_rows * pl, panel_rows * pl);
+                let dst = &mut packed[..len];
+                pack_consecutive_pixels(s, job.x, first, npix, pack_c0, pack_rows, ics, pl, panel_len, 0.0, dst);
+            } else {
+                for (panel, offs) in offsets.chunks(pl).enumerate() {
+                    if spacing[panel].is_none() {
+                        let dst = &mut packed[panel * panel_rows * pl..][..pack_rows * pl];
+                        pack_pixel_panels(s, job.x, offs, pack_c0, pack_rows, ics, pl, 0.0, dst);
+                    }
                 }
             }
-            for wp in first_panel..last_panel {
+            let weight_panels = last_panel - first_panel;
+            for t in 0..weight_panels * pixel_panels {
+                // Tile t of the unit: the schedule says which panel stays while the other
+                // streams past it.
+                let (wp, pp) = if job.sched.pixels_outer {
+                    (first_panel + t % weight_panels, t / weight_panels)
+                } else {
+                    (first_panel + t / pixel_panels, t % pixel_panels)
+                };
                 let ch0 = wp * wl;
                 let kn = wl.min(gemm_channels - ch0);
                 // Packed weight rows are reduction steps of `wl` lanes.
@@ -407,7 +432,7 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
                         *first = (ch0 + r.min(kn - 1)) / g.kg * cg;
                     }
                 }
-                for pp in 0..pixel_panels {
+                {
                     let ppanel = packed[pp * panel_rows * pl..].as_ptr();
                     let j0 = unit.pixels.start + pp * pl;
                     let jn = pl.min(unit.pixels.end - j0);

@@ -14,8 +14,8 @@ use crate::kernels::simd::{
 };
 use crate::kernels::Orientation;
 use crate::packing::{
-    pack_consecutive_pixels, pack_pixel_panels, pixel_offsets, uniform_spacing, GroupLanePanels, PanelBuf,
-    WeightPanels, PADDED,
+    pack_consecutive_pixels, pack_pixel_panels, pixel_offsets, uniform_spacing, FlatLanePanels, GroupLanePanels,
+    PanelBuf, WeightPanels, PADDED,
 };
 use crate::schedule::{Schedule, Unit};
 use std::mem::MaybeUninit;
@@ -955,6 +955,143 @@ pub(crate) unsafe fn run_group_lanes<S: Simd>(
                     &ep,
                 )
             };
+        }
+    }
+}
+
+/// A call run with the flat-lanes loop (NHWC layers of one group with few input and output
+/// channels; see [`FlatLanePanels`]): borrowed from the plan and the call's arguments.
+pub(crate) struct FlatLanesJob<'a> {
+    pub geom: Geometry,
+    pub x: &'a [f32],
+    pub y: OutPtr,
+    /// The residual (output-shaped), or null; it may be the output itself (each element is
+    /// read just before the same element is stored).
+    pub residual: InPtr,
+    pub act: Activation,
+    pub panels: &'a FlatLanePanels,
+}
+
+impl FlatLanesJob<'_> {
+    /// Blocks of the call: `block_pixels` pixels each, the last possibly partial.
+    pub fn blocks(&self) -> usize {
+        (self.geom.n * self.geom.p).div_ceil(self.panels.block_pixels)
+    }
+}
+
+/// The flat-lanes loop as an operation for [`Simd::vectorize`]: blocks `blocks` of the job.
+pub(crate) struct RunFlatLanes<'a> {
+    job: &'a FlatLanesJob<'a>,
+    blocks: Range<usize>,
+    offsets: &'a mut Vec<isize>,
+}
+
+impl<'a> RunFlatLanes<'a> {
+    /// # Safety
+    /// As [`run_flat_lanes`] (the tier is proven by the token that runs it).
+    pub unsafe fn new(job: &'a FlatLanesJob<'a>, blocks: Range<usize>, offsets: &'a mut Vec<isize>) -> Self {
+        RunFlatLanes { job, blocks, offsets }
+    }
+}
+
+impl WithSimd for RunFlatLanes<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        // SAFETY: `new`'s contract.
+        unsafe { run_flat_lanes::<S>(s, self.job, self.blocks, self.offsets) }
+    }
+}
+
+/// Computes blocks `blocks` of a flat-lanes job (each `block_pixels` pixels, `phases`
+/// registers of consecutive output values): for each run of blocks (whose inputs stay in L1),
+/// each phase's registers of every block of the run, with [`group_lanes_block`]'s fused
+/// multiply-add chain (from zero, in channel order: the bits of every other tile), epilogue
+/// and one full store per register (masked in the last, partial block).
+///
+/// # Safety
+/// The CPU must support `S`'s tier; the job's slices must have the lengths its geometry
+/// implies (the plan checked them), its geometry dense NHWC of one group, and its panels
+/// packed for this convolution with `S`'s lane count.
+#[inline(always)]
+pub(crate) unsafe fn run_flat_lanes<S: Simd>(s: S, job: &FlatLanesJob, blocks: Range<usize>, offsets: &mut Vec<isize>) {
+    let g = &job.geom;
+    let p = job.panels;
+    let lanes = S::F32::LANES;
+    debug_assert!(g.is_dense() && g.groups == 1 && p.lanes == lanes && p.c == g.c && p.k == g.k);
+    let (c, k, bp) = (p.c, p.k, p.block_pixels);
+    let pixels = g.n * g.p;
+    let full_blocks = pixels / bp;
+    // Output values per block: `phases` registers.
+    let block_len = bp * k;
+    // Blocks per run: their inputs take about a quarter of L1 (and whole tiles).
+    let run = ((8 * 1024 / 4) / (bp * c).max(1)).clamp(GROUP_LANES_ROWS, 256) / GROUP_LANES_ROWS * GROUP_LANES_ROWS;
+    if offsets.len() < run {
+        offsets.resize(run, 0);
+    }
+    for b0 in blocks.clone().step_by(run) {
+        let b1 = (b0 + run).min(blocks.end);
+        let full_end = b1.min(full_blocks);
+        for (j, &first) in p.first_pixel.iter().enumerate() {
+            // The run's full blocks, then the partial last block when the run holds it: its
+            // `pixels - full_blocks * bp` pixels' outputs, of which this phase's register
+            // holds the lanes from j * lanes.
+            let tail = (b1 > full_blocks).then(|| (pixels - full_blocks * bp) * k);
+            let parts = [
+                (b0..full_end.max(b0), lanes),
+                match tail {
+                    Some(valid) if valid > j * lanes => (full_blocks..full_blocks + 1, (valid - j * lanes).min(lanes)),
+                    _ => (0..0, lanes),
+                },
+            ];
+            for (range, n) in parts {
+                if range.is_empty() {
+                    continue;
+                }
+                let offsets = &mut offsets[..range.len()];
+                for (o, b) in offsets.iter_mut().zip(range.clone()) {
+                    // Dense NHWC: pixel q's inputs start at q * C.
+                    *o = ((b * bp + first) * c) as isize;
+                }
+                let at = range.start * block_len + j * lanes;
+                let ep = TileEpilogue {
+                    bias: p.bias.as_ref().map_or(std::ptr::null(), |v| v[j * lanes..].as_ptr()),
+                    slope: p.slope.as_ref().map_or(std::ptr::null(), |v| v[j * lanes..].as_ptr()),
+                    axis: ChannelAxis::Cols,
+                    residual: if job.residual.0.is_null() {
+                        std::ptr::null()
+                    } else {
+                        job.residual.0.wrapping_add(at)
+                    },
+                    ldr: block_len,
+                    act: job.act,
+                };
+                // SAFETY: each offset is a pixel's first input inside x (b * bp + first <
+                // pixels), and the lanes the permutations select are inputs of the register's
+                // pixels, within `lanes` values of it (uses_flat_lanes) and inside x; phase
+                // j's weights and indices hold c registers; registers of block b start at
+                // output b * block_len + j * lanes, `n` values inside the output (and the
+                // residual, which has its shape); bias and slopes hold `lanes` values per
+                // phase.
+                unsafe {
+                    group_lanes_block::<S, GROUP_LANES_ROWS>(
+                        s,
+                        &GroupLanesBlock {
+                            cg: c,
+                            x: job.x.as_ptr(),
+                            x_len: job.x.len(),
+                            offsets,
+                            in0: 0,
+                            weights: p.weights.as_ptr().add(j * c * lanes),
+                            indices: p.indices.as_ptr().add(j * c * lanes),
+                            c: job.y.0.add(at),
+                            ldc: block_len,
+                            n,
+                        },
+                        &ep,
+                    )
+                };
+            }
         }
     }
 }

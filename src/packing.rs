@@ -134,6 +134,84 @@ impl GroupLanePanels {
     }
 }
 
+/// Weights packed for the flat-lanes loop (`driver::run_flat_lanes`): NHWC layers of one group
+/// and few input and output channels, whose output (pixel-major, `K` values per pixel) is
+/// computed a register of `lanes` consecutive values at a time. A register may hold the
+/// outputs of several pixels; lane `l` of step `c` multiplies its output channel's weight by
+/// input channel `c` of its own pixel, taken by a lane permutation from one register of
+/// consecutive input values starting at the register's first pixel. Lane patterns repeat
+/// every `phases = K / gcd(K, lanes)` registers, which cover `block_pixels` pixels.
+#[derive(Clone)]
+pub(crate) struct FlatLanePanels {
+    pub lanes: usize,
+    /// Input channels `C` (reduction steps).
+    pub c: usize,
+    /// Output channels `K`.
+    pub k: usize,
+    /// Pixels per block (`lanes / gcd(K, lanes)`).
+    pub block_pixels: usize,
+    /// Per phase (register of a block, `K / gcd(K, lanes)` of them): the block's pixel that
+    /// its register starts in.
+    pub first_pixel: Vec<usize>,
+    /// Per phase, per step `c`: `lanes` weights, lane `l` `W[(phase * lanes + l) % K][c]`.
+    pub weights: PanelBuf,
+    /// Per phase, per step `c`: lane `l` takes input `(pixel(l) - first_pixel) * C + c`, where
+    /// `pixel(l) = (phase * lanes + l) / K`.
+    pub indices: Vec<u32>,
+    /// Per phase: the bias and PReLU slopes of each lane's output channel (when the plan
+    /// has them).
+    pub bias: Option<Vec<f32>>,
+    pub slope: Option<Vec<f32>>,
+}
+
+impl FlatLanePanels {
+    /// Packs `weights` (`[k, c]` row-major) and the per-channel `bias` and `slope` for
+    /// registers of `lanes` values, or `None` when a register's inputs do not fit one register
+    /// (see `schedule::uses_flat_lanes`). The caller has checked `weights.len() == k * c` and
+    /// that `bias` and `slope` hold `k` values.
+    pub fn pack(
+        weights: &[f32],
+        bias: Option<&[f32]>,
+        slope: Option<&[f32]>,
+        c: usize,
+        k: usize,
+        lanes: usize,
+    ) -> Option<Self> {
+        if k == 0 || crate::schedule::flat_lanes_span(k, lanes).checked_mul(c)? > lanes {
+            return None;
+        }
+        let common = crate::schedule::gcd(k, lanes);
+        let (phases, block_pixels) = (k / common, lanes / common);
+        let len = phases.checked_mul(c)?.checked_mul(lanes)?;
+        let mut packed = PanelBuf::from_iter(64, std::iter::repeat_n(0.0f32, len));
+        let mut indices = vec![0u32; len];
+        let first_pixel: Vec<usize> = (0..phases).map(|j| j * lanes / k).collect();
+        for (j, &first) in first_pixel.iter().enumerate() {
+            for l in 0..lanes {
+                let (pixel, channel) = ((j * lanes + l) / k, (j * lanes + l) % k);
+                for step in 0..c {
+                    let at = (j * c + step) * lanes + l;
+                    packed[at] = weights[channel * c + step];
+                    // Below flat_lanes_span(k) * c <= lanes.
+                    indices[at] = ((pixel - first) * c + step) as u32;
+                }
+            }
+        }
+        let pattern = |values: &[f32]| -> Vec<f32> { (0..phases * lanes).map(|f| values[f % k]).collect() };
+        Some(FlatLanePanels {
+            lanes,
+            c,
+            k,
+            block_pixels,
+            first_pixel,
+            weights: packed,
+            indices,
+            bias: bias.map(pattern),
+            slope: slope.map(pattern),
+        })
+    }
+}
+
 /// Packs `weights` (`[groups * kg, cg]` row-major) into panels of `format.lanes` output
 /// channels: element `(g, panel, c, lane)` is `W[g*kg + panel*lanes + lane][c]` at
 /// `format.index(c, lane)` of its panel, `pad` past `kg` and past `cg` in the last group.

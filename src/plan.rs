@@ -2,14 +2,16 @@
 //! as many times as needed, writing into the caller's buffer.
 use crate::conv::{Conv1x1, Geometry, InputDims, Layout, OutputDims};
 use crate::dispatch::{KernelChoice, KernelId};
-use crate::driver::{GroupLanesJob, InPtr, Job, OutPtr, Phase, TaskScratch};
+use crate::driver::{FlatLanesJob, GroupLanesJob, InPtr, Job, OutPtr, Phase, TaskScratch};
 use crate::element::{narrow_into, widen, widen_into, Element, Tensor, TensorMut};
 use crate::epilogue::{Activation, Residual, ScalarEpilogue};
 use crate::error::{checked_product, Error, Result};
 use crate::kernels::{self, GroupLanesKernel, Orientation, TileKernel};
 use crate::machine::machine;
-use crate::packing::{pack_weight_panels, GroupLanePanels, WeightPanels};
-use crate::schedule::{fuses_groups, schedule, uses_group_lanes, Forced, Schedule, PARALLEL_MIN_FLOPS};
+use crate::packing::{pack_weight_panels, FlatLanePanels, GroupLanePanels, WeightPanels};
+use crate::schedule::{
+    fuses_groups, schedule, uses_flat_lanes, uses_group_lanes, Forced, Schedule, PARALLEL_MIN_FLOPS,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -266,6 +268,10 @@ pub struct Plan {
     /// The kernel's group-lanes tile and the weights packed for it, when this convolution
     /// runs on it (NHWC, groups narrower than a register: [`uses_group_lanes`]).
     group_lanes: Option<(&'static GroupLanesKernel, GroupLanePanels)>,
+    /// The same tile's flat-lanes loop and the weights, bias and slopes packed for it, when
+    /// this convolution runs on it (NHWC, one group, stride 1, no padding, few input and
+    /// output channels: [`uses_flat_lanes`]).
+    flat_lanes: Option<(&'static GroupLanesKernel, FlatLanePanels)>,
     threads: Threads,
     pool: Option<Arc<rayon::ThreadPool>>,
     /// Test hooks: choices fixed instead of the cost model's.
@@ -464,6 +470,7 @@ impl Plan {
             slope: b.slope.map(<[f32]>::to_vec),
             panels: tiles.iter().map(|_| OnceLock::new()).collect(),
             group_lanes: None,
+            flat_lanes: None,
             threads: b.options.threads,
             pool,
             forced: Forced::default(),
@@ -474,6 +481,13 @@ impl Plan {
         plan.group_lanes = kernels::group_lanes(kernel)
             .filter(|gl| uses_group_lanes(conv.layout, g, kg, cg, gl.lanes))
             .and_then(|gl| Some((gl, GroupLanePanels::pack(&plan.weights, g, kg, cg, gl.lanes)?)));
+        let dense = conv.stride == (1, 1) && conv.padding.borders() == (0, 0, 0, 0);
+        plan.flat_lanes = kernels::group_lanes(kernel)
+            .filter(|fl| uses_flat_lanes(conv.layout, g, cg, kg, dense, fl.lanes))
+            .and_then(|fl| {
+                let (bias, slope) = (plan.bias.as_deref(), plan.slope.as_deref());
+                Some((fl, FlatLanePanels::pack(&plan.weights, bias, slope, cg, kg, fl.lanes)?))
+            });
         // Pack for the first tile of the layout's natural orientation now, unless the plan
         // runs on group lanes (then tile panels are packed only if a call needs them).
         let natural = match conv.layout {
@@ -481,7 +495,7 @@ impl Plan {
             Layout::Nhwc => Orientation::PixelRows,
         };
         let natural_tile = tiles.iter().position(|t| t.tile.orient == natural);
-        if let Some(index) = natural_tile.filter(|_| plan.group_lanes.is_none()) {
+        if let Some(index) = natural_tile.filter(|_| plan.group_lanes.is_none() && plan.flat_lanes.is_none()) {
             plan.weight_panels(index)?;
         }
         Ok(plan)
@@ -543,6 +557,9 @@ impl Plan {
         }
         if let Some((gl, _)) = self.group_lanes_for_call() {
             return Ok(Some(gl.name));
+        }
+        if let Some((fl, _)) = self.flat_lanes_for_call(&geom) {
+            return Ok(Some(fl.flat_name));
         }
         let s = schedule(&geom, self.tiles, &machine(), 1, self.forced);
         Ok(Some(self.tiles[s.tile].name))
@@ -907,6 +924,26 @@ impl Plan {
             });
             return Ok(());
         }
+        if let Some((fl, panels)) = self.flat_lanes_for_call(&geom) {
+            let job = FlatLanesJob {
+                geom,
+                x: input,
+                y: OutPtr(y),
+                residual,
+                act,
+                panels,
+            };
+            let flops = 2 * geom.n * geom.p * geom.k * geom.cg;
+            // SAFETY: the plan holds a flat-lanes tile only of a kernel dispatch reported
+            // available, packed for this convolution with its lanes (build checked
+            // uses_flat_lanes: NHWC, one group; flat_lanes_for_call: a dense geometry); the
+            // job's slices were length-checked by Geometry::new; the block ranges are
+            // disjoint, so each writes its own outputs.
+            self.run_pixel_ranges(job.blocks(), flops, threads, workspace, |range, offsets| unsafe {
+                (fl.run_flat)(&job, range, offsets)
+            });
+            return Ok(());
+        }
         let sched = self.schedule_for(&geom, dims, threads);
         let tile = self.tiles.get(sched.tile);
         let panels = match tile {
@@ -1001,6 +1038,15 @@ impl Plan {
     fn group_lanes_for_call(&self) -> Option<(&'static GroupLanesKernel, &GroupLanePanels)> {
         match &self.group_lanes {
             Some((gl, panels)) if self.forced == Forced::default() => Some((gl, panels)),
+            _ => None,
+        }
+    }
+
+    /// The flat-lanes tile and its panels, when this plan has them, the call's geometry is
+    /// dense and no test hook forces a register tile or a reduction mode.
+    fn flat_lanes_for_call(&self, geom: &Geometry) -> Option<(&'static GroupLanesKernel, &FlatLanePanels)> {
+        match &self.flat_lanes {
+            Some((fl, panels)) if self.forced == Forced::default() && geom.is_dense() => Some((fl, panels)),
             _ => None,
         }
     }

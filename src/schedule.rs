@@ -336,6 +336,42 @@ pub(crate) fn uses_group_lanes(layout: Layout, groups: usize, kg: usize, cg: usi
     layout == Layout::Nhwc && groups > 1 && (kg < lanes && cg <= lanes || kg == lanes && 2 * cg <= lanes)
 }
 
+/// Whether a convolution runs on its kernel's flat-lanes loop (`driver::run_flat_lanes`):
+/// NHWC layers of one group, stride 1 and no padding (`dense`), whose output channels do not
+/// fill whole registers (`K % lanes != 0`), and whose registers of `lanes` consecutive output
+/// values each read the inputs of so few pixels that they fit one register
+/// (`flat_lanes_span(K) * C <= lanes`): few input and few output channels. Pixel-row tiles
+/// compute padding lanes past `K` there and finish every tile through a partial store, and
+/// weight-row tiles transpose every pixel and scatter every output. Depends only on the
+/// convolution, so the plan packs for it once.
+pub(crate) fn uses_flat_lanes(layout: Layout, groups: usize, c: usize, k: usize, dense: bool, lanes: usize) -> bool {
+    layout == Layout::Nhwc
+        && groups == 1
+        && dense
+        && k > 0
+        && !k.is_multiple_of(lanes)
+        && flat_lanes_span(k, lanes).saturating_mul(c) <= lanes
+}
+
+/// The most pixels a register of `lanes` consecutive output values (starting at a multiple of
+/// `lanes`) covers when each pixel has `k > 0` output channels.
+pub(crate) fn flat_lanes_span(k: usize, lanes: usize) -> usize {
+    let phases = k / gcd(k, lanes);
+    (0..phases)
+        .map(|j| (lanes * j + lanes - 1) / k - lanes * j / k + 1)
+        .max()
+        .unwrap_or(1)
+}
+
+/// The greatest common divisor.
+pub(crate) fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// Picks the register tile, batch folding and direct stores by estimating each candidate's
 /// time ([`tile_cost`]); ties go to the earlier tile.
 fn choose_tiling<T: Borrow<Tile>>(
@@ -545,6 +581,30 @@ mod tests {
         assert!(in_place(Layout::Nchw, 512, 8));
         // NHWC pixel rows are not NCHW weight rows: the rule does not apply.
         assert!(in_place(Layout::Nhwc, 512, 256));
+    }
+
+    #[test]
+    fn flat_lanes_only_for_dense_nhwc_layers_whose_registers_read_one_register_of_inputs() {
+        // K = 5 on 16 lanes: registers start at outputs 0, 16, 32, 48, 64, which span pixels
+        // 0..=3, 3..=6, 6..=9, 9..=12, 12..=15: four pixels at most.
+        assert_eq!(flat_lanes_span(5, 16), 4);
+        assert_eq!(flat_lanes_span(1, 16), 16);
+        assert_eq!(flat_lanes_span(2, 8), 4);
+        assert_eq!(flat_lanes_span(24, 16), 2);
+        assert_eq!(flat_lanes_span(3, 4), 2);
+        assert!(uses_flat_lanes(Layout::Nhwc, 1, 4, 5, true, 16));
+        assert!(
+            !uses_flat_lanes(Layout::Nhwc, 1, 5, 5, true, 16),
+            "5 pixels of 5 channels"
+        );
+        assert!(!uses_flat_lanes(Layout::Nchw, 1, 4, 5, true, 16));
+        assert!(!uses_flat_lanes(Layout::Nhwc, 2, 4, 6, true, 16), "groups: group lanes");
+        assert!(!uses_flat_lanes(Layout::Nhwc, 1, 4, 5, false, 16), "strided or padded");
+        assert!(!uses_flat_lanes(Layout::Nhwc, 1, 1, 32, true, 16), "whole registers");
+        assert!(uses_flat_lanes(Layout::Nhwc, 1, 3, 24, true, 16));
+        assert!(uses_flat_lanes(Layout::Nhwc, 1, 1, 1, true, 16));
+        assert!(!uses_flat_lanes(Layout::Nhwc, 1, 2, 1, true, 16));
+        assert_eq!(gcd(12, 16), 4);
     }
 
     #[test]

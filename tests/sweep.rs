@@ -533,3 +533,77 @@ fn group_lanes_every_block_edge() {
         assert!(ran >= 12, "{kernel}: only {ran} group-lanes cases");
     }
 }
+
+/// NHWC layers of one group with few input and output channels run on each SIMD kernel's
+/// flat-lanes loop (registers of consecutive output values spanning several pixels, each lane
+/// permuted to its own pixel's input channel) exactly when a register's inputs fit in one
+/// register: every input channel count up to the register width, output channel counts that
+/// do not fill whole registers, and pixel counts that leave every partial last block, with a
+/// batch and every epilogue: exact on integer data, bounded on real data. Fails if the loop
+/// did not run where it should, or ran on a strided or padded layer.
+#[test]
+fn flat_lanes_every_block_edge() {
+    let outputs: &[usize] = if reduced() {
+        &[1, 3, 5, 12]
+    } else {
+        &[1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 17, 20, 24, 40]
+    };
+    for kernel in kernels_under_test().into_iter().filter(|k| k.is_microkernel()) {
+        let Some(lanes) = pointwise::testing::group_lanes_width(kernel) else {
+            continue;
+        };
+        // The most pixels a register starting at a multiple of `lanes` spans.
+        let span = |k: usize| {
+            (0..k)
+                .map(|r| (r * lanes + lanes - 1) / k - r * lanes / k + 1)
+                .max()
+                .unwrap()
+        };
+        let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        let (mut case, mut ran) = (0usize, 0usize);
+        for c in 1..=lanes {
+            for &k in outputs.iter().filter(|&&k| !k.is_multiple_of(lanes)) {
+                let flat = span(k) * c <= lanes;
+                if !flat && !case.is_multiple_of(4) {
+                    // A sample of the layers that do not qualify (they run register tiles).
+                    case += 1;
+                    continue;
+                }
+                case += 1;
+                let strided = case.is_multiple_of(7);
+                let conv = Conv1x1::new(c, k)
+                    .with_layout(Layout::Nhwc)
+                    .with_stride(1 + strided as usize, 1)
+                    .with_padding(if case.is_multiple_of(11) {
+                        PADDINGS[1]
+                    } else {
+                        Padding::Valid
+                    })
+                    .with_activation(ACTIVATIONS[case % ACTIVATIONS.len()]);
+                let dims = InputDims::new(1 + case % 3, 1 + case % 5, 2 + case % 7);
+                let data = if case.is_multiple_of(2) {
+                    Data::Exact
+                } else {
+                    Data::Real
+                };
+                let p = Problem::new(conv, dims, !case.is_multiple_of(3), case % 4 < 2, data, case as u64);
+                let plan = p.plan(options);
+                let tile = plan.tile_for(dims).unwrap().unwrap_or("none");
+                let dense = !strided && !case.is_multiple_of(11);
+                assert_eq!(
+                    tile.ends_with("_flat_lanes"),
+                    flat && dense,
+                    "{kernel}: {conv:?} {dims:?} ran {tile}"
+                );
+                ran += tile.ends_with("_flat_lanes") as usize;
+                let y = p.run(options);
+                p.check(&y, data, kernel).unwrap_or_else(|e| panic!("{e}"));
+                if p.residual.is_some() {
+                    let y = p.run_plan_with_residual(&plan, true);
+                    p.check(&y, data, kernel).unwrap_or_else(|e| panic!("in place: {e}"));
+                }
+            }
+        }
+        assert!(ran >= 12, "{kernel}: only {ran} flat-lanes cases");
+    }
+}

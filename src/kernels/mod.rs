@@ -21,7 +21,9 @@ pub(crate) mod aarch64;
 pub(crate) mod x86_64;
 
 use crate::dispatch::KernelId;
-use crate::driver::{GroupLanesJob, Job, RunGroupLanes, RunTileCall, RunUnits, TaskScratch, TileCall};
+use crate::driver::{
+    FlatLanesJob, GroupLanesJob, Job, RunFlatLanes, RunGroupLanes, RunTileCall, RunUnits, TaskScratch, TileCall,
+};
 use crate::packing::PackedFormat;
 use simd::{Simd, SimdF32};
 use std::ops::Range;
@@ -238,15 +240,28 @@ pub(crate) fn tiles(kernel: KernelId) -> &'static [TileKernel] {
 /// As `driver::run_group_lanes`.
 pub(crate) type GroupLanesRunner = unsafe fn(&GroupLanesJob, Range<usize>, &mut Vec<isize>);
 
-/// A tier's group-lanes tile (`simd::group_lanes_block`): grouped NHWC layers whose groups are
-/// narrower than a register, several whole groups per register of output channels.
+/// Runs blocks `blocks` of a flat-lanes job, with `offsets` as scratch.
+///
+/// # Safety
+/// As `driver::run_flat_lanes`.
+pub(crate) type FlatLanesRunner = unsafe fn(&FlatLanesJob, Range<usize>, &mut Vec<isize>);
+
+/// A tier's lane-permuting tile (`simd::group_lanes_block`: each lane of a register of outputs
+/// takes its own input from one register of inputs by a permutation), in two loops:
+/// - group lanes: grouped NHWC layers whose groups are narrower than a register, several
+///   whole groups per register of output channels (`driver::run_group_lanes`);
+/// - flat lanes: NHWC layers of one group with few input and output channels, a register of
+///   consecutive output values spanning several pixels (`driver::run_flat_lanes`).
 #[derive(Clone, Copy)]
 pub(crate) struct GroupLanesKernel {
     /// `{isa}_f32_{rows}x{lanes}_group_lanes`.
     pub name: &'static str,
+    /// `{isa}_f32_{rows}x{lanes}_flat_lanes`.
+    pub flat_name: &'static str,
     /// Lanes per register (output channels per tile).
     pub lanes: usize,
     pub run: GroupLanesRunner,
+    pub run_flat: FlatLanesRunner,
 }
 
 impl std::fmt::Debug for GroupLanesKernel {
@@ -268,13 +283,28 @@ unsafe fn run_group_lanes_with<S: Simd>(job: &GroupLanesJob, pixels: Range<usize
     s.vectorize(unsafe { RunGroupLanes::new(job, pixels, offsets) })
 }
 
-/// A registry entry: `group_lanes!(Tier, "name")`.
+/// The flat-lanes loop nest for tier `S`.
+///
+/// # Safety
+/// As [`FlatLanesRunner`].
+unsafe fn run_flat_lanes_with<S: Simd>(job: &FlatLanesJob, blocks: Range<usize>, offsets: &mut Vec<isize>) {
+    let Some(s) = S::try_new() else {
+        debug_assert!(false, "{} selected on a CPU without it", S::KERNEL);
+        return;
+    };
+    // SAFETY: forwarded contract.
+    s.vectorize(unsafe { RunFlatLanes::new(job, blocks, offsets) })
+}
+
+/// A registry entry: `group_lanes!(Tier, "isa_f32_4xLANES")`.
 macro_rules! group_lanes {
-    ($simd:ty, $name:literal) => {
+    ($simd:ty, $prefix:literal) => {
         GroupLanesKernel {
-            name: $name,
+            name: concat!($prefix, "_group_lanes"),
+            flat_name: concat!($prefix, "_flat_lanes"),
             lanes: <<$simd as Simd>::F32 as SimdF32>::LANES,
             run: run_group_lanes_with::<$simd>,
+            run_flat: run_flat_lanes_with::<$simd>,
         }
     };
 }
@@ -284,12 +314,12 @@ macro_rules! group_lanes {
 pub(crate) fn group_lanes(kernel: KernelId) -> Option<&'static GroupLanesKernel> {
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        KernelId::Avx512 => Some(&group_lanes!(x86_64::avx512::Avx512, "avx512_f32_4x16_group_lanes")),
+        KernelId::Avx512 => Some(&group_lanes!(x86_64::avx512::Avx512, "avx512_f32_4x16")),
         #[cfg(target_arch = "x86_64")]
-        KernelId::Avx2 => Some(&group_lanes!(x86_64::avx2::Avx2, "avx2_f32_4x8_group_lanes")),
+        KernelId::Avx2 => Some(&group_lanes!(x86_64::avx2::Avx2, "avx2_f32_4x8")),
         #[cfg(target_arch = "aarch64")]
-        KernelId::Neon => Some(&group_lanes!(aarch64::neon::Neon, "neon_f32_4x4_group_lanes")),
-        KernelId::Portable => Some(&group_lanes!(portable::Portable, "portable_f32_4x8_group_lanes")),
+        KernelId::Neon => Some(&group_lanes!(aarch64::neon::Neon, "neon_f32_4x4")),
+        KernelId::Portable => Some(&group_lanes!(portable::Portable, "portable_f32_4x8")),
         _ => None,
     }
 }

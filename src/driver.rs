@@ -410,15 +410,27 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
                     }
                 }
             }
+            // The schedule says which panel stays while the other streams past it.
+            let pixels_outer = job.sched.pixels_outer;
             let weight_panels = last_panel - first_panel;
-            for t in 0..weight_panels * pixel_panels {
-                // Tile t of the unit: the schedule says which panel stays while the other
-                // streams past it.
-                let (wp, pp) = if job.sched.pixels_outer {
-                    (first_panel + t % weight_panels, t / weight_panels)
+            let (outer, inner) = if pixels_outer {
+                (pixel_panels, weight_panels)
+            } else {
+                (weight_panels, pixel_panels)
+            };
+            // (Counters rather than a division per tile, or iterator closures, which need not
+            // inline into the tier's code.)
+            let (mut o, mut i) = (0, 0);
+            for _ in 0..outer * inner {
+                let (wp, pp) = if pixels_outer {
+                    (first_panel + i, o)
                 } else {
-                    (first_panel + t / pixel_panels, t % pixel_panels)
+                    (first_panel + o, i)
                 };
+                i += 1;
+                if i == inner {
+                    (o, i) = (o + 1, 0);
+                }
                 let ch0 = wp * wl;
                 let kn = wl.min(gemm_channels - ch0);
                 // Packed weight rows are reduction steps of `wl` lanes.

@@ -490,16 +490,7 @@ unsafe fn group_lanes_block_with<S: Simd, const MR: usize>(
     act: Activation,
 ) {
     let GroupLanesBlock {
-        cg,
-        x,
-        x_len,
-        offsets,
-        in0,
-        weights,
-        indices,
-        c,
-        ldc,
-        n,
+        x_len, offsets, in0, n, ..
     } = *block;
     let lanes = S::F32::LANES;
     // SAFETY: n channels of bias and slopes (the caller's contract).
@@ -512,8 +503,63 @@ unsafe fn group_lanes_block_with<S: Simd, const MR: usize>(
     };
     let (bias, slope) = (channel(ep.bias), channel(ep.slope));
     for (t, tile) in offsets.chunks(MR).enumerate() {
-        let mut acc = [s.zero(); MR];
-        let mut inputs = [s.zero(); MR];
+        // A full tile of pixels with whole registers of inputs (every tile of a flat-lanes
+        // layer but its last) loads and stores with constant trip counts, so that its inputs
+        // and sums stay in registers.
+        let whole = tile.len() == MR
+            && tile
+                .iter()
+                .all(|&o| o != crate::packing::PADDED && o as usize + in0 + lanes <= x_len);
+        // SAFETY: forwarded contract; `whole` as required.
+        unsafe {
+            if whole {
+                group_lanes_tile::<S, MR, true>(s, block, ep, act, t, tile, bias, slope)
+            } else {
+                group_lanes_tile::<S, MR, false>(s, block, ep, act, t, tile, bias, slope)
+            }
+        }
+    }
+}
+
+/// Tile `t` of [`group_lanes_block`] (pixel offsets `tile`); `WHOLE`: `MR` pixels, none
+/// padded, each with a whole register of inputs inside `x`.
+///
+/// # Safety
+/// As [`group_lanes_block`], and `WHOLE` only as described.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn group_lanes_tile<S: Simd, const MR: usize, const WHOLE: bool>(
+    s: S,
+    block: &GroupLanesBlock,
+    ep: &TileEpilogue,
+    act: Activation,
+    t: usize,
+    tile: &[isize],
+    bias: S::F32,
+    slope: S::F32,
+) {
+    let GroupLanesBlock {
+        cg,
+        x,
+        x_len,
+        in0,
+        weights,
+        indices,
+        c,
+        ldc,
+        n,
+        ..
+    } = *block;
+    let lanes = S::F32::LANES;
+    let rows = if WHOLE { MR } else { tile.len() };
+    let mut acc = [s.zero(); MR];
+    let mut inputs = [s.zero(); MR];
+    if WHOLE {
+        for (v, &offset) in inputs.iter_mut().zip(tile) {
+            // SAFETY: a whole register at offset + in0 inside x (WHOLE).
+            *v = unsafe { s.load(x.add(offset as usize + in0)) };
+        }
+    } else {
         for (v, &offset) in inputs.iter_mut().zip(tile) {
             if offset != crate::packing::PADDED {
                 let at = offset as usize + in0;
@@ -528,44 +574,44 @@ unsafe fn group_lanes_block_with<S: Simd, const MR: usize>(
                 };
             }
         }
-        for j in 0..cg {
-            // SAFETY: cg registers of weights and indices (the caller's contract).
-            let (w, idx) = unsafe {
-                (
-                    s.load(weights.add(j * lanes)),
-                    s.load_lane_indices(indices.add(j * lanes)),
-                )
-            };
-            for (a, &v) in acc.iter_mut().zip(&inputs) {
-                *a = S::F32::mul_add(w, s.permute(v, idx), *a);
-            }
+    }
+    for j in 0..cg {
+        // SAFETY: cg registers of weights and indices (the caller's contract).
+        let (w, idx) = unsafe {
+            (
+                s.load(weights.add(j * lanes)),
+                s.load_lane_indices(indices.add(j * lanes)),
+            )
+        };
+        for (a, &v) in acc.iter_mut().zip(&inputs) {
+            *a = S::F32::mul_add(w, s.permute(v, idx), *a);
         }
-        for (r, &z) in acc.iter().enumerate().take(tile.len()) {
-            let row = t * MR + r;
-            let mut z = z;
-            if !ep.bias.is_null() {
-                z = z.add(bias);
-            }
-            // SAFETY (residual and output): pixel `row` of the run, n channels (the
-            // caller's contract).
-            if !ep.residual.is_null() {
-                let p = unsafe { ep.residual.add(row * ep.ldr) };
-                z = z.add(unsafe {
-                    if n == lanes {
-                        s.load(p)
-                    } else {
-                        s.load_first(p, n)
-                    }
-                });
-            }
-            let out = activate(s, z, act, slope);
-            unsafe {
-                let dst = c.add(row * ldc);
+    }
+    for (r, &z) in acc.iter().enumerate().take(rows) {
+        let row = t * MR + r;
+        let mut z = z;
+        if !ep.bias.is_null() {
+            z = z.add(bias);
+        }
+        // SAFETY (residual and output): pixel `row` of the run, n channels (the
+        // caller's contract).
+        if !ep.residual.is_null() {
+            let p = unsafe { ep.residual.add(row * ep.ldr) };
+            z = z.add(unsafe {
                 if n == lanes {
-                    out.store(dst);
+                    s.load(p)
                 } else {
-                    out.store_first(dst, n);
+                    s.load_first(p, n)
                 }
+            });
+        }
+        let out = activate(s, z, act, slope);
+        unsafe {
+            let dst = c.add(row * ldc);
+            if n == lanes {
+                out.store(dst);
+            } else {
+                out.store_first(dst, n);
             }
         }
     }

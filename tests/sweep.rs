@@ -544,7 +544,7 @@ fn group_lanes_every_block_edge() {
 #[test]
 fn flat_lanes_every_block_edge() {
     let outputs: &[usize] = if reduced() {
-        &[1, 3, 5, 12]
+        &[1, 2, 3, 5, 7, 12]
     } else {
         &[1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 17, 20, 24, 40]
     };
@@ -604,6 +604,8 @@ fn flat_lanes_every_block_edge() {
                 }
             }
         }
-        assert!(ran >= 12, "{kernel}: only {ran} flat-lanes cases");
+        // (Four lanes, NEON's, leave five qualifying layers, 1 -> 1 and 1 or 2 -> 2 or 3, of
+        // which the rotation makes one strided.)
+        assert!(ran >= 3, "{kernel}: only {ran} flat-lanes cases");
     }
 }

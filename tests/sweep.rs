@@ -521,12 +521,7 @@ fn group_lanes_every_block_edge() {
                     let tile = plan.tile_for(dims).unwrap().unwrap_or("none");
                     assert!(tile.ends_with("_group_lanes"), "{kernel}: {conv:?} ran {tile}");
                     ran += 1;
-                    let y = p.run(options);
-                    p.check(&y, data, kernel).unwrap_or_else(|e| panic!("{e}"));
-                    if p.residual.is_some() {
-                        let y = p.run_plan_with_residual(&plan, true);
-                        p.check(&y, data, kernel).unwrap_or_else(|e| panic!("in place: {e}"));
-                    }
+                    check_separate_and_in_place(&p, &plan, options, data, kernel);
                 }
             }
         }
@@ -596,16 +591,28 @@ fn flat_lanes_every_block_edge() {
                     "{kernel}: {conv:?} {dims:?} ran {tile}"
                 );
                 ran += tile.ends_with("_flat_lanes") as usize;
-                let y = p.run(options);
-                p.check(&y, data, kernel).unwrap_or_else(|e| panic!("{e}"));
-                if p.residual.is_some() {
-                    let y = p.run_plan_with_residual(&plan, true);
-                    p.check(&y, data, kernel).unwrap_or_else(|e| panic!("in place: {e}"));
-                }
+                check_separate_and_in_place(&p, &plan, options, data, kernel);
             }
         }
         // (Four lanes, NEON's, leave five qualifying layers, 1 -> 1 and 1 or 2 -> 2 or 3, of
         // which the rotation makes one strided.)
         assert!(ran >= 3, "{kernel}: only {ran} flat-lanes cases");
+    }
+}
+
+/// Runs `p` with `options` and checks the result; when `p` has a residual, also with the
+/// residual in the output, through `plan`.
+fn check_separate_and_in_place(
+    p: &Problem,
+    plan: &pointwise::Plan,
+    options: PlanOptions,
+    data: Data,
+    kernel: pointwise::KernelId,
+) {
+    let y = p.run(options);
+    p.check(&y, data, kernel).unwrap_or_else(|e| panic!("{e}"));
+    if p.residual.is_some() {
+        let y = p.run_plan_with_residual(plan, true);
+        p.check(&y, data, kernel).unwrap_or_else(|e| panic!("in place: {e}"));
     }
 }

@@ -1044,11 +1044,11 @@ pub(crate) unsafe fn run_flat_lanes<S: Simd>(s: S, job: &FlatLanesJob, blocks: R
     for b0 in blocks.clone().step_by(run) {
         let b1 = (b0 + run).min(blocks.end);
         let full_end = b1.min(full_blocks);
+        // The outputs of the partial last block, when the run holds it.
+        let tail = (b1 > full_blocks).then(|| (pixels - full_blocks * bp) * k);
         for (j, &first) in p.first_pixel.iter().enumerate() {
-            // The run's full blocks, then the partial last block when the run holds it: its
-            // `pixels - full_blocks * bp` pixels' outputs, of which this phase's register
-            // holds the lanes from j * lanes.
-            let tail = (b1 > full_blocks).then(|| (pixels - full_blocks * bp) * k);
+            // The run's full blocks, then the partial last block, of whose outputs this
+            // phase's register holds the lanes from j * lanes.
             let parts = [
                 (b0..full_end.max(b0), lanes),
                 match tail {

@@ -489,7 +489,8 @@ impl Plan {
                 Some((fl, FlatLanePanels::pack(&plan.weights, bias, slope, cg, kg, fl.lanes)?))
             });
         // Pack for the first tile of the layout's natural orientation now, unless the plan
-        // runs on group lanes (then tile panels are packed only if a call needs them).
+        // runs on group lanes or flat lanes (then tile panels are packed only if a call needs
+        // them, as when a test hook forces a tile).
         let natural = match conv.layout {
             Layout::Nchw => Orientation::WeightRows,
             Layout::Nhwc => Orientation::PixelRows,

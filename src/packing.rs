@@ -362,7 +362,7 @@ pub(crate) fn pack_pixel_panels<S: Simd>(
         if ics == 1 {
             pack_channel_contiguous(s, x, offs, c0, cg, lanes, pad, dst);
         } else {
-            pack_pixel_contiguous(x, offs, c0, cg, ics, lanes, pad, dst);
+            pack_pixel_contiguous(s, x, offs, c0, cg, ics, lanes, pad, dst);
         }
     }
 }
@@ -479,14 +479,24 @@ fn copy_row<S: Simd>(s: S, src: &[f32], dst: &mut [f32], pad: f32) {
         unsafe { s.load(src.as_ptr().add(i)).store(head.as_mut_ptr().add(i)) };
         i += lanes;
     }
-    head[i..].copy_from_slice(&src[i..]);
+    let rest = src.len() - i;
+    if rest > 0 {
+        // A part register by masked moves where the tier has them: a short slice copy was a
+        // `memcpy` call per channel row (NCHW pixel-row panels of 6 pixels, Xeon Ice Lake).
+        // SAFETY: values i..src.len() are inside `src` and inside `head`, which is as long.
+        unsafe {
+            s.load_first(src.as_ptr().add(i), rest)
+                .store_first(head.as_mut_ptr().add(i), rest)
+        };
+    }
     tail.fill(pad);
 }
 
 /// NCHW: each channel is a plane; copy runs of consecutive pixels row by row.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn pack_pixel_contiguous(
+fn pack_pixel_contiguous<S: Simd>(
+    s: S,
     x: &[f32],
     offs: &[isize],
     c0: usize,
@@ -502,18 +512,18 @@ fn pack_pixel_contiguous(
         let first = offs[0] as usize;
         for c in 0..cg {
             let src = first + (c0 + c) * ics;
-            let (row, tail) = dst[c * lanes..(c + 1) * lanes].split_at_mut(n);
             // d is 0 for a one-lane panel: a copy of one value per row.
             if d <= 1 {
                 // Stride 1 and no padding across the panel: straight row copies.
-                row.copy_from_slice(&x[src..src + n]);
-            } else {
-                // A strided row of one output line (stride d, no padding): a strided copy per
-                // channel, with one bounds check per row.
-                let run = &x[src..=src + (n - 1) * d];
-                for (v, &xv) in row.iter_mut().zip(run.iter().step_by(d)) {
-                    *v = xv;
-                }
+                copy_row(s, &x[src..src + n], &mut dst[c * lanes..(c + 1) * lanes], pad);
+                continue;
+            }
+            // A strided row of one output line (stride d, no padding): a strided copy per
+            // channel, with one bounds check per row.
+            let (row, tail) = dst[c * lanes..(c + 1) * lanes].split_at_mut(n);
+            let run = &x[src..=src + (n - 1) * d];
+            for (v, &xv) in row.iter_mut().zip(run.iter().step_by(d)) {
+                *v = xv;
             }
             tail.fill(pad);
         }

@@ -57,9 +57,28 @@ const SPLIT_MIN_STEPS: usize = 256;
 /// At most this many parts.
 const SPLIT_MAX_PARTS: usize = 16;
 
-/// What the cost model charges for a vector load from L2, in FMA issue slots (two per
-/// cycle): about a cache line per cycle is sustained.
-const L2_VECTOR_LOAD_COST: f64 = 3.0;
+/// What the cost model charges for a load from L1 (a vector of the lane operand, or a
+/// broadcast of the row operand), in FMA issue slots (two per cycle). A reduction step's loads
+/// and FMAs did not overlap as two independent streams: on Xeon Ice Lake a loop of `MR x NV`
+/// zmm FMAs with `MR` broadcasts and `NV` vector loads per step took about
+/// `MR * NV + 2 * (MR + NV)` slots (ns per step: 8 x 16 4.1, 4 x 64 4.8, 8 x 32 5.1,
+/// 6 x 64 6.0, 8 x 48 6.4, 12 x 32 6.9), so a tile that issues fewer loads per FMA is faster,
+/// and on a core that does overlap them it loses nothing.
+const L1_LOAD_COST: f64 = 2.0;
+
+/// The least a reduction step costs per vector of its lane operand when that operand comes
+/// from L2, in FMA issue slots (a floor, not a charge on top: packed panels stream from L2
+/// behind the step's L1 work until the L2's bandwidth binds). Set so that a 1-row weight-row
+/// tile over pixel panels in L2 costs 2 to 3 times the 4- or 8-row tiles that read each
+/// panel once, as measured (NCHW 32 -> 5 at 28x28, Xeon Cascade Lake).
+const L2_VECTOR_LOAD_COST: f64 = 6.0;
+
+/// [`L2_VECTOR_LOAD_COST`] for NCHW pixels read in place: each step reads a line of another
+/// channel plane, as many streams as channels, which the prefetchers follow worse. NCHW
+/// 32 -> 16 and 64 -> 16 at 56x56 and 112x112 ran 4 x 64 weight rows (four sweeps of the
+/// pixels, four lines a step) at 0.75x and 6 x 64 at 0.87x the speed of 8 x 32, where the
+/// L1 costs alone rank them the other way round, as they ran at 28x28 (Xeon Ice Lake).
+const L2_IN_PLACE_VECTOR_LOAD_COST: f64 = 14.0;
 
 /// How one call runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -417,10 +436,10 @@ fn choose_tiling<T: Borrow<Tile>>(
     best.map_or((0, false, false), |(_, choice)| choice)
 }
 
-/// Estimated cycles (up to a constant) to run geometry `g` with `tile`: the vector FMAs of
-/// every tile, padding lanes included, a fixed cost per tile (loop set-up, epilogue dispatch),
-/// and the stores: one per register for a direct tile, about two scalar moves per element
-/// (residual gather and scatter) otherwise.
+/// Estimated cycles (up to a constant) to run geometry `g` with `tile`: the vector FMAs and
+/// loads of every tile, padding lanes included, a fixed cost per tile (loop set-up, epilogue
+/// dispatch), and the stores: one per register for a direct tile, two to five scalar moves per
+/// element (residual gather and scatter) otherwise.
 fn tile_cost(g: &Geometry, tile: &Tile, machine: &MachineParams, folded: bool, direct: bool) -> f64 {
     let pixels = if folded { g.n * g.p } else { g.p };
     let fused = fuses_groups(g.groups, g.kg, tile);
@@ -433,26 +452,43 @@ fn tile_cost(g: &Geometry, tile: &Tile, machine: &MachineParams, folded: bool, d
     let tiles = (rows.div_ceil(tile.mr) * cols.div_ceil(tile.nr) * gemms) as f64;
     let registers = (tile.mr * tile.vectors) as f64;
     // A reduction step issues one FMA per accumulator and one load per vector of the lane
-    // operand plus one broadcast per row; both kinds issue about two per cycle, so a one-row
-    // tile (four vector loads and a broadcast per four FMAs) is bound by its loads.
-    let loads = (tile.mr + tile.vectors) as f64;
+    // operand plus one broadcast per row, the loads charged on top of the FMAs
+    // (`L1_LOAD_COST`): a one-row tile (four vector loads and a broadcast per four FMAs) is
+    // mostly loads, and 6 x 64 (10 loads per 24 FMAs) beats 8 x 32 (10 per 16).
+    let broadcasts = tile.mr as f64;
     // A weight-row tile's lanes are the pixels: every panel of output channels sweeps the
     // block's pixel panels again. When they do not fit in half of L1 they come from L2, at
-    // about a cache line per cycle (a vector load costs as much as 3 FMAs). Without this a
+    // about a cache line per cycle (`L2_VECTOR_LOAD_COST`). Without this a
     // 1-row tile looked cheapest for a few output channels and ran 2.7x slower than the 8-row
     // tile that reads the pixels once (NCHW 32 -> 5 at 28x28, Xeon Cascade Lake).
     let pixel_bytes = g.cg.saturating_mul(pixels).saturating_mul(4);
     let weight_panels = gemm_channels.div_ceil(tile.mr);
     let from_l2 = tile.orient == Orientation::WeightRows && weight_panels > 1 && pixel_bytes > machine.l1d / 2;
-    let loads = if from_l2 {
-        loads.max(L2_VECTOR_LOAD_COST * tile.vectors as f64)
-    } else {
-        loads
+    // NCHW weight rows read their pixels in place at unit stride while a panel's rows fit in
+    // half of L1 or one weight panel sweeps them (`schedule` decides the same), else pack them.
+    let nchw_in_place = g.layout == Layout::Nchw
+        && tile.orient == Orientation::WeightRows
+        && g.sw == 1
+        && (weight_panels == 1 || g.cg * tile.pixel_lanes() * 4 <= machine.l1d / 2);
+    let issue = registers + L1_LOAD_COST * (broadcasts + tile.vectors as f64);
+    let step = match (from_l2, nchw_in_place) {
+        (true, true) => issue.max(L2_IN_PLACE_VECTOR_LOAD_COST * tile.vectors as f64),
+        (true, false) => issue.max(L2_VECTOR_LOAD_COST * tile.vectors as f64),
+        (false, _) => issue,
     };
     // Fused groups load each row's operand separately (a load per FMA instead of one per row
     // of vectors).
-    let per_tile_fma = g.cg as f64 * registers.max(loads) * if fused { 1.5 } else { 1.0 };
-    let scattered = 2.0 * (tile.mr * tile.nr) as f64;
+    let per_tile_fma = g.cg as f64 * step * if fused { 1.5 } else { 1.0 };
+    // An NCHW pixel-row tile sends each lane of a row to another channel plane: a scalar
+    // load, address and store per value, each into another line. 5 ranks it as measured
+    // (NCHW 96 -> 576 at 14x14: 6 x 64 pixel rows ran at 0.8-0.9x the 8 x 32 weight rows, Xeon
+    // Ice Lake), and leaves the long reductions of few pixels on pixel rows.
+    let per_value = if g.layout == Layout::Nchw && tile.orient == Orientation::PixelRows {
+        5.0
+    } else {
+        2.0
+    };
+    let scattered = per_value * (tile.mr * tile.nr) as f64;
     let per_tile_store = if direct {
         registers
     } else if folded && g.layout == Layout::Nchw && tile.orient == Orientation::WeightRows {
@@ -464,20 +500,21 @@ fn tile_cost(g: &Geometry, tile: &Tile, machine: &MachineParams, folded: bool, d
         scattered
     };
     // Packing pixels: NHWC pixel rows, and NCHW weight rows at unit width stride, are read in
-    // place; strided NCHW rows are gathered a row at a time (~1/4 cycle per value); anything
-    // else is a transposition in 8 x 8 register blocks, once per unit (~1 per value: `perf`
+    // place; strided NCHW rows are gathered a row at a time (~1/4 cycle per value); NCHW
+    // pixel rows copy a short row per channel (below); NHWC weight rows are a transposition
+    // in 8 x 8 register blocks, once per unit (~1 per value: `perf`
     // measured about 0.6 on NHWC 96 -> 1 channels at 14x14, Xeon Cascade Lake, where the
     // scalar blocks took about 3; charging 3 had moved small-group NHWC layers onto
     // per-group pixel-row tiles, 2x slower, before group lanes took them).
     let pack_per_value = match (g.layout, tile.orient) {
         (Layout::Nhwc, Orientation::PixelRows) => 0.0,
-        // (packed instead when their channel rows overflow half of L1, as `schedule` decides)
-        (Layout::Nchw, Orientation::WeightRows)
-            if g.sw == 1 && (weight_panels == 1 || g.cg * tile.pixel_lanes() * 4 <= machine.l1d / 2) =>
-        {
-            0.0
-        }
+        (Layout::Nchw, Orientation::WeightRows) if nchw_in_place => 0.0,
         (Layout::Nchw, Orientation::WeightRows) => 0.25,
+        // NCHW pixel rows: a short row of each channel plane per panel, one line each (2.0
+        // ranks them as measured against 6 x 64 weight rows: NCHW 512 -> 128 at 28x28 ran
+        // 6 x 64 pixel rows at 0.85-0.9x the weight rows, 1024 -> 256 at 14x14 at 1.1-1.3x,
+        // Xeon Ice Lake).
+        (Layout::Nchw, Orientation::PixelRows) => 2.0,
         _ => 1.0,
     };
     let packing = pack_per_value * (pixels * if folded { 1 } else { g.n }) as f64 * g.c as f64;

@@ -181,6 +181,8 @@ const AVX512: &[TileKernel] = {
         tile!(Avx512, "avx512_f32_8x32_prows", PixelRows, 8 x 2),
         tile!(Avx512, "avx512_f32_7x32_prows", PixelRows, 7 x 2),
         tile!(Avx512, "avx512_f32_8x48_prows", PixelRows, 8 x 3),
+        tile!(Avx512, "avx512_f32_6x64_wrows", WeightRows, 6 x 4),
+        tile!(Avx512, "avx512_f32_6x64_prows", PixelRows, 6 x 4),
         tile!(Avx512, "avx512_f32_8x16_prows", PixelRows, 8 x 1),
         tile!(Avx512, "avx512_f32_8x16_wrows", WeightRows, 8 x 1),
         tile!(Avx512, "avx512_f32_4x64_wrows", WeightRows, 4 x 4),

@@ -12,6 +12,11 @@
 //!   48, 32 or 16 without computing padding, and 7 rows tile 7x7 and 14x14 outputs exactly.
 //!   A 7 x 64 tile (28 acc + 4 B = all 32 registers) measured 15-20% slower than 8 x 32 on
 //!   small reductions, so it is not offered;
+//! - 6 x 64, both orientations (24 acc + 4 B): 10 loads per 24 FMAs, where 8 x 32 issues 10
+//!   per 16. Loads did not overlap the FMAs on Xeon Ice Lake (one core, a loop of broadcast
+//!   FMAs in L1, ns per step: 8 x 32 5.1, 6 x 64 6.0 for 1.5x the FMAs, 8 x 48 6.4; the cost
+//!   model charges them, see `schedule::L1_LOAD_COST`), and 64 lanes divide every channel
+//!   count of ResNet-50's outputs. NHWC ResNet-50 1x1 layers ran 1.1-1.3x faster with it;
 //! - flat tiles for few output channels or few pixels: weight rows 8 x 16 (an NCHW image of
 //!   16 pixels or fewer), 4 x 64 and 1 x 64 (1 to 4 output channels: an 8-row tile computed
 //!   up to 7 padding rows), and pixel rows 1 x 64 (one pixel, a fully connected layer at

@@ -360,25 +360,16 @@ unsafe fn gemm_tile_strided<S: Simd, const MR: usize, const NV: usize, const PA:
     let b_ks = if PB { NV * lanes } else { b.ks };
     // SAFETY: init, when non-null, holds MR x NR values (the caller's contract).
     let mut acc = unsafe { initial_sums::<S, MR, NV>(s, init) };
-    // One pointer per row, each advanced by a step: rows addressed as `a + r * rs` from one
-    // pointer were computed by a chain of adds through one register, carried from step to
-    // step (8 x 16 pixel rows, NHWC 96 -> 2 channels). No change was measurable on Xeon Ice
-    // Lake, where that loop is bound by its loads, but the step's addresses no longer wait on
-    // the previous step's.
-    let mut rows = [a.ptr; MR];
-    for (r, row) in rows.iter_mut().enumerate() {
-        *row = a.ptr.wrapping_add(r * rs);
-    }
-    let mut b = b.ptr;
+    let (mut a, mut b) = (a.ptr, b.ptr);
     for _ in 0..kc {
         let mut bv = [s.zero(); NV];
         for (j, v) in bv.iter_mut().enumerate() {
             // SAFETY: b addresses kc steps of NR values (the caller's contract).
             *v = unsafe { s.load(b.add(j * lanes)) };
         }
-        for (row, a) in acc.iter_mut().zip(&rows) {
+        for (r, row) in acc.iter_mut().enumerate() {
             // SAFETY: a addresses kc steps of MR lanes (the caller's contract).
-            let ar = s.splat(unsafe { **a });
+            let ar = s.splat(unsafe { *a.add(r * rs) });
             for j in 0..NV {
                 row[j] = S::F32::mul_add(ar, bv[j], row[j]);
             }
@@ -386,9 +377,7 @@ unsafe fn gemm_tile_strided<S: Simd, const MR: usize, const NV: usize, const PA:
         // After the last step these point one step past the operand, which for an operand
         // read in place can be past the end of the caller's buffer: wrapping arithmetic keeps
         // that unread pointer free of undefined behaviour.
-        for a in rows.iter_mut() {
-            *a = a.wrapping_add(ks);
-        }
+        a = a.wrapping_add(ks);
         b = b.wrapping_add(b_ks);
     }
     // SAFETY: forwarded contract.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on every dispatch tier this machine can reach, and checks in
 # each run which kernel Auto chose:
-#   1. natively (AVX-512 on an AVX-512 machine),
+#   1. natively (AVX-512, with BF16 where the CPU has it, on an AVX-512 machine),
 #   2. under qemu-x86_64 -cpu Haswell (AVX2+FMA, no AVX-512): Auto must pick avx2,
 #   3. under qemu-x86_64 -cpu Nehalem (no AVX): Auto must pick portable,
 #   4. cross-built for aarch64 and run under qemu-aarch64: Auto must pick neon;
@@ -14,7 +14,8 @@ scripts/setup.sh
 
 flags=$(grep -m1 '^flags' /proc/cpuinfo || true)
 native=portable
-if grep -qw avx512f <<<"$flags"; then native=avx512
+if grep -qw avx512f <<<"$flags" && grep -qw avx512_bf16 <<<"$flags"; then native=avx512bf16
+elif grep -qw avx512f <<<"$flags"; then native=avx512
 elif grep -qw avx2 <<<"$flags" && grep -qw fma <<<"$flags"; then native=avx2; fi
 
 echo "== native ($native) =="

@@ -10,6 +10,11 @@ use std::sync::OnceLock;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum KernelId {
+    /// x86_64 AVX-512F with the BF16 extension: a call whose input and weights are bf16
+    /// multiplies bf16 pairs with `vdpbf16ps` (two products per f32 lane and instruction,
+    /// summed in f32; the instruction reads denormal inputs as zero and flushes denormal
+    /// results to zero, whatever MXCSR says); every other call runs the `Avx512` tiles.
+    Avx512Bf16,
     /// x86_64 AVX-512F, `std::arch` intrinsics.
     Avx512,
     /// x86_64 AVX2 + FMA, `std::arch` intrinsics.
@@ -36,7 +41,13 @@ struct KernelRow {
 /// The kernel table, in Auto's order of preference and in `KernelId`'s declaration order:
 /// the kernel list, the names (and so the `UnknownKernel` message) and availability all come
 /// from it.
-const KERNELS: [KernelRow; 6] = [
+const KERNELS: [KernelRow; 7] = [
+    KernelRow {
+        id: KernelId::Avx512Bf16,
+        name: "avx512bf16",
+        microkernel: true,
+        available: |f| f.avx512 && f.avx512bf16,
+    },
     KernelRow {
         id: KernelId::Avx512,
         name: "avx512",
@@ -77,8 +88,8 @@ const KERNELS: [KernelRow; 6] = [
 
 impl KernelId {
     /// Every kernel this crate has, in Auto's order of preference.
-    pub const ALL: [KernelId; 6] = {
-        let mut all = [KernelId::Reference; 6];
+    pub const ALL: [KernelId; 7] = {
+        let mut all = [KernelId::Reference; 7];
         let mut i = 0;
         while i < KERNELS.len() {
             all[i] = KERNELS[i].id;
@@ -153,7 +164,7 @@ pub(crate) fn kernel_names() -> String {
 }
 
 #[cfg(feature = "testing")]
-static INVOCATIONS: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+static INVOCATIONS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
 
 impl fmt::Display for KernelId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -167,6 +178,8 @@ impl fmt::Display for KernelId {
 pub struct CpuFeatures {
     /// AVX-512F (x86_64).
     pub avx512: bool,
+    /// AVX-512 BF16 (x86_64: `vdpbf16ps`).
+    pub avx512bf16: bool,
     /// AVX2 and FMA together (x86_64).
     pub avx2_fma: bool,
     /// Advanced SIMD (aarch64).
@@ -192,6 +205,7 @@ fn detect() -> CpuFeatures {
     CpuFeatures {
         // The AVX-512 kernel also uses AVX2/FMA-era instructions for its 256-bit helpers.
         avx512: avx2_fma && is_x86_feature_detected!("avx512f"),
+        avx512bf16: is_x86_feature_detected!("avx512bf16"),
         avx2_fma,
         neon: false,
     }
@@ -201,6 +215,7 @@ fn detect() -> CpuFeatures {
 fn detect() -> CpuFeatures {
     CpuFeatures {
         avx512: false,
+        avx512bf16: false,
         avx2_fma: false,
         neon: std::arch::is_aarch64_feature_detected!("neon"),
     }

@@ -14,8 +14,8 @@ use crate::kernels::simd::{
 };
 use crate::kernels::Orientation;
 use crate::packing::{
-    pack_consecutive_pixels, pack_pixel_panels, pixel_offsets, uniform_spacing, FlatLanePanels, GroupLanePanels,
-    PanelBuf, WeightPanels, PADDED,
+    pack_consecutive_pixels, pack_pixel_panels, pair_panel_in_place, pixel_offsets, uniform_spacing, FlatLanePanels,
+    GroupLanePanels, PanelBuf, WeightPanels, PADDED,
 };
 use crate::schedule::{Schedule, Unit};
 use std::mem::MaybeUninit;
@@ -185,13 +185,13 @@ impl TaskScratch {
 ///
 /// `WROWS` is the tile's orientation (weight rows when true), a constant so that each tile's
 /// loop nest holds only its own orientation's operand cases.
-pub(crate) struct RunUnits<'a, const MR: usize, const NV: usize, const WROWS: bool> {
+pub(crate) struct RunUnits<'a, const MR: usize, const NV: usize, const WROWS: bool, const PAIRS: bool> {
     job: &'a Job<'a>,
     units: Range<usize>,
     scratch: &'a mut TaskScratch,
 }
 
-impl<'a, const MR: usize, const NV: usize, const WROWS: bool> RunUnits<'a, MR, NV, WROWS> {
+impl<'a, const MR: usize, const NV: usize, const WROWS: bool, const PAIRS: bool> RunUnits<'a, MR, NV, WROWS, PAIRS> {
     /// # Safety
     /// As [`run_units`] (the tier is proven by the token that runs it).
     pub unsafe fn new(job: &'a Job<'a>, units: Range<usize>, scratch: &'a mut TaskScratch) -> Self {
@@ -199,21 +199,23 @@ impl<'a, const MR: usize, const NV: usize, const WROWS: bool> RunUnits<'a, MR, N
     }
 }
 
-impl<const MR: usize, const NV: usize, const WROWS: bool> WithSimd for RunUnits<'_, MR, NV, WROWS> {
+impl<const MR: usize, const NV: usize, const WROWS: bool, const PAIRS: bool> WithSimd
+    for RunUnits<'_, MR, NV, WROWS, PAIRS>
+{
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
         // SAFETY: `new`'s contract.
-        unsafe { run_units::<S, MR, NV, WROWS>(s, self.job, self.units, self.scratch) }
+        unsafe { run_units::<S, MR, NV, WROWS, PAIRS>(s, self.job, self.units, self.scratch) }
     }
 }
 
 /// One microkernel call, as an operation for [`Simd::vectorize`].
-pub(crate) struct RunTileCall<'a, const MR: usize, const NV: usize> {
+pub(crate) struct RunTileCall<'a, const MR: usize, const NV: usize, const PAIRS: bool> {
     call: &'a TileCall<'a>,
 }
 
-impl<'a, const MR: usize, const NV: usize> RunTileCall<'a, MR, NV> {
+impl<'a, const MR: usize, const NV: usize, const PAIRS: bool> RunTileCall<'a, MR, NV, PAIRS> {
     /// # Safety
     /// As [`run_tile_call`].
     pub unsafe fn new(call: &'a TileCall<'a>) -> Self {
@@ -221,12 +223,12 @@ impl<'a, const MR: usize, const NV: usize> RunTileCall<'a, MR, NV> {
     }
 }
 
-impl<const MR: usize, const NV: usize> WithSimd for RunTileCall<'_, MR, NV> {
+impl<const MR: usize, const NV: usize, const PAIRS: bool> WithSimd for RunTileCall<'_, MR, NV, PAIRS> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
         // SAFETY: `new`'s contract.
-        unsafe { run_tile_call::<S, MR, NV>(s, self.call) }
+        unsafe { run_tile_call::<S, MR, NV, PAIRS>(s, self.call) }
     }
 }
 
@@ -236,7 +238,7 @@ impl<const MR: usize, const NV: usize> WithSimd for RunTileCall<'_, MR, NV> {
 /// The CPU must support `V`'s tier; `job` must describe buffers of the lengths its geometry
 /// implies (the plan checked them), with `job.panels` packed with lanes matching this tile.
 #[inline(always)]
-pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const WROWS: bool>(
+pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const WROWS: bool, const PAIRS: bool>(
     s: S,
     job: &Job,
     units: Range<usize>,
@@ -256,14 +258,18 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
     // channels: one broadcast per row and step), and NCHW weight rows (NR consecutive pixels
     // of a channel plane: one vector load per step) when the schedule says the panel's rows
     // stay in L1 (`Schedule::pixels_in_place`).
-    let read_in_place = job.sched.pixels_in_place && if weight_rows { ics != 1 } else { ics == 1 };
+    // Panels of bf16 pairs are always packed (two channels per 32-bit value).
+    let read_in_place = !PAIRS && job.sched.pixels_in_place && if weight_rows { ics != 1 } else { ics == 1 };
     // An evenly spaced full panel (spacing `d`) is read in place when the orientation wants it.
     let in_place_spacing = |d: usize| (read_in_place && (!weight_rows || d == 1)).then_some(d);
     let kc = job.sched.kc;
     // Fused groups: one gemm of every output channel, each row reducing its own group's
     // channels of a pixel panel that holds them all (see `schedule`).
     let fused = job.sched.fused;
-    debug_assert!(!fused || (weight_rows && kc == cg && job.sched.parts == 1));
+    debug_assert!(!fused || (weight_rows && kc == cg && job.sched.parts == 1 && !PAIRS));
+    // Reduction steps per packed row: two for bf16 pairs (blocks and parts start on even
+    // steps, see `schedule`).
+    let steps_per_row = if PAIRS { 2 } else { 1 };
     let gemm_channels = job.sched.gemm_channels(g);
     // Input channels per reduction block of a packed pixel panel.
     let panel_rows = if fused { g.c } else { kc };
@@ -374,7 +380,7 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
                     // SAFETY: with no reduction steps the operands are not read; the sums are a
                     // whole tile; the output targets are the unit's own (see store_final).
                     unsafe {
-                        store_final::<S, MR, NV>(
+                        store_final::<S, MR, NV, PAIRS>(
                             s,
                             job,
                             steps,
@@ -410,6 +416,13 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
                     }
                 }
             }
+            if PAIRS {
+                // The f32 panels (bf16 values widened: the plan runs pair tiles only on bf16
+                // input) narrowed into pairs where they lie.
+                for panel in 0..pixel_panels {
+                    pair_panel_in_place(&mut packed[panel * panel_rows * pl..][..pack_rows * pl], pack_rows, pl);
+                }
+            }
             // The schedule says which panel stays while the other streams past it.
             let pixels_outer = job.sched.pixels_outer;
             let weight_panels = last_panel - first_panel;
@@ -434,7 +447,7 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
                 let ch0 = wp * wl;
                 let kn = wl.min(gemm_channels - ch0);
                 // Packed weight rows are reduction steps of `wl` lanes.
-                let wptr = panels.panel_ptr(unit.group, wp).wrapping_add(k0 * wl);
+                let wptr = panels.panel_ptr(unit.group, wp).wrapping_add(k0 / steps_per_row * wl);
                 let chan0 = unit.group * gemm_channels + ch0;
                 // Fused groups: row r reads from its group's first channel (rows past the
                 // valid ones repeat the last valid row's, so every read stays in the input).
@@ -498,12 +511,12 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
                         let full = Extent { m: MR, n: nr };
                         if !last {
                             let ep = TileEpilogue::partial_sums();
-                            gemm_tile::<S, MR, NV>(s, kb, steps.init, a, b, sums, nr, &ep, full);
+                            gemm_tile::<S, MR, NV, PAIRS>(s, kb, steps.init, a, b, sums, nr, &ep, full);
                         } else if parts > 1 {
                             let t = (wp - first_panel) * pixel_panels + pp;
                             let part_sums = split_region.add((unit.part * unit_tiles + t) * tile_len);
                             let ep = TileEpilogue::partial_sums();
-                            gemm_tile::<S, MR, NV>(s, kb, steps.init, a, b, part_sums, nr, &ep, full);
+                            gemm_tile::<S, MR, NV, PAIRS>(s, kb, steps.init, a, b, part_sums, nr, &ep, full);
                         } else {
                             let place = TilePlace {
                                 j0,
@@ -512,7 +525,7 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
                                 n,
                                 padded: padded[pp],
                             };
-                            store_final::<S, MR, NV>(s, job, steps, a, b, place, weight_rows);
+                            store_final::<S, MR, NV, PAIRS>(s, job, steps, a, b, place, weight_rows);
                         }
                     }
                 }
@@ -529,7 +542,7 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
 /// As [`gemm_tile`] for the operands and `steps`; `place` lies in the output part of the unit
 /// that runs it.
 #[inline(always)]
-unsafe fn store_final<S: Simd, const MR: usize, const NV: usize>(
+unsafe fn store_final<S: Simd, const MR: usize, const NV: usize, const PAIRS: bool>(
     s: S,
     job: &Job,
     steps: Steps,
@@ -547,9 +560,9 @@ unsafe fn store_final<S: Simd, const MR: usize, const NV: usize>(
     unsafe {
         if (job.sched.direct || one_image()) && place.padded == 0 {
             let extent = Extent { m: place.m, n: place.n };
-            store_direct::<S, MR, NV>(s, job, steps, a, b, place.j0, place.chan0, extent, weight_rows);
+            store_direct::<S, MR, NV, PAIRS>(s, job, steps, a, b, place.j0, place.chan0, extent, weight_rows);
         } else {
-            store_scattered::<S, MR, NV>(s, job, steps, a, b, place, weight_rows);
+            store_scattered::<S, MR, NV, PAIRS>(s, job, steps, a, b, place, weight_rows);
         }
     }
 }
@@ -558,7 +571,7 @@ unsafe fn store_final<S: Simd, const MR: usize, const NV: usize>(
 /// partial tile with masked (or lane-by-lane) stores of its valid part.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn store_direct<S: Simd, const MR: usize, const NV: usize>(
+unsafe fn store_direct<S: Simd, const MR: usize, const NV: usize, const PAIRS: bool>(
     s: S,
     job: &Job,
     steps: Steps,
@@ -591,7 +604,7 @@ unsafe fn store_direct<S: Simd, const MR: usize, const NV: usize>(
     // within one image), and so in the residual, which has the output's shape; the extent's rows
     // and lanes are the unit's. An in-place residual is read register by register just
     // before the same register is stored.
-    unsafe { gemm_tile::<S, MR, NV>(s, steps.kc, steps.init, a, b, job.y.0.add(origin), ldc, &ep, extent) }
+    unsafe { gemm_tile::<S, MR, NV, PAIRS>(s, steps.kc, steps.init, a, b, job.y.0.add(origin), ldc, &ep, extent) }
 }
 
 /// Where a tile lands: its first folded pixel and global output channel, its valid extent
@@ -617,7 +630,7 @@ pub(crate) struct Steps {
 /// output: computed into a stack tile (with bias and residual copied in), then the valid
 /// `m x n` part is scattered.
 #[inline(always)]
-unsafe fn store_scattered<S: Simd, const MR: usize, const NV: usize>(
+unsafe fn store_scattered<S: Simd, const MR: usize, const NV: usize, const PAIRS: bool>(
     s: S,
     job: &Job,
     steps: Steps,
@@ -657,7 +670,7 @@ unsafe fn store_scattered<S: Simd, const MR: usize, const NV: usize>(
     };
     // SAFETY: addr(r, l) for r < m, l < n are elements of this unit's part of the output (and
     // of the residual, which has the output's shape); a and b are full panels.
-    unsafe { edge.run::<S, MR, NV>(s, a, b, addr, addr, job.y.0) }
+    unsafe { edge.run::<S, MR, NV, PAIRS>(s, a, b, addr, addr, job.y.0) }
 }
 
 /// A tile computed through the stack: bias and residual are copied into full-size stack
@@ -687,7 +700,7 @@ impl EdgeTile<'_> {
     /// `a`/`b` hold `kc` rows of `MR`/`NR` values; for `r < m`, `l < n`, `out_addr(r, l)` is a
     /// valid element of `out` and `res_addr(r, l)` of the residual; `m <= MR`, `n <= NR`.
     #[inline(always)]
-    pub(crate) unsafe fn run<S: Simd, const MR: usize, const NV: usize>(
+    pub(crate) unsafe fn run<S: Simd, const MR: usize, const NV: usize, const PAIRS: bool>(
         &self,
         s: S,
         a: RowOperand,
@@ -746,7 +759,7 @@ impl EdgeTile<'_> {
         // SAFETY: the stack arrays hold MR * NR <= MAX_TILE values and 64 >= max(MR, NR)
         // channel values; a and b are full panels by the caller's guarantee.
         unsafe {
-            gemm_tile::<S, MR, NV>(
+            gemm_tile::<S, MR, NV, PAIRS>(
                 s,
                 self.steps.kc,
                 self.steps.init,
@@ -764,7 +777,9 @@ impl EdgeTile<'_> {
             let mut zero_sum = [MaybeUninit::<f32>::uninit(); MAX_TILE];
             // SAFETY: as above; with kc = 0 the operand pointers are not dereferenced.
             let zero = std::ptr::null();
-            unsafe { gemm_tile::<S, MR, NV>(s, 0, zero, a, b, zero_sum.as_mut_ptr().cast::<f32>(), nr, &ep, full) };
+            unsafe {
+                gemm_tile::<S, MR, NV, PAIRS>(s, 0, zero, a, b, zero_sum.as_mut_ptr().cast::<f32>(), nr, &ep, full)
+            };
             let pixels_are_rows = self.axis == ChannelAxis::Cols;
             for r in 0..self.m {
                 for l in 0..self.n {
@@ -828,7 +843,10 @@ pub(crate) struct TileCall<'a> {
 /// does): `c` valid for `m` rows of `n` values at stride `ldc`, the residual likewise at its
 /// stride, bias and slopes for `m` rows (or `n` columns).
 #[inline(always)]
-pub(crate) unsafe fn run_tile_call<S: Simd, const MR: usize, const NV: usize>(s: S, call: &TileCall) {
+pub(crate) unsafe fn run_tile_call<S: Simd, const MR: usize, const NV: usize, const PAIRS: bool>(
+    s: S,
+    call: &TileCall,
+) {
     let ep = TileEpilogue {
         bias: call.bias.map_or(std::ptr::null(), <[f32]>::as_ptr),
         slope: call.slope.map_or(std::ptr::null(), <[f32]>::as_ptr),
@@ -839,7 +857,7 @@ pub(crate) unsafe fn run_tile_call<S: Simd, const MR: usize, const NV: usize>(s:
     };
     // SAFETY: the extent and every slice were checked by the caller.
     unsafe {
-        gemm_tile::<S, MR, NV>(
+        gemm_tile::<S, MR, NV, PAIRS>(
             s,
             call.kc,
             std::ptr::null(),

@@ -37,6 +37,24 @@ impl MachineParams {
     }
 }
 
+/// The time of a step of bf16 pairs (two multiply-adds per lane, `Simd::dot_bf16_pairs`)
+/// over the time of an f32 FMA of the same width on this core, measured once (a fraction of
+/// a millisecond, on the first bf16 call that could use pairs); `None` where no kernel in
+/// this build has bf16-pair tiles or the CPU lacks their instructions.
+pub(crate) fn bf16_pair_step_cost() -> Option<f64> {
+    static COST: OnceLock<Option<f64>> = OnceLock::new();
+    *COST.get_or_init(|| {
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        {
+            crate::kernels::x86_64::avx512_bf16::pair_step_cost_vs_fma()
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        {
+            None
+        }
+    })
+}
+
 /// The running machine's parameters, detected on the first call.
 pub(crate) fn machine() -> MachineParams {
     static PARAMS: OnceLock<MachineParams> = OnceLock::new();
@@ -171,6 +189,21 @@ mod tests {
         assert!(m.l1d <= m.l2, "{m:?}");
         // (CPUID and sysfs need not agree: under an emulator CPUID describes the emulated CPU
         // and sysfs the host.)
+    }
+
+    #[test]
+    fn the_pair_step_cost_is_measured_where_the_cpu_has_pair_tiles() {
+        let cost = bf16_pair_step_cost();
+        assert_eq!(
+            cost.is_some(),
+            crate::dispatch::KernelId::Avx512Bf16.is_available() && !cfg!(miri)
+        );
+        if let Some(cost) = cost {
+            // One instruction of two multiply-adds per lane: between a quarter and eight
+            // FMAs on any core that has it (about 4 measured on Xeon model 207).
+            assert!((0.25..=8.0).contains(&cost), "{cost}");
+            eprintln!("bf16 pair step cost: {cost:.2} FMAs");
+        }
     }
 
     #[test]

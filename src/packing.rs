@@ -23,21 +23,44 @@ pub(crate) const PADDED: isize = -1;
 
 /// How a kernel wants an operand packed: `lanes` per panel row, the reduction grouped by
 /// `k_group` (1: one step per row; 2 or 4: that many consecutive steps per lane, side by side).
+///
+/// With `bf16`, the `k_group = 2` steps of a lane are two bf16 values sharing one 32-bit slot
+/// (the even step in the low half), as `vdpbf16ps` reads them: a panel row is `lanes` slots
+/// of two steps each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PackedFormat {
     pub lanes: usize,
     pub k_group: usize,
+    pub bf16: bool,
 }
 
 impl PackedFormat {
     /// f32 lanes, one reduction step per row.
     pub const fn f32(lanes: usize) -> PackedFormat {
-        PackedFormat { lanes, k_group: 1 }
+        PackedFormat {
+            lanes,
+            k_group: 1,
+            bf16: false,
+        }
     }
 
-    /// Values in one panel of `k` reduction steps (rounded up to whole groups).
+    /// bf16 pairs: each 32-bit slot of a lane holds two consecutive reduction steps.
+    pub const fn bf16_pairs(lanes: usize) -> PackedFormat {
+        PackedFormat {
+            lanes,
+            k_group: 2,
+            bf16: true,
+        }
+    }
+
+    /// 32-bit slots in one panel of `k` reduction steps (rounded up to whole groups).
     pub fn panel_len(&self, k: usize) -> usize {
-        k.div_ceil(self.k_group) * self.k_group * self.lanes
+        let values = k.div_ceil(self.k_group) * self.k_group * self.lanes;
+        if self.bf16 {
+            values / 2
+        } else {
+            values
+        }
     }
 
     /// Index in a panel of (reduction step `c`, lane `lane`).
@@ -226,7 +249,8 @@ pub(crate) fn pack_weight_panels(
 ) -> WeightPanels {
     let lanes = format.lanes;
     let panels = kg.div_ceil(lanes);
-    let panel_len = format.panel_len(cg);
+    // Packed in f32 first (bf16 pairs: each pair's two values side by side, then narrowed).
+    let panel_len = PackedFormat { bf16: false, ..format }.panel_len(cg);
     let total = groups * panels * panel_len;
     let mut data = PanelBuf::from_iter(64, std::iter::repeat_n(pad, total));
     // Reduction steps in blocks whose part of the panel stays in L1 while each lane's
@@ -257,6 +281,10 @@ pub(crate) fn pack_weight_panels(
             }
         }
     }
+    if format.bf16 {
+        pair_in_place(&mut data);
+        data.truncate(total / 2);
+    }
     WeightPanels {
         data,
         format,
@@ -264,6 +292,69 @@ pub(crate) fn pack_weight_panels(
         groups,
         panels,
         cg,
+    }
+}
+
+/// The bf16 bits of `v`, a bf16 value widened to f32 (its low half is zero).
+#[inline(always)]
+fn bf16_bits(v: f32) -> u32 {
+    debug_assert_eq!(v.to_bits() & 0xFFFF, 0, "{v} is not a bf16 value");
+    v.to_bits() >> 16
+}
+
+/// One 32-bit slot of a bf16 pair: `even` in the low half, `odd` in the high half (both bf16
+/// values widened to f32).
+#[inline(always)]
+fn bf16_pair(even: f32, odd: f32) -> f32 {
+    f32::from_bits(bf16_bits(odd) << 16 | bf16_bits(even))
+}
+
+/// Narrows values packed with `k_group = 2` in f32 (each lane's two steps side by side,
+/// every value a bf16 value widened) into bf16 pairs, one slot per two values, in the first
+/// half of `data`; the second half is left as it was.
+fn pair_in_place(data: &mut [f32]) {
+    for i in 0..data.len() / 2 {
+        // Slot i reads values 2i and 2i + 1, at or after every slot written before it.
+        data[i] = bf16_pair(data[2 * i], data[2 * i + 1]);
+    }
+}
+
+/// Narrows a packed f32 pixel panel of `rows` reduction steps by `lanes` lanes (the layout of
+/// [`pack_pixel_panels`], every value a bf16 value widened) into bf16 pairs in place: slot
+/// `(p, lane)` of the result, at `p * lanes + lane`, holds steps `2p` (low half) and `2p + 1`
+/// (high half, zero past `rows`). The first `ceil(rows / 2) * lanes` values are rewritten.
+#[inline(always)]
+pub(crate) fn pair_panel_in_place(panel: &mut [f32], rows: usize, lanes: usize) {
+    debug_assert!(panel.len() >= rows * lanes);
+    for p in 0..rows.div_ceil(2) {
+        let odd_present = 2 * p + 1 < rows;
+        if p == 0 {
+            // Pair row 0 is step row 0, rewritten value by value after it is read.
+            let (even, rest) = panel.split_at_mut(lanes);
+            if odd_present {
+                for (e, &o) in even.iter_mut().zip(&rest[..lanes]) {
+                    *e = bf16_pair(*e, o);
+                }
+            } else {
+                for e in even.iter_mut() {
+                    *e = bf16_pair(*e, 0.0);
+                }
+            }
+            continue;
+        }
+        // Pair row p (p >= 1) lies before step rows 2p and 2p + 1.
+        let (head, tail) = panel.split_at_mut(2 * p * lanes);
+        let dst = &mut head[p * lanes..(p + 1) * lanes];
+        let (even, odd) = tail.split_at(lanes);
+        if odd_present {
+            for ((d, &e), &o) in dst.iter_mut().zip(even).zip(&odd[..lanes]) {
+                *d = bf16_pair(e, o);
+            }
+        } else {
+            for (d, &e) in dst.iter_mut().zip(even) {
+                *d = bf16_pair(e, 0.0);
+            }
+        }
     }
 }
 
@@ -563,7 +654,11 @@ mod tests {
                 (2, 5, 131, 4),
             ] {
                 let w = named_weights(groups * kg, cg);
-                let format = PackedFormat { lanes, k_group };
+                let format = PackedFormat {
+                    lanes,
+                    k_group,
+                    bf16: false,
+                };
                 let p = pack_weight_panels(&w, groups, kg, cg, format, -1.0);
                 let panel_len = format.panel_len(cg);
                 assert_eq!(p.data.len(), groups * kg.div_ceil(lanes) * panel_len);
@@ -593,7 +688,11 @@ mod tests {
 
     #[test]
     fn grouped_formats_keep_k_group_steps_side_by_side() {
-        let f = PackedFormat { lanes: 4, k_group: 2 };
+        let f = PackedFormat {
+            lanes: 4,
+            k_group: 2,
+            bf16: false,
+        };
         // Steps 0 and 1 of lane 0, then steps 0 and 1 of lane 1, ...
         assert_eq!(
             [f.index(0, 0), f.index(1, 0), f.index(0, 1), f.index(1, 1)],
@@ -712,7 +811,11 @@ mod tests {
         let mut ran = 1;
         #[cfg(target_arch = "x86_64")]
         {
-            use crate::kernels::x86_64::{avx2::Avx2, avx512::Avx512};
+            use crate::kernels::x86_64::{avx2::Avx2, avx512::Avx512, avx512_bf16::Avx512Bf16};
+            ran += Avx512Bf16::try_new()
+                .map(|s| s.vectorize(CheckPixelPanels))
+                .into_iter()
+                .count();
             ran += Avx2::try_new()
                 .map(|s| s.vectorize(CheckPixelPanels))
                 .into_iter()
@@ -736,6 +839,61 @@ mod tests {
             ran,
             tiers.iter().filter(|k| !crate::kernels::tiles(**k).is_empty()).count()
         );
+    }
+
+    #[test]
+    fn pixel_panels_narrow_into_bf16_pairs_in_place() {
+        // Values that name their place (step, lane), all bf16 values (integers to 256).
+        for rows in [1, 2, 3, 6, 7] {
+            for lanes in [1, 5, 16, 32] {
+                let value = |c: usize, l: usize| (c * 32 + l + 1) as f32;
+                let mut panel = vec![f32::NAN; rows * lanes + 3];
+                for c in 0..rows {
+                    for l in 0..lanes {
+                        panel[c * lanes + l] = value(c, l);
+                    }
+                }
+                pair_panel_in_place(&mut panel, rows, lanes);
+                for p in 0..rows.div_ceil(2) {
+                    for l in 0..lanes {
+                        let bits = panel[p * lanes + l].to_bits();
+                        let (even, odd) = (f32::from_bits(bits << 16), f32::from_bits(bits & 0xFFFF_0000));
+                        assert_eq!(even, value(2 * p, l), "rows {rows} lanes {lanes} ({p}, {l})");
+                        let want_odd = if 2 * p + 1 < rows { value(2 * p + 1, l) } else { 0.0 };
+                        assert_eq!(odd, want_odd, "rows {rows} lanes {lanes} ({p}, {l})");
+                    }
+                }
+                // Nothing past the panel's rows is written.
+                assert!(panel[rows * lanes..].iter().all(|v| v.is_nan()));
+            }
+        }
+    }
+
+    #[test]
+    fn weight_panels_of_bf16_pairs_hold_each_pair_in_one_slot() {
+        let (k, cg) = (5, 7);
+        let weights: Vec<f32> = (0..k * cg).map(|i| (i + 1) as f32).collect();
+        let format = PackedFormat::bf16_pairs(4);
+        let panels = pack_weight_panels(&weights, 1, k, cg, format, 0.0);
+        assert_eq!(format.panel_len(cg), 4 * 4);
+        assert_eq!(panels.data.len(), 2 * format.panel_len(cg));
+        for panel in 0..2 {
+            let p = panels.panel_ptr(0, panel);
+            for pair in 0..4 {
+                for lane in 0..4 {
+                    // SAFETY: inside the panel (pair < 4 rows of 4 lanes).
+                    let bits = unsafe { *p.add(pair * 4 + lane) }.to_bits();
+                    let kk = panel * 4 + lane;
+                    let w = |c: usize| if kk < k && c < cg { weights[kk * cg + c] } else { 0.0 };
+                    assert_eq!(f32::from_bits(bits << 16), w(2 * pair), "{panel} {pair} {lane}");
+                    assert_eq!(
+                        f32::from_bits(bits & 0xFFFF_0000),
+                        w(2 * pair + 1),
+                        "{panel} {pair} {lane}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::element::{narrow_into, widen, widen_into, Element, Tensor, TensorMut}
 use crate::epilogue::{Activation, Residual, ScalarEpilogue};
 use crate::error::{checked_product, Error, Result};
 use crate::kernels::{self, GroupLanesKernel, Orientation, TileKernel};
-use crate::machine::machine;
+use crate::machine::{bf16_pair_step_cost, machine};
 use crate::packing::{pack_weight_panels, FlatLanePanels, GroupLanePanels, WeightPanels};
 use crate::schedule::{
     fuses_groups, schedule, uses_flat_lanes, uses_group_lanes, Forced, Schedule, PARALLEL_MIN_FLOPS,
@@ -20,6 +20,16 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 /// cost more than such an image's arithmetic (the seed's 3x3 example has 54). A forced kernel
 /// runs at every size. [`Plan::kernel_for`] says which kernel a call of given dims runs.
 pub const SMALL_PROBLEM_MACS: usize = 2048;
+
+/// bf16 calls run the bf16-pair tiles only where a pair step (two multiply-adds per lane)
+/// costs at most this many f32 FMAs ([`bf16_pair_step_cost`], measured on the core), so that
+/// pairs multiply at least 1.33x as fast as f32 FMAs. At 2 the two break even; AMD Zen 5
+/// issues `vdpbf16ps` about as fast as an FMA (about 1.1: 1.83x the rate, by the bf16
+/// issue's measurement), and an Intel Xeon of family 6, model 207 at a quarter of that rate
+/// (3.8-4.2), where the pair tiles ran ResNet-50 and MobileNetV2 layers at 0.61x the f32
+/// tiles' bf16 calls (geometric mean 54 against 89 GFLOP/s, NCHW, 1 thread, one `compare`
+/// run).
+const PAIRS_MAX_STEP_COST: f64 = 1.5;
 
 /// Pixel ranges split across threads (group-lanes calls) start at multiples
 /// of this: whole tiles, and whole cache lines of most outputs.
@@ -259,6 +269,9 @@ pub struct Plan {
     tiles: &'static [TileKernel],
     /// `[K, C/G]` row-major, whatever order the caller gave.
     weights: Vec<f32>,
+    /// Whether every weight is a bf16 value (given as bf16, or f32 with a zero low half):
+    /// then calls with bf16 input may run the kernel's bf16-pair tiles.
+    weights_bf16: bool,
     bias: Option<Vec<f32>>,
     /// PReLU slopes `[K]`, present exactly when the activation is PReLU.
     slope: Option<Vec<f32>>,
@@ -278,7 +291,7 @@ pub struct Plan {
     forced: Forced,
     /// The schedule of the last call's input dims and thread count: a network calls each
     /// layer with the same dims every time, so the cost model runs once per dims.
-    last_schedule: Mutex<Option<(InputDims, usize, Schedule)>>,
+    last_schedule: Mutex<Option<(InputDims, usize, bool, Schedule)>>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -446,6 +459,7 @@ impl Plan {
             Tensor::F32(w) => w.to_vec(),
             Tensor::Bf16(w) => w.iter().map(|&v| widen(v)).collect(),
         };
+        let weights_bf16 = given.iter().all(|w| w.to_bits() & 0xFFFF == 0);
         let weights = match b.order {
             WeightOrder::OutputMajor => given,
             WeightOrder::InputMajor => {
@@ -466,6 +480,7 @@ impl Plan {
             auto: b.options.kernel == KernelChoice::Auto,
             tiles,
             weights,
+            weights_bf16,
             bias: b.bias.map(<[f32]>::to_vec),
             slope: b.slope.map(<[f32]>::to_vec),
             panels: tiles.iter().map(|_| OnceLock::new()).collect(),
@@ -562,7 +577,37 @@ impl Plan {
         if let Some((fl, _)) = self.flat_lanes_for_call(&geom) {
             return Ok(Some(fl.flat_name));
         }
-        let s = schedule(&geom, self.tiles, &machine(), 1, self.forced);
+        let s = schedule(&geom, self.tiles, false, &machine(), 1, self.forced);
+        Ok(Some(self.tiles[s.tile].name))
+    }
+
+    /// The name of the register tile a forward call with `dims` and a bf16 input runs, if
+    /// the call runs one (test hook, `testing` feature): on a kernel with bf16-pair tiles
+    /// and a plan of bf16 weights, one of those.
+    ///
+    /// # Errors
+    /// As [`Plan::output_dims`].
+    #[cfg(feature = "testing")]
+    pub fn tile_for_bf16(&self, dims: InputDims) -> Result<Option<&'static str>> {
+        let pairs = self.multiplies_pairs(&Tensor::Bf16(&[]));
+        if !pairs {
+            return self.tile_for(dims);
+        }
+        let len = self.conv.input_len(dims)?;
+        let out = self.conv.output_dims(dims)?.len()?;
+        let Some(geom) = Geometry::new(&self.conv, dims, len, None, out)? else {
+            return Ok(None);
+        };
+        if self.kernel_for_macs(geom.p * geom.k * geom.cg) != self.kernel {
+            return Ok(None);
+        }
+        if let Some((gl, _)) = self.group_lanes_for_call() {
+            return Ok(Some(gl.name));
+        }
+        if let Some((fl, _)) = self.flat_lanes_for_call(&geom) {
+            return Ok(Some(fl.flat_name));
+        }
+        let s = schedule(&geom, self.tiles, true, &machine(), 1, self.forced);
         Ok(Some(self.tiles[s.tile].name))
     }
 
@@ -757,6 +802,7 @@ impl Plan {
             return Ok(());
         }
         let act = self.conv.activation;
+        let pairs = self.multiplies_pairs(&input);
         let mut wide_input = Vec::new();
         let x = match input {
             Tensor::F32(x) => x,
@@ -781,7 +827,7 @@ impl Plan {
                         Residual::Separate(&wide_residual)
                     }
                 };
-                let result = self.run(x, dims, residual, y, workspace, act);
+                let result = self.run(x, dims, residual, y, workspace, act, pairs);
                 workspace.return_scratch(wide_residual);
                 result
             }
@@ -802,7 +848,7 @@ impl Plan {
                         Residual::InOutput
                     }
                 };
-                let result = self.run(x, dims, residual, &mut wide_output, workspace, act);
+                let result = self.run(x, dims, residual, &mut wide_output, workspace, act, pairs);
                 if result.is_ok() {
                     self.convert_chunks(&wide_output, output, narrow_into);
                 }
@@ -843,19 +889,27 @@ impl Plan {
             });
         }
         let residual = residual.map_or(Residual::None, Residual::Separate);
-        self.run(input, dims, residual, pre_activation, workspace, Activation::Identity)
-            .map_err(|e| match e {
-                Error::LengthMismatch {
-                    what: "output",
-                    expected,
-                    got,
-                } => Error::LengthMismatch {
-                    what: "pre_activation",
-                    expected,
-                    got,
-                },
-                e => e,
-            })?;
+        self.run(
+            input,
+            dims,
+            residual,
+            pre_activation,
+            workspace,
+            Activation::Identity,
+            false,
+        )
+        .map_err(|e| match e {
+            Error::LengthMismatch {
+                what: "output",
+                expected,
+                got,
+            } => Error::LengthMismatch {
+                what: "pre_activation",
+                expected,
+                got,
+            },
+            e => e,
+        })?;
         let act = self.conv.activation;
         match self.slope.as_deref() {
             Some(slopes) => out.for_each_channel_run(self.conv.layout, |run, k| {
@@ -868,6 +922,9 @@ impl Plan {
         Ok(())
     }
 
+    /// The f32 engine's call. With `pairs` the input holds bf16 values widened (a bf16 call,
+    /// [`Plan::multiplies_pairs`]), and the register tiles are the kernel's bf16-pair tiles.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         input: &[f32],
@@ -876,6 +933,7 @@ impl Plan {
         output: &mut [f32],
         workspace: &mut Workspace,
         act: Activation,
+        pairs: bool,
     ) -> Result<()> {
         let residual_len = match residual {
             Residual::Separate(r) => Some(r.len()),
@@ -945,8 +1003,17 @@ impl Plan {
             });
             return Ok(());
         }
-        let sched = self.schedule_for(&geom, dims, threads);
+        let sched = self.schedule_for(&geom, dims, threads, pairs);
         let tile = self.tiles.get(sched.tile);
+        if let Some(t) = tile.filter(|t| t.tile.pairs != pairs) {
+            // Only a test hook's forced tile can disagree with the call's element types.
+            return Err(Error::InvalidTile(format!(
+                "{} multiplies {}; this call's operands need {}",
+                t.name,
+                if t.tile.pairs { "bf16 pairs" } else { "f32" },
+                if pairs { "a bf16-pair tile" } else { "an f32 tile" }
+            )));
+        }
         let panels = match tile {
             Some(_) => Some(self.weight_panels(sched.tile)?),
             None => None,
@@ -1013,19 +1080,33 @@ impl Plan {
     /// The schedule for a call of `dims` (whose geometry is `geom`) on `threads` threads: the
     /// last call's when it had the same dims and threads, else computed and kept. A call
     /// that finds another thread holding the cache computes its own.
-    fn schedule_for(&self, geom: &Geometry, dims: InputDims, threads: usize) -> Schedule {
-        let compute = || schedule(geom, self.tiles, &machine(), threads, self.forced);
+    fn schedule_for(&self, geom: &Geometry, dims: InputDims, threads: usize, pairs: bool) -> Schedule {
+        let compute = || schedule(geom, self.tiles, pairs, &machine(), threads, self.forced);
         let Ok(mut last) = self.last_schedule.try_lock() else {
             return compute();
         };
-        if let Some((d, t, s)) = *last {
-            if d == dims && t == threads {
+        if let Some((d, t, p, s)) = *last {
+            if d == dims && t == threads && p == pairs {
                 return s;
             }
         }
         let s = compute();
-        *last = Some((dims, threads, s));
+        *last = Some((dims, threads, pairs, s));
         s
+    }
+
+    /// Whether a call with this input runs the kernel's bf16-pair tiles: bf16 input, bf16
+    /// weights, a kernel that has them, and a core on which they are faster than the f32
+    /// tiles ([`PAIRS_MAX_STEP_COST`]; a test hook's forced pair tile runs whatever the core).
+    fn multiplies_pairs(&self, input: &Tensor) -> bool {
+        let bf16_operands = matches!(input, Tensor::Bf16(_)) && self.weights_bf16;
+        if !bf16_operands || !self.tiles.iter().any(|t| t.tile.pairs) {
+            return false;
+        }
+        match self.forced.tiling {
+            Some((tile, _)) => self.tiles[tile].tile.pairs,
+            None => bf16_pair_step_cost().is_some_and(|cost| cost <= PAIRS_MAX_STEP_COST),
+        }
     }
 
     /// Drops the kept schedule (a test hook changed what the schedule depends on).

@@ -214,14 +214,25 @@ pub(crate) struct Forced {
 /// The schedule of geometry `g` on a kernel with `tiles` (empty: the matrixmultiply kernel),
 /// on a machine with `machine`'s caches, with at most `threads` threads; `forced` fixes
 /// choices for the test hooks.
+///
+/// `pairs` says whether the call's operands are bf16 (input and weights): it may then run
+/// the tiles that multiply bf16 pairs, and only those, else only the others.
 pub(crate) fn schedule<T: Borrow<Tile>>(
     g: &Geometry,
     tiles: &[T],
+    pairs: bool,
     machine: &MachineParams,
     threads: usize,
     forced: Forced,
 ) -> Schedule {
-    let (tile, folded, direct) = choose_tiling(g, tiles, machine, forced.tiling);
+    let (tile, folded, direct) = choose_tiling(g, tiles, pairs, machine, forced.tiling);
+    // Reduction steps per packed row of the chosen tile: blocks and parts start on a
+    // multiple of it.
+    let step_group = if tiles.get(tile).is_some_and(|t| t.borrow().pairs) {
+        2
+    } else {
+        1
+    };
     let (weight_lanes, pixel_lanes) = tiles
         .get(tile)
         .map_or((1, 1), |t| (t.borrow().weight_lanes(), t.borrow().pixel_lanes()));
@@ -250,7 +261,7 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
     let per_step = 4 * (pixel_lanes + weight_lanes);
     let kc = match forced.kc {
         _ if tiles.is_empty() || fused => g.cg,
-        Some(kc) => kc.clamp(1, g.cg),
+        Some(kc) => kc.next_multiple_of(step_group).clamp(1, g.cg),
         None if g.cg * per_step <= packed_bytes && !(conflicting_rows && g.cg > l1_block) => g.cg,
         // Blocked: a weight panel of one block stays in half of L1 while the block's pixel
         // panels (then several, from L2) stream past it. Sizing the block by L2 instead left
@@ -292,7 +303,7 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
             .clamp(1, SPLIT_MAX_PARTS),
         None => 1,
     };
-    let steps_per_part = g.cg.div_ceil(parts);
+    let steps_per_part = g.cg.div_ceil(parts).next_multiple_of(step_group);
     let parts = g.cg.div_ceil(steps_per_part);
     let units = base_units * splits * parts;
     // An NCHW weight-row tile can read its pixel panel in place, one channel row (a plane
@@ -300,8 +311,9 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
     // half of L1, each sweep re-reads those scattered lines from L2; a packed copy is
     // contiguous and streams well (Xeon Cascade Lake, 1 thread: 4 x 512 -> 128 at 14x14
     // 66 -> 88 GFLOP/s, 411 -> 341 at 7x7 41 -> 76).
-    let pixels_in_place =
-        !nchw_weight_rows || channels_per_split <= weight_lanes || kc * pixel_lanes * 4 <= machine.l1d / 2;
+    // (Panels of bf16 pairs are always packed.)
+    let pixels_in_place = step_group == 1
+        && (!nchw_weight_rows || channels_per_split <= weight_lanes || kc * pixel_lanes * 4 <= machine.l1d / 2);
     // A packed NCHW pixel panel (its rows overflow half of L1) stays in L1 while the unit's
     // weight panels, smaller when the tile has more pixel lanes than weight lanes, stream past
     // it from L2 (NCHW 256 -> 64 at 56x56, 8 x 32 weight rows: each 32 KiB pixel panel was
@@ -337,7 +349,7 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
 /// each) into one gemm: weight-rows tiles taller than a group (see the module docs). The
 /// plan packs the weights accordingly.
 pub(crate) fn fuses_groups(groups: usize, kg: usize, tile: &Tile) -> bool {
-    groups > 1 && tile.orient == Orientation::WeightRows && kg < tile.mr
+    groups > 1 && tile.orient == Orientation::WeightRows && kg < tile.mr && !tile.pairs
 }
 
 /// Whether a convolution runs on its kernel's group-lanes tile (`simd::group_lanes_block`,
@@ -398,6 +410,7 @@ pub(crate) fn gcd(a: usize, b: usize) -> usize {
 fn choose_tiling<T: Borrow<Tile>>(
     g: &Geometry,
     tiles: &[T],
+    pairs: bool,
     machine: &MachineParams,
     forced: Option<(usize, bool)>,
 ) -> (usize, bool, bool) {
@@ -425,6 +438,9 @@ fn choose_tiling<T: Borrow<Tile>>(
     };
     let mut best: Option<(f64, (usize, bool, bool))> = None;
     for (index, tile) in tiles.iter().map(Borrow::borrow).enumerate() {
+        if tile.pairs != pairs {
+            continue;
+        }
         for &folded in fold_options {
             let direct = direct_for(tile, folded);
             let cost = tile_cost(g, tile, machine, folded, direct);
@@ -467,6 +483,7 @@ fn tile_cost(g: &Geometry, tile: &Tile, machine: &MachineParams, folded: bool, d
     // NCHW weight rows read their pixels in place at unit stride while a panel's rows fit in
     // half of L1 or one weight panel sweeps them (`schedule` decides the same), else pack them.
     let nchw_in_place = g.layout == Layout::Nchw
+        && !tile.pairs
         && tile.orient == Orientation::WeightRows
         && g.sw == 1
         && (weight_panels == 1 || g.cg * tile.pixel_lanes() * 4 <= machine.l1d / 2);
@@ -478,7 +495,10 @@ fn tile_cost(g: &Geometry, tile: &Tile, machine: &MachineParams, folded: bool, d
     };
     // Fused groups load each row's operand separately (a load per FMA instead of one per row
     // of vectors).
-    let per_tile_fma = g.cg as f64 * step * if fused { 1.5 } else { 1.0 };
+    // A tile of bf16 pairs runs one step per two input channels (`vdpbf16ps` issues like an
+    // FMA and reads the same registers).
+    let packed_rows = if tile.pairs { g.cg.div_ceil(2) } else { g.cg };
+    let per_tile_fma = packed_rows as f64 * step * if fused { 1.5 } else { 1.0 };
     // An NCHW pixel-row tile sends each lane of a row to another channel plane: a scalar
     // load, address and store per value, each into another line. 5 ranks it as measured
     // (NCHW 96 -> 576 at 14x14: 6 x 64 pixel rows ran at 0.8-0.9x the 8 x 32 weight rows, Xeon
@@ -507,6 +527,10 @@ fn tile_cost(g: &Geometry, tile: &Tile, machine: &MachineParams, folded: bool, d
     // scalar blocks took about 3; charging 3 had moved small-group NHWC layers onto
     // per-group pixel-row tiles, 2x slower, before group lanes took them).
     let pack_per_value = match (g.layout, tile.orient) {
+        // Pairs are always packed: an NHWC transposition, then narrowing (about 1/4 per
+        // value) on top of any layout's packing.
+        (Layout::Nhwc, _) if tile.pairs => 1.25,
+        (Layout::Nchw, Orientation::WeightRows) if tile.pairs => 0.5,
         (Layout::Nhwc, Orientation::PixelRows) => 0.0,
         (Layout::Nchw, Orientation::WeightRows) if nchw_in_place => 0.0,
         (Layout::Nchw, Orientation::WeightRows) => 0.25,
@@ -538,6 +562,7 @@ mod tests {
             mr,
             nr,
             vectors: nr / 8,
+            pairs: false,
         }
     }
 
@@ -610,7 +635,7 @@ mod tests {
         let m = &machines()[1];
         let in_place = |layout: Layout, c: usize, k: usize| {
             let g = geometry(Conv1x1::new(c, k).with_layout(layout), InputDims::new(1, 14, 14));
-            schedule(&g, &tiles, m, 1, forced).pixels_in_place
+            schedule(&g, &tiles, false, m, 1, forced).pixels_in_place
         };
         // 64 channels x 32 pixels x 4 bytes = 8 KiB, within half of L1: in place.
         assert!(in_place(Layout::Nchw, 64, 256));
@@ -660,7 +685,7 @@ mod tests {
                 tiling: Some((0, false)),
                 ..Forced::default()
             };
-            let s = schedule(&g, tiles, m, 1, forced);
+            let s = schedule(&g, tiles, false, m, 1, forced);
             assert!(!s.pixels_outer || !s.pixels_in_place, "{s:?}");
             s.pixels_outer
         };
@@ -682,7 +707,7 @@ mod tests {
             for tiles in tile_lists() {
                 for machine in machines() {
                     for threads in [1, 2, 3, 16] {
-                        let s = schedule(&g, &tiles, &machine, threads, Forced::default());
+                        let s = schedule(&g, &tiles, false, &machine, threads, Forced::default());
                         // Every (output element, reduction step) pair once; the parts of one
                         // output unit cover the same outputs and are adjacent units.
                         // (The parts' step ranges tile the reduction: they are consecutive.)
@@ -727,7 +752,7 @@ mod tests {
             for tiles in tile_lists() {
                 for threads in [1, 2, 7, 64] {
                     for m in machines() {
-                        let s = schedule(&g, &tiles, &m, threads, Forced::default());
+                        let s = schedule(&g, &tiles, false, &m, threads, Forced::default());
                         let t = tiles.get(s.tile);
                         let lanes = t.map_or(0, |t| t.pixel_lanes() + t.weight_lanes());
                         let l1_block = t.map_or(0, |t| m.l1d / 2 / (4 * t.weight_lanes()) / 8 * 8);
@@ -745,7 +770,7 @@ mod tests {
                             assert!(s.kc < g.cg && s.kc % 8 == 0 && s.kc * 4 * lanes <= m.l2 / 2, "{s:?}");
                         }
                         // The same for every thread count.
-                        assert_eq!(s.kc, schedule(&g, &tiles, &m, 1, Forced::default()).kc);
+                        assert_eq!(s.kc, schedule(&g, &tiles, false, &m, 1, Forced::default()).kc);
                     }
                 }
             }
@@ -759,6 +784,7 @@ mod tests {
             schedule(
                 &geometry(conv, InputDims::new(1, h, h)),
                 &tiles,
+                false,
                 &m,
                 1,
                 Forced::default(),
@@ -772,10 +798,13 @@ mod tests {
             kc: Some(kc),
             ..Forced::default()
         };
-        assert_eq!(schedule(g, &tile_lists()[2], &machines()[1], 1, forced(0)).kc, 1);
-        assert_eq!(schedule(g, &tile_lists()[2], &machines()[1], 1, forced(17)).kc, 17);
+        assert_eq!(schedule(g, &tile_lists()[2], false, &machines()[1], 1, forced(0)).kc, 1);
         assert_eq!(
-            schedule(g, &tile_lists()[2], &machines()[1], 1, forced(1 << 20)).kc,
+            schedule(g, &tile_lists()[2], false, &machines()[1], 1, forced(17)).kc,
+            17
+        );
+        assert_eq!(
+            schedule(g, &tile_lists()[2], false, &machines()[1], 1, forced(1 << 20)).kc,
             g.cg
         );
     }
@@ -786,20 +815,20 @@ mod tests {
         let tiles = &tile_lists()[2];
         for machine in machines() {
             assert_eq!(
-                schedule(g, tiles, &machine, 2, Forced::default()),
-                schedule(g, tiles, &machine, 2, Forced::default())
+                schedule(g, tiles, false, &machine, 2, Forced::default()),
+                schedule(g, tiles, false, &machine, 2, Forced::default())
             );
         }
         // A larger L2 never gives smaller pixel blocks.
         let blocks: Vec<usize> = machines()
             .iter()
-            .map(|m| schedule(&all_problems()[1], tiles, m, 1, Forced::default()).pixel_block)
+            .map(|m| schedule(&all_problems()[1], tiles, false, m, 1, Forced::default()).pixel_block)
             .collect();
         assert!(blocks.windows(2).all(|b| b[0] <= b[1]), "{blocks:?}");
         // The block's packed panels fit half of L2 (or are one panel wide).
         for m in machines() {
             for g in problems() {
-                let s = schedule(&g, tiles, &m, 1, Forced::default());
+                let s = schedule(&g, tiles, false, &m, 1, Forced::default());
                 let lanes = tiles[s.tile].pixel_lanes();
                 assert!(
                     s.pixel_block == lanes || s.pixel_block * s.kc * 4 <= m.l2 / 2 + lanes * s.kc * 4,
@@ -812,13 +841,13 @@ mod tests {
     #[test]
     fn small_calls_stay_on_the_calling_thread_and_forced_tiles_hold() {
         let g = &all_problems()[6];
-        let s = schedule(g, &tile_lists()[2], &machines()[0], 16, Forced::default());
+        let s = schedule(g, &tile_lists()[2], false, &machines()[0], 16, Forced::default());
         assert_eq!((s.tasks, s.splits), (1, 1));
         let tiling = Forced {
             tiling: Some((3, false)),
             ..Forced::default()
         };
-        let forced = schedule(&all_problems()[0], &tile_lists()[2], &machines()[0], 1, tiling);
+        let forced = schedule(&all_problems()[0], &tile_lists()[2], false, &machines()[0], 1, tiling);
         assert_eq!((forced.tile, forced.folded, forced.direct), (3, false, false));
     }
 
@@ -834,9 +863,9 @@ mod tests {
         {
             for tiles in tile_lists() {
                 for m in machines() {
-                    let one = schedule(&g, &tiles, &m, 1, Forced::default());
+                    let one = schedule(&g, &tiles, false, &m, 1, Forced::default());
                     for threads in [2, 3, 7, 64] {
-                        let s = schedule(&g, &tiles, &m, threads, Forced::default());
+                        let s = schedule(&g, &tiles, false, &m, threads, Forced::default());
                         assert_eq!((s.parts, s.steps_per_part), (one.parts, one.steps_per_part), "{g:?}");
                     }
                     if one.parts > 1 {
@@ -856,6 +885,7 @@ mod tests {
         let s = schedule(
             &few_tiles(Layout::Nchw),
             &tile_lists()[2],
+            false,
             &machines()[1],
             1,
             Forced::default(),
@@ -867,10 +897,16 @@ mod tests {
             parts: Some(parts),
             ..Forced::default()
         };
-        assert_eq!(schedule(g, &tile_lists()[1], &machines()[0], 1, forced(0)).parts, 1);
-        assert_eq!(schedule(g, &tile_lists()[1], &machines()[0], 1, forced(3)).parts, 3);
         assert_eq!(
-            schedule(g, &tile_lists()[1], &machines()[0], 1, forced(1000)).parts,
+            schedule(g, &tile_lists()[1], false, &machines()[0], 1, forced(0)).parts,
+            1
+        );
+        assert_eq!(
+            schedule(g, &tile_lists()[1], false, &machines()[0], 1, forced(3)).parts,
+            3
+        );
+        assert_eq!(
+            schedule(g, &tile_lists()[1], false, &machines()[0], 1, forced(1000)).parts,
             g.cg
         );
     }

@@ -20,10 +20,23 @@ pub struct TileInfo {
     pub nr: usize,
 }
 
-/// The register tiles `kernel` is compiled for (empty for non-SIMD kernels).
+/// The register tiles `kernel` runs for f32 products (empty for non-SIMD kernels): the tiles
+/// of every call except bf16 calls on a kernel with [`bf16_pair_tiles`].
 pub fn tiles(kernel: KernelId) -> Vec<TileInfo> {
+    tile_infos(kernel, false)
+}
+
+/// The register tiles `kernel` runs for calls whose input and weights are bf16, multiplying
+/// bf16 pairs (empty for kernels without them). In [`run_tile`]'s numbering they follow
+/// [`tiles`]: pair tile `i` is tile `tiles(kernel).len() + i`.
+pub fn bf16_pair_tiles(kernel: KernelId) -> Vec<TileInfo> {
+    tile_infos(kernel, true)
+}
+
+fn tile_infos(kernel: KernelId, pairs: bool) -> Vec<TileInfo> {
     kernels::tiles(kernel)
         .iter()
+        .filter(|t| t.tile.pairs == pairs)
         .map(|t| TileInfo {
             name: t.name,
             weight_rows: t.tile.orient == Orientation::WeightRows,
@@ -48,9 +61,11 @@ pub fn live_thread_pools() -> Vec<(usize, usize)> {
     crate::plan::live_pools()
 }
 
-/// Runs one microkernel call of `kernel`'s tile `tile` (an index into [`tiles`]):
+/// Runs one microkernel call of `kernel`'s tile `tile` (an index into [`tiles`], then
+/// [`bf16_pair_tiles`]):
 /// `C[m x n] = act(A * B + bias + R)` where `a` is an MR-lane panel (`kc` rows of `mr`
-/// values), `b` an NR-lane panel (`kc` rows of `nr`), `c` has row stride `ldc`, the bias runs
+/// values), `b` an NR-lane panel (`kc` rows of `nr`; for a pair tile both have `ceil(kc / 2)`
+/// rows whose 32-bit values each hold two bf16 steps, the even one in the low half), `c` has row stride `ldc`, the bias runs
 /// along rows (`bias_per_row`) or columns, and the residual has its own row stride. Only the
 /// `m x n` part of `c` is written, and only that part of the residual (and of a column bias)
 /// is read: a partial tile stores with masks (AVX-512) or lane by lane.
@@ -97,8 +112,10 @@ pub fn run_tile(
         }),
         None => Err(Error::SizeOverflow { what }),
     };
-    need("a", a.len(), kc.checked_mul(shape.mr))?;
-    need("b", b.len(), kc.checked_mul(shape.nr))?;
+    // Packed rows: one per reduction step, or per two for a tile of bf16 pairs.
+    let rows = if shape.pairs { kc.div_ceil(2) } else { kc };
+    need("a", a.len(), rows.checked_mul(shape.mr))?;
+    need("b", b.len(), rows.checked_mul(shape.nr))?;
     let extent = |ld: usize| {
         if ld < n {
             None

@@ -718,13 +718,18 @@ fn catalogue() -> Vec<Entry> {
 
     // --- Test hooks: forced tilings and single microkernel calls. ---
     for k in kernels_under_test() {
-        // A name no kernel has, and (for tiled kernels) another kernel's tile.
+        // A name no kernel has, and (for tiled kernels) another kernel's tile that this one
+        // lacks (avx512bf16 shares avx512's f32 tiles).
         let mut names = vec!["avx512_f32_9x9_wrows"];
+        let own: Vec<_> = testing::tiles(k)
+            .into_iter()
+            .chain(testing::bf16_pair_tiles(k))
+            .collect();
         let other = KernelId::ALL
             .into_iter()
             .filter(|&o| o != k)
             .flat_map(testing::tiles)
-            .next();
+            .find(|t| !own.contains(t));
         names.extend(other.map(|t| t.name));
         for name in names {
             c.push(entry(

@@ -1,11 +1,13 @@
 //! bf16 tensors: weights, inputs, residuals and outputs in bf16 on every kernel, checked
 //! against the f64 reference of the bf16 operands, and against the definition the API
 //! states: the f32 call on the widened values, rounded once (to nearest, ties to even) where
-//! the output is bf16. Exact data (small integers, exact in bf16) is compared bit for bit.
+//! the output is bf16; on a kernel with bf16-pair tiles (avx512bf16), a call of bf16 input
+//! and weights sums in pairs instead, checked against the reference and rounded once the
+//! same way. Exact data (small integers, exact in bf16) is compared bit for bit.
 mod common;
 use common::*;
 use pointwise::{
-    bf16, Activation, Conv1x1, Error, InputDims, KernelChoice, Layout, Padding, Plan, PlanOptions, Threads,
+    bf16, Activation, Conv1x1, Error, InputDims, KernelChoice, KernelId, Layout, Padding, Plan, PlanOptions, Threads,
     WeightOrder, Workspace,
 };
 
@@ -57,7 +59,7 @@ fn convs() -> Vec<(Conv1x1, InputDims)> {
 }
 
 fn options() -> Vec<PlanOptions> {
-    let mut out: Vec<PlanOptions> = kernels_under_test()
+    let mut out: Vec<PlanOptions> = kernels_under_test_bf16()
         .into_iter()
         .map(|k| PlanOptions::default().with_kernel(KernelChoice::Force(k)))
         .collect();
@@ -68,53 +70,67 @@ fn options() -> Vec<PlanOptions> {
     out
 }
 
+/// Whether a bf16-input call of `plan` on `dims` runs a tile that multiplies bf16 pairs
+/// (whose sums are in pair order, not the f32 call's).
+fn multiplies_pairs(plan: &Plan, dims: InputDims) -> bool {
+    let kernel = plan.kernel_for(dims).unwrap();
+    let pairs = pointwise::testing::bf16_pair_tiles(kernel);
+    plan.tile_for_bf16(dims)
+        .unwrap()
+        .is_some_and(|name| pairs.iter().any(|t| t.name == name))
+}
+
 /// Runs every element-type combination of `p` (already bf16-representable) on `plan` and
-/// checks each against the f32 call's bits; returns the f32 call's output.
-fn check_every_type_combination(p: &Problem, plan: &Plan, what: &str) -> Vec<f32> {
+/// checks each against the bits of the call with the same input type and an f32 output:
+/// the f32 call's bits for f32 input, and for bf16 input too unless the call multiplies bf16
+/// pairs (then the bf16 -> f32 call's, which the caller checks against the reference).
+/// Returns the f32 call's output and the bf16 -> f32 call's.
+fn check_every_type_combination(p: &Problem, plan: &Plan, what: &str) -> (Vec<f32>, Vec<f32>) {
     let mut ws = Workspace::new();
     let (x16, r16) = (to_bf16(&p.x), p.residual.as_deref().map(to_bf16));
     let len = p.output_len();
     let mut want = vec![f32::NAN; len];
     plan.forward(&p.x, p.dims, p.residual.as_deref(), &mut want, &mut ws)
         .unwrap();
-    let want16 = to_bf16(&want);
-    let same_bits = |got: &[f32], case: &str| {
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+    let same_bits = |got: &[f32], want: &[f32], case: &str| {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
             assert_eq!(g.to_bits(), w.to_bits(), "{what}, {case}: element {i}: {g} vs {w}");
         }
     };
-    let same_bits16 = |got: &[bf16], case: &str| {
-        for (i, (g, w)) in got.iter().zip(&want16).enumerate() {
+    let same_bits16 = |got: &[bf16], want: &[f32], case: &str| {
+        for (i, (g, w)) in got.iter().zip(to_bf16(want)).enumerate() {
             assert_eq!(g.to_bits(), w.to_bits(), "{what}, {case}: element {i}: {g} vs {w}");
         }
     };
     // bf16 input, f32 output and residual.
-    let mut y = vec![f32::NAN; len];
-    plan.forward(&x16, p.dims, p.residual.as_deref(), &mut y, &mut ws)
+    let mut from16 = vec![f32::NAN; len];
+    plan.forward(&x16, p.dims, p.residual.as_deref(), &mut from16, &mut ws)
         .unwrap();
-    same_bits(&y, "bf16 -> f32");
+    if !multiplies_pairs(plan, p.dims) {
+        same_bits(&from16, &want, "bf16 -> f32");
+    }
     // f32 input, bf16 output and residual.
     let mut y16 = vec![bf16::NAN; len];
     plan.forward(&p.x, p.dims, r16.as_deref(), &mut y16, &mut ws).unwrap();
-    same_bits16(&y16, "f32 -> bf16");
+    same_bits16(&y16, &want, "f32 -> bf16");
     // bf16 everywhere.
     let mut y16 = vec![bf16::NAN; len];
     plan.forward(&x16, p.dims, r16.as_deref(), &mut y16, &mut ws).unwrap();
-    same_bits16(&y16, "bf16 -> bf16");
+    same_bits16(&y16, &from16, "bf16 -> bf16");
     // The residual in the output buffer.
     if let Some(r16) = &r16 {
         let mut y16 = r16.clone();
         plan.forward_residual_in_place(&x16, p.dims, &mut y16, &mut ws).unwrap();
-        same_bits16(&y16, "bf16 -> bf16, residual in place");
+        same_bits16(&y16, &from16, "bf16 -> bf16, residual in place");
         let mut y = p.residual.clone().unwrap();
         plan.forward_residual_in_place(&x16, p.dims, &mut y, &mut ws).unwrap();
-        same_bits(&y, "bf16 -> f32, residual in place");
+        same_bits(&y, &from16, "bf16 -> f32, residual in place");
     }
-    want
+    (want, from16)
 }
 
 #[test]
-fn bf16_calls_give_the_f32_calls_bits_rounded_once_on_every_kernel() {
+fn bf16_calls_match_the_reference_and_the_f32_calls_on_every_kernel() {
     let acts = [Activation::Relu, Activation::Silu];
     for (seed, (conv, dims)) in convs().into_iter().enumerate() {
         for (a, data) in [(0, Data::Exact), (1, Data::Real)] {
@@ -123,12 +139,16 @@ fn bf16_calls_give_the_f32_calls_bits_rounded_once_on_every_kernel() {
             let reference = p.reference();
             for opts in options() {
                 let plan = p.plan(opts);
-                let what = format!("{conv:?} {dims:?} {data:?} on {:?}", plan.kernel_for(dims).unwrap());
-                let y = check_every_type_combination(&p, &plan, &what);
-                // The f32 call on bf16 values against the f64 reference of the bf16 operands:
-                // bit for bit on exact data, else within the bound of the reduction length.
-                p.check_with(&reference, &y, data, plan.kernel_for(dims).unwrap())
+                let kernel = plan.kernel_for(dims).unwrap();
+                let what = format!("{conv:?} {dims:?} {data:?} on {kernel:?}");
+                let (y, from16) = check_every_type_combination(&p, &plan, &what);
+                // The f32 call on bf16 values, and the bf16 call, against the f64 reference of
+                // the bf16 operands: bit for bit on exact data, else within the bound of the
+                // reduction length.
+                p.check_with(&reference, &y, data, kernel)
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
+                p.check_with(&reference, &from16, data, kernel)
+                    .unwrap_or_else(|e| panic!("{what}, bf16 input: {e}"));
             }
         }
     }
@@ -254,12 +274,251 @@ fn bf16_conversions_shared_by_threads_give_the_single_thread_bits() {
         y16
     };
     let single = run(Threads::Single);
-    let mut f32_call = vec![f32::NAN; p.output_len()];
-    p.plan(PlanOptions::default())
-        .forward(&p.x, dims, p.residual.as_deref(), &mut f32_call, &mut Workspace::new())
-        .unwrap();
-    assert_eq!(single, to_bf16(&f32_call));
+    let plan = p.plan(PlanOptions::default());
+    if !multiplies_pairs(&plan, dims) {
+        let mut f32_call = vec![f32::NAN; p.output_len()];
+        plan.forward(&p.x, dims, p.residual.as_deref(), &mut f32_call, &mut Workspace::new())
+            .unwrap();
+        assert_eq!(single, to_bf16(&f32_call));
+    }
     for threads in [Threads::Count(2), Threads::Count(3), Threads::Rayon] {
         assert_eq!(run(threads), single, "{threads:?}");
+    }
+}
+
+/// Runs `plan` on the bf16 form of `p`'s input with an f32 output.
+fn bf16_input_call(p: &Problem, plan: &Plan) -> Vec<f32> {
+    let mut y = vec![f32::NAN; p.output_len()];
+    plan.forward(
+        &to_bf16(&p.x),
+        p.dims,
+        p.residual.as_deref(),
+        &mut y,
+        &mut Workspace::new(),
+    )
+    .unwrap();
+    y
+}
+
+/// Shapes around one tile's edges: channel counts of 1, 2, an odd count (a pair with one step
+/// of padding) and more than one weight panel; pixel counts below, at and past the pixel
+/// lanes; batches, strides with padding, groups with odd `C/G`, both layouts.
+fn pair_tile_shapes(tile: &pointwise::testing::TileInfo) -> Vec<(Conv1x1, InputDims)> {
+    let (wl, pl) = if tile.weight_rows {
+        (tile.mr, tile.nr)
+    } else {
+        (tile.nr, tile.mr)
+    };
+    let mut out = Vec::new();
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        let channels: &[(usize, usize)] = if tiny() {
+            &[(3, 2)]
+        } else {
+            &[(1, 1), (2, wl - 1), (3, wl), (17, wl + 1), (64, 2 * wl + 3)]
+        };
+        for &(c, k) in channels {
+            for dims in [
+                InputDims::new(1, 1, pl - 1),
+                InputDims::new(1, 1, pl + 1),
+                InputDims::new(2, 3, 5),
+            ] {
+                out.push((Conv1x1::new(c, k).with_layout(layout), dims));
+                if tiny() {
+                    break;
+                }
+            }
+        }
+        if tiny() {
+            continue;
+        }
+        let padded = Padding::Explicit {
+            top: 1,
+            bottom: 0,
+            left: 2,
+            right: 1,
+        };
+        out.push((
+            Conv1x1::new(33, wl + 2)
+                .with_stride(2, 3)
+                .with_padding(padded)
+                .with_layout(layout),
+            InputDims::new(2, 7, 9),
+        ));
+        out.push((
+            Conv1x1::new(30, 2 * wl).with_groups(2).with_layout(layout),
+            InputDims::new(1, 4, pl / 2 + 1),
+        ));
+        out.push((Conv1x1::new(257, 9).with_layout(layout), InputDims::new(1, 3, 7)));
+    }
+    out
+}
+
+/// Every bf16-pair tile, forced, on shapes that reach each of its edges (partial rows and
+/// lanes, an odd reduction, padded pixels, groups, batches folded or not), with a bias, a
+/// residual and an activation: bit for bit against the f64 reference on exact data, within
+/// the bound of the reduction length on real data. A tile other than the forced one running
+/// would fail `tile_for_bf16`'s check.
+#[test]
+fn bf16_pair_tiles_match_the_reference_on_every_edge() {
+    for kernel in kernels_under_test_bf16() {
+        for tile in pointwise::testing::bf16_pair_tiles(kernel) {
+            for (seed, (conv, dims)) in pair_tile_shapes(&tile).into_iter().enumerate() {
+                for (act, data) in [(Activation::Relu, Data::Exact), (Activation::Silu, Data::Real)] {
+                    let conv = conv.with_activation(act);
+                    let p = representable(Problem::new(conv, dims, true, true, data, seed as u64));
+                    let reference = p.reference();
+                    for fold in [false, true] {
+                        let mut plan = p.plan(PlanOptions::default().with_kernel(KernelChoice::Force(kernel)));
+                        plan.force_tile(tile.name, fold).unwrap();
+                        assert_eq!(plan.tile_for_bf16(dims).unwrap(), Some(tile.name));
+                        let y = bf16_input_call(&p, &plan);
+                        p.check_with(&reference, &y, data, kernel)
+                            .unwrap_or_else(|e| panic!("{} {conv:?} {dims:?} fold {fold}: {e}", tile.name));
+                        // The f32 input on the same plan runs an f32 tile: the forced pair
+                        // tile is refused, with the output untouched.
+                        let mut untouched = vec![7.0f32; p.output_len()];
+                        let err = plan
+                            .forward(&p.x, dims, p.residual.as_deref(), &mut untouched, &mut Workspace::new())
+                            .unwrap_err();
+                        assert!(matches!(err, Error::InvalidTile(_)), "{err:?}");
+                        assert!(untouched.iter().all(|&v| v == 7.0));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reduction blocks and splits on the bf16-pair tiles start on even steps (a pair is never cut):
+/// blocked results are the bits of the whole reduction, and each split (parts added in part
+/// order, a different sum) gives the same bits for every thread count.
+#[test]
+fn bf16_pair_tiles_give_the_same_bits_blocked_split_and_threaded() {
+    if tiny() {
+        return;
+    }
+    for kernel in kernels_under_test_bf16() {
+        for tile in pointwise::testing::bf16_pair_tiles(kernel) {
+            for layout in [Layout::Nchw, Layout::Nhwc] {
+                let conv = Conv1x1::new(301, 40).with_layout(layout);
+                let dims = InputDims::new(2, 9, 11);
+                let p = representable(Problem::new(conv, dims, true, true, Data::Real, 17));
+                let run = |kc: Option<usize>, parts: Option<usize>, threads: usize| {
+                    let options = PlanOptions::default()
+                        .with_kernel(KernelChoice::Force(kernel))
+                        .with_threads(Threads::Count(threads));
+                    let mut plan = p.plan(options);
+                    plan.force_tile(tile.name, true).unwrap();
+                    if let Some(kc) = kc {
+                        plan.force_reduction_block(kc);
+                    }
+                    if let Some(parts) = parts {
+                        plan.force_reduction_split(parts);
+                    }
+                    bf16_input_call(&p, &plan)
+                };
+                let whole = run(None, None, 1);
+                p.check(&whole, Data::Real, kernel).unwrap();
+                for (kc, parts) in [
+                    (Some(3), None),
+                    (Some(8), None),
+                    (Some(64), None),
+                    (None, Some(2)),
+                    (None, Some(3)),
+                    (Some(5), Some(2)),
+                ] {
+                    let want = match parts {
+                        None => whole.clone(),
+                        Some(_) => {
+                            let split = run(kc, parts, 1);
+                            p.check(&split, Data::Real, kernel).unwrap();
+                            split
+                        }
+                    };
+                    for threads in [1, 2, 3, 7] {
+                        let y = run(kc, parts, threads);
+                        let same = y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "{} {layout:?}: kc {kc:?}, parts {parts:?}, {threads} threads",
+                            tile.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the avx512bf16 kernel's pair tiles do that no other kernel does: the instruction
+/// reads denormal inputs as zero and flushes denormal results to zero (documented); every
+/// other kernel, and f32 calls on this one, give IEEE results.
+#[test]
+fn bf16_pair_tiles_flush_denormals_and_f32_calls_do_not() {
+    if !KernelId::Avx512Bf16.is_available() {
+        return;
+    }
+    let conv = Conv1x1::new(2, 1);
+    // 2^-70 * 2^-70 = 2^-140, a denormal product; 2^-130 is a denormal bf16 input.
+    let tiny_normal = 2f32.powi(-70);
+    let w = to_bf16(&[tiny_normal, 1.0]);
+    let options = PlanOptions::default().with_kernel(KernelChoice::Force(KernelId::Avx512Bf16));
+    let mut plan = Plan::new(&conv, &w, None, options).unwrap();
+    let pair_tile = pointwise::testing::bf16_pair_tiles(KernelId::Avx512Bf16)[0].name;
+    plan.force_tile(pair_tile, false).unwrap();
+    let dims = InputDims::new(1, 1, 2);
+    // Pixel 0: (2^-70, 0) gives the denormal product; pixel 1: (0, 2^-130) a denormal input.
+    let x = to_bf16(&[tiny_normal, 0.0, 0.0, 2f32.powi(-130)]);
+    let mut y = [f32::NAN; 2];
+    let mut ws = Workspace::new();
+    plan.forward(&x, dims, None, &mut y, &mut ws).unwrap();
+    assert_eq!(y, [0.0, 0.0], "the pair tiles flush");
+    let x32: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+    let ieee = Plan::new(&conv, &w, None, options).unwrap();
+    ieee.forward(&x32, dims, None, &mut y, &mut ws).unwrap();
+    assert_eq!(y, [2f32.powi(-140), 2f32.powi(-130)], "f32 calls are IEEE");
+    // Without a forced tile a bf16 call runs the pair tiles only where the core makes them
+    // pay off; either way the result is one of the two above.
+    ieee.forward(&x, dims, None, &mut y, &mut ws).unwrap();
+    assert!(y == [0.0, 0.0] || y == [2f32.powi(-140), 2f32.powi(-130)], "{y:?}");
+}
+
+/// f32 calls on the avx512bf16 kernel run the avx512 tiles: the same bits, on plans of bf16
+/// and of f32 weights, and bf16 calls on a plan of f32 weights that are not all bf16 values
+/// widen their input as every kernel does (the f32 call's bits).
+#[test]
+fn f32_calls_on_the_bf16_kernel_give_the_avx512_bits() {
+    if !KernelId::Avx512Bf16.is_available() {
+        return;
+    }
+    let force = |k| PlanOptions::default().with_kernel(KernelChoice::Force(k));
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        for (conv, dims) in [
+            (Conv1x1::new(64, 48), InputDims::new(2, 9, 7)),
+            (Conv1x1::new(24, 40).with_groups(4), InputDims::new(1, 6, 6)),
+            (Conv1x1::new(7, 3), InputDims::new(1, 12, 12)),
+        ] {
+            let conv = conv.with_layout(layout).with_activation(Activation::Silu);
+            let p = Problem::new(conv, dims, true, true, Data::Real, 9);
+            let bf16_weights = representable(p.clone());
+            for q in [&p, &bf16_weights] {
+                let want = q.run(force(KernelId::Avx512));
+                let got = q.run(force(KernelId::Avx512Bf16));
+                assert!(
+                    want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{conv:?}"
+                );
+            }
+            // Weights that are not bf16 values: a bf16 input is widened, as on avx512.
+            let x16 = to_bf16(&p.x);
+            let mut p_rounded_x = p.clone();
+            p_rounded_x.x = x16.iter().map(|v| v.to_f32()).collect();
+            let want = p_rounded_x.run(force(KernelId::Avx512));
+            let got = bf16_input_call(&p, &p.plan(force(KernelId::Avx512Bf16)));
+            assert!(
+                want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{conv:?}"
+            );
+        }
     }
 }

@@ -271,7 +271,9 @@ fn auto_picks_the_expected_kernel() {
         assert_eq!(auto.name(), expected, "features: {:?}", cpu_features());
     }
     let f = cpu_features();
-    let want = if f.avx512 {
+    let want = if f.avx512 && f.avx512bf16 {
+        KernelId::Avx512Bf16
+    } else if f.avx512 {
         KernelId::Avx512
     } else if f.avx2_fma {
         KernelId::Avx2

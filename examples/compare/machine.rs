@@ -70,6 +70,38 @@ pub fn fma_peak(kernel: KernelId, seconds: f64) -> Option<f64> {
     Some(best)
 }
 
+/// Single-core peak in GFLOP/s of AVX-512 BF16's `vdpbf16ps` (two multiply-adds per f32 lane
+/// and instruction: 64 flops per zmm instruction), the yardstick of the bf16-pair tiles
+/// (None when the CPU lacks it).
+pub fn bf16_dot_peak(seconds: f64) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !KernelId::Avx512Bf16.is_available() {
+            return None;
+        }
+        let mut best = 0.0f64;
+        let mut iters: u64 = 1 << 14;
+        let start = Instant::now();
+        while start.elapsed().as_secs_f64() < seconds {
+            let t = Instant::now();
+            // SAFETY: the CPU has AVX-512F and AVX-512 BF16 (checked above).
+            unsafe { x86::dot_bf16_zmm(iters) };
+            let dt = t.elapsed().as_secs_f64();
+            if dt < 0.01 {
+                iters *= 4;
+                continue;
+            }
+            best = best.max(iters as f64 * 20.0 * 64.0 / dt / 1e9);
+        }
+        Some(best)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = seconds;
+        None
+    }
+}
+
 /// Runs `iters` iterations of independent FMAs on `kernel`'s registers; returns the flops.
 fn run_fma_loop(kernel: KernelId, iters: u64) -> Option<f64> {
     match kernel {
@@ -154,6 +186,36 @@ mod x86 {
                 "vfmadd231ps zmm16, zmm0, zmm1", "vfmadd231ps zmm17, zmm0, zmm1",
                 "vfmadd231ps zmm18, zmm0, zmm1", "vfmadd231ps zmm19, zmm0, zmm1",
                 "vfmadd231ps zmm20, zmm0, zmm1", "vfmadd231ps zmm21, zmm0, zmm1",
+                "dec {n}",
+                "jnz 2b",
+                n = inout(reg) iters => _,
+                out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _, out("zmm5") _,
+                out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
+                out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _, out("zmm16") _, out("zmm17") _,
+                out("zmm18") _, out("zmm19") _, out("zmm20") _, out("zmm21") _,
+                options(nostack, nomem),
+            );
+        }
+    }
+
+    /// 20 independent zmm `vdpbf16ps` chains per iteration.
+    pub unsafe fn dot_bf16_zmm(iters: u64) {
+        // SAFETY: register-only AVX-512 BF16 instructions; the caller checked the feature.
+        unsafe {
+            asm!(
+                "vxorps xmm0, xmm0, xmm0",
+                "vxorps xmm1, xmm1, xmm1",
+                "2:",
+                "vdpbf16ps zmm2, zmm0, zmm1", "vdpbf16ps zmm3, zmm0, zmm1",
+                "vdpbf16ps zmm4, zmm0, zmm1", "vdpbf16ps zmm5, zmm0, zmm1",
+                "vdpbf16ps zmm6, zmm0, zmm1", "vdpbf16ps zmm7, zmm0, zmm1",
+                "vdpbf16ps zmm8, zmm0, zmm1", "vdpbf16ps zmm9, zmm0, zmm1",
+                "vdpbf16ps zmm10, zmm0, zmm1", "vdpbf16ps zmm11, zmm0, zmm1",
+                "vdpbf16ps zmm12, zmm0, zmm1", "vdpbf16ps zmm13, zmm0, zmm1",
+                "vdpbf16ps zmm14, zmm0, zmm1", "vdpbf16ps zmm15, zmm0, zmm1",
+                "vdpbf16ps zmm16, zmm0, zmm1", "vdpbf16ps zmm17, zmm0, zmm1",
+                "vdpbf16ps zmm18, zmm0, zmm1", "vdpbf16ps zmm19, zmm0, zmm1",
+                "vdpbf16ps zmm20, zmm0, zmm1", "vdpbf16ps zmm21, zmm0, zmm1",
                 "dec {n}",
                 "jnz 2b",
                 n = inout(reg) iters => _,

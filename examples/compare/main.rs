@@ -57,7 +57,7 @@ pub struct Options {
     /// only suite layers whose name contains one of these substrings
     #[arg(long = "layers", value_name = "A,B,...", value_delimiter = ',', action = ArgAction::Set)]
     pub layer_filter: Vec<String>,
-    /// only these kernels (avx512, avx2, neon, portable,
+    /// only these kernels (avx512bf16, avx512, avx2, neon, portable,
     /// matrixmultiply; `auto` = the one Auto picks on this CPU)
     #[arg(
         long,
@@ -257,9 +257,11 @@ pub fn parse_layer_lines(text: &str) -> Result<Vec<Layer>, String> {
     Ok(layers)
 }
 
-/// The tier whose FMA peak is a kernel's yardstick.
+/// The tier whose FMA peak is a kernel's yardstick (the avx512bf16 kernel's f32 tiles are
+/// avx512's; its bf16-pair tiles are measured against the `vdpbf16ps` peak instead).
 fn peak_tier(kernel: KernelId) -> KernelId {
     match kernel {
+        KernelId::Avx512Bf16 => KernelId::Avx512,
         KernelId::MatrixMultiply | KernelId::Reference => [KernelId::Avx2, KernelId::Neon, KernelId::Portable]
             .into_iter()
             .find(|k| k.is_available())
@@ -339,6 +341,10 @@ pub fn run(opts: &Options, show_progress: bool) -> Result<RunResult, String> {
         .map(|(t, p)| format!("{t} {p:.1} GFLOP/s"))
         .collect::<Vec<_>>()
         .join(", ");
+    let dot_peak = machine::bf16_dot_peak(peak_secs);
+    if let Some(p) = dot_peak {
+        header += &format!("\nsingle-core bf16 pair peak (vdpbf16ps, measured): {p:.1} GFLOP/s");
+    }
     header += &format!("\nmemory read bandwidth (measured): {bandwidth:.1} GB/s\n");
 
     // 3-4. Every layer x kernel.
@@ -391,6 +397,12 @@ pub fn run(opts: &Options, show_progress: bool) -> Result<RunResult, String> {
                 (
                     100.0 * (bytes / (bandwidth * 1e9)) / seconds_taken,
                     "bandwidth".to_string(),
+                )
+            } else if let Some(dot) = dot_peak.filter(|_| m.tile.starts_with("avx512bf16_bf16_")) {
+                // A bf16-pair tile ran: its yardstick is the vdpbf16ps peak.
+                (
+                    100.0 * m.gflops / (dot * opts.threads as f64),
+                    "dot:avx512bf16".to_string(),
                 )
             } else {
                 let peak = peaks.iter().find(|(t, _)| *t == tier.name()).map_or(f64::NAN, |p| p.1);

@@ -275,7 +275,13 @@ fn measure_typed<E: Element>(
     plan.forward(xe, dims, None, &mut ye, &mut ws).expect("valid");
     let y: Vec<f32> = ye.iter().map(|&v| widen(v)).collect();
     let (max_rel_err, ok) = verify(run.layer, run.layout, run.act, x, w, &bias, &slope, &y, rounding);
-    let tile = plan.tile_for(dims).ok().flatten().unwrap_or("-");
+    // The tile the call runs: a bf16 call may run bf16-pair tiles.
+    let tile = if std::any::type_name::<E>() == std::any::type_name::<bf16>() {
+        plan.tile_for_bf16(dims)
+    } else {
+        plan.tile_for(dims)
+    };
+    let tile = tile.ok().flatten().unwrap_or("-");
     let median = median_seconds(run.seconds, || {
         plan.forward(xe, dims, None, &mut ye, &mut ws).expect("valid")
     });

@@ -56,6 +56,9 @@ pub(crate) struct Tile {
     pub nr: usize,
     /// Vector registers per row (`nr / lanes`).
     pub vectors: usize,
+    /// The tile multiplies bf16 pairs (`Simd::dot_bf16_pairs`): both operands are packed
+    /// as [`PackedFormat::bf16_pairs`], and one packed row is two reduction steps.
+    pub pairs: bool,
 }
 
 impl Tile {
@@ -125,7 +128,7 @@ impl std::fmt::Debug for TileKernel {
 ///
 /// # Safety
 /// As [`UnitRunner`].
-unsafe fn run_units_with<S: Simd, const MR: usize, const NV: usize, const WROWS: bool>(
+unsafe fn run_units_with<S: Simd, const MR: usize, const NV: usize, const WROWS: bool, const PAIRS: bool>(
     job: &Job,
     units: Range<usize>,
     scratch: &mut TaskScratch,
@@ -136,59 +139,99 @@ unsafe fn run_units_with<S: Simd, const MR: usize, const NV: usize, const WROWS:
         return;
     };
     // SAFETY: forwarded contract.
-    s.vectorize(unsafe { RunUnits::<MR, NV, WROWS>::new(job, units, scratch) })
+    s.vectorize(unsafe { RunUnits::<MR, NV, WROWS, PAIRS>::new(job, units, scratch) })
 }
 
 /// One microkernel call for tier `S` with an `MR x (NV * LANES)` tile.
 ///
 /// # Safety
 /// As [`TileRunner`].
-unsafe fn run_tile_call_with<S: Simd, const MR: usize, const NV: usize>(call: &TileCall) {
+unsafe fn run_tile_call_with<S: Simd, const MR: usize, const NV: usize, const PAIRS: bool>(call: &TileCall) {
     let Some(s) = S::try_new() else {
         debug_assert!(false, "{} selected on a CPU without it", S::KERNEL);
         return;
     };
     // SAFETY: forwarded contract.
-    s.vectorize(unsafe { RunTileCall::<MR, NV>::new(call) })
+    s.vectorize(unsafe { RunTileCall::<MR, NV, PAIRS>::new(call) })
 }
 
-/// A registry entry: `tile!(Tier, "name", Orientation, MR x NV)`, NV vector registers per row.
+/// A registry entry: `tile!(Tier, "name", Orientation, MR x NV)`, NV vector registers per
+/// row, of f32 products; `tile!(Tier, "name", Orientation, MR x NV, bf16 pairs)` for a tile
+/// that multiplies bf16 pairs.
 macro_rules! tile {
-    ($simd:ty, $name:literal, $orient:ident, $mr:literal x $nv:literal) => {{
+    ($simd:ty, $name:literal, $orient:ident, $mr:literal x $nv:literal) => {
+        tile!(@ $simd, $name, $orient, $mr, $nv, false, PackedFormat::f32)
+    };
+    ($simd:ty, $name:literal, $orient:ident, $mr:literal x $nv:literal, bf16 pairs) => {
+        tile!(@ $simd, $name, $orient, $mr, $nv, true, PackedFormat::bf16_pairs)
+    };
+    (@ $simd:ty, $name:literal, $orient:ident, $mr:literal, $nv:literal, $pairs:literal, $format:path) => {{
         let tile = Tile {
             orient: Orientation::$orient,
             mr: $mr,
             nr: $nv * <<$simd as Simd>::F32 as SimdF32>::LANES,
             vectors: $nv,
+            pairs: $pairs,
         };
         TileKernel {
             name: $name,
             kernel: <$simd as Simd>::KERNEL,
             tile,
-            weights: PackedFormat::f32(tile.weight_lanes()),
-            pixels: PackedFormat::f32(tile.pixel_lanes()),
-            run: run_units_with::<$simd, $mr, $nv, { matches!(Orientation::$orient, Orientation::WeightRows) }>,
-            call: run_tile_call_with::<$simd, $mr, $nv>,
+            weights: $format(tile.weight_lanes()),
+            pixels: $format(tile.pixel_lanes()),
+            run: run_units_with::<$simd, $mr, $nv, { matches!(Orientation::$orient, Orientation::WeightRows) }, $pairs>,
+            call: run_tile_call_with::<$simd, $mr, $nv, $pairs>,
         }
     }};
 }
 
+/// The AVX-512F tiles, in the order the cost model breaks ties (also the f32 tiles of the
+/// AVX-512 BF16 kernel).
 #[cfg(target_arch = "x86_64")]
-const AVX512: &[TileKernel] = {
-    use x86_64::avx512::Avx512;
-    &[
-        tile!(Avx512, "avx512_f32_8x32_wrows", WeightRows, 8 x 2),
-        tile!(Avx512, "avx512_f32_8x32_prows", PixelRows, 8 x 2),
-        tile!(Avx512, "avx512_f32_7x32_prows", PixelRows, 7 x 2),
-        tile!(Avx512, "avx512_f32_8x48_prows", PixelRows, 8 x 3),
-        tile!(Avx512, "avx512_f32_6x64_wrows", WeightRows, 6 x 4),
-        tile!(Avx512, "avx512_f32_6x64_prows", PixelRows, 6 x 4),
-        tile!(Avx512, "avx512_f32_8x16_prows", PixelRows, 8 x 1),
-        tile!(Avx512, "avx512_f32_8x16_wrows", WeightRows, 8 x 1),
-        tile!(Avx512, "avx512_f32_4x64_wrows", WeightRows, 4 x 4),
-        tile!(Avx512, "avx512_f32_1x64_wrows", WeightRows, 1 x 4),
-        tile!(Avx512, "avx512_f32_1x64_prows", PixelRows, 1 x 4),
-    ]
+macro_rules! avx512_f32_tiles {
+    () => {{
+        use x86_64::avx512::Avx512;
+        [
+            tile!(Avx512, "avx512_f32_8x32_wrows", WeightRows, 8 x 2),
+            tile!(Avx512, "avx512_f32_8x32_prows", PixelRows, 8 x 2),
+            tile!(Avx512, "avx512_f32_7x32_prows", PixelRows, 7 x 2),
+            tile!(Avx512, "avx512_f32_8x48_prows", PixelRows, 8 x 3),
+            tile!(Avx512, "avx512_f32_6x64_wrows", WeightRows, 6 x 4),
+            tile!(Avx512, "avx512_f32_6x64_prows", PixelRows, 6 x 4),
+            tile!(Avx512, "avx512_f32_8x16_prows", PixelRows, 8 x 1),
+            tile!(Avx512, "avx512_f32_8x16_wrows", WeightRows, 8 x 1),
+            tile!(Avx512, "avx512_f32_4x64_wrows", WeightRows, 4 x 4),
+            tile!(Avx512, "avx512_f32_1x64_wrows", WeightRows, 1 x 4),
+            tile!(Avx512, "avx512_f32_1x64_prows", PixelRows, 1 x 4),
+        ]
+    }};
+}
+
+#[cfg(target_arch = "x86_64")]
+const AVX512: &[TileKernel] = &avx512_f32_tiles!();
+
+/// The AVX-512 BF16 kernel: the AVX-512F tiles for f32 products, then the bf16-pair tiles
+/// (`x86_64/avx512_bf16.rs` says why these shapes).
+#[cfg(target_arch = "x86_64")]
+const AVX512_BF16: &[TileKernel] = {
+    use x86_64::avx512_bf16::Avx512Bf16;
+    const F32: [TileKernel; 11] = avx512_f32_tiles!();
+    const PAIRS: [TileKernel; 4] = [
+        tile!(Avx512Bf16, "avx512bf16_bf16_8x32_wrows", WeightRows, 8 x 2, bf16 pairs),
+        tile!(Avx512Bf16, "avx512bf16_bf16_8x32_prows", PixelRows, 8 x 2, bf16 pairs),
+        tile!(Avx512Bf16, "avx512bf16_bf16_6x64_wrows", WeightRows, 6 x 4, bf16 pairs),
+        tile!(Avx512Bf16, "avx512bf16_bf16_6x64_prows", PixelRows, 6 x 4, bf16 pairs),
+    ];
+    const ALL: [TileKernel; 15] = {
+        let mut all = [F32[0]; 15];
+        let mut i = 0;
+        while i < 15 {
+            all[i] = if i < 11 { F32[i] } else { PAIRS[i - 11] };
+            i += 1;
+        }
+        all
+    };
+    &ALL
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -225,6 +268,8 @@ const PORTABLE: &[TileKernel] = {
 /// ties (the layout's natural tile first); empty for kernels that are not register-tiled.
 pub(crate) fn tiles(kernel: KernelId) -> &'static [TileKernel] {
     match kernel {
+        #[cfg(target_arch = "x86_64")]
+        KernelId::Avx512Bf16 => AVX512_BF16,
         #[cfg(target_arch = "x86_64")]
         KernelId::Avx512 => AVX512,
         #[cfg(target_arch = "x86_64")]
@@ -315,8 +360,9 @@ macro_rules! group_lanes {
 /// tiles).
 pub(crate) fn group_lanes(kernel: KernelId) -> Option<&'static GroupLanesKernel> {
     match kernel {
+        // The BF16 kernel's f32 calls run the AVX-512F tiles, these included.
         #[cfg(target_arch = "x86_64")]
-        KernelId::Avx512 => Some(&group_lanes!(x86_64::avx512::Avx512, "avx512_f32_4x16")),
+        KernelId::Avx512 | KernelId::Avx512Bf16 => Some(&group_lanes!(x86_64::avx512::Avx512, "avx512_f32_4x16")),
         #[cfg(target_arch = "x86_64")]
         KernelId::Avx2 => Some(&group_lanes!(x86_64::avx2::Avx2, "avx2_f32_4x8")),
         #[cfg(target_arch = "aarch64")]
@@ -334,18 +380,32 @@ mod tests {
     fn tile_names_say_what_the_tile_is() {
         for kernel in KernelId::ALL {
             for t in tiles(kernel) {
+                // The BF16 kernel's f32 tiles are the AVX-512F ones.
+                let tier = if kernel == KernelId::Avx512Bf16 && !t.tile.pairs {
+                    KernelId::Avx512
+                } else {
+                    kernel
+                };
                 let want = format!(
-                    "{}_f32_{}x{}_{}",
-                    kernel.name(),
+                    "{}_{}_{}x{}_{}",
+                    tier.name(),
+                    if t.tile.pairs { "bf16" } else { "f32" },
                     t.tile.mr,
                     t.tile.nr,
                     t.tile.orient.suffix()
                 );
                 assert_eq!(t.name, want);
-                assert_eq!(t.kernel, kernel);
+                assert_eq!(t.kernel, tier);
+                assert_eq!(t.weights.bf16, t.tile.pairs);
+                assert_eq!(t.pixels.bf16, t.tile.pairs);
                 assert_eq!(t.weights.lanes, t.tile.weight_lanes());
                 assert_eq!(t.pixels.lanes, t.tile.pixel_lanes());
                 assert!(t.tile.mr * t.tile.nr <= crate::driver::MAX_TILE, "{}", t.name);
+            }
+            // Pair tiles follow every f32 tile (`testing::run_tile` numbers them so).
+            let first_pair = tiles(kernel).iter().position(|t| t.tile.pairs);
+            if let Some(first) = first_pair {
+                assert!(tiles(kernel)[first..].iter().all(|t| t.tile.pairs), "{kernel}");
             }
         }
     }

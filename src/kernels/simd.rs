@@ -75,6 +75,36 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
             }
         }
     }
+    /// `c + a.odd * b.odd + a.even * b.even` per lane, where each 32-bit lane of `a` and `b`
+    /// holds two bf16 values (the even reduction step in the low half): the semantics of
+    /// AVX-512 BF16's `vdpbf16ps`, one rounding per product added (a product of two bf16
+    /// values is exact in f32), the odd step's first. Only tiers whose tiles multiply bf16
+    /// pairs (`Tile::pairs`) call it; this lane-by-lane form is the definition for the rest.
+    #[inline(always)]
+    fn dot_bf16_pairs(self, a: Self::F32, b: Self::F32, c: Self::F32) -> Self::F32 {
+        let lanes = Self::F32::LANES;
+        debug_assert!(lanes <= 16);
+        let (mut av, mut bv, mut cv) = ([0.0f32; 16], [0.0f32; 16], [0.0f32; 16]);
+        // SAFETY: each array holds 16 >= LANES values.
+        unsafe {
+            a.store(av.as_mut_ptr());
+            b.store(bv.as_mut_ptr());
+            c.store(cv.as_mut_ptr());
+        }
+        let half = |v: f32, odd: bool| {
+            f32::from_bits(if odd {
+                v.to_bits() & 0xFFFF_0000
+            } else {
+                v.to_bits() << 16
+            })
+        };
+        for ((c, &a), &b) in cv.iter_mut().zip(&av).zip(&bv).take(lanes) {
+            *c = half(a, true).mul_add(half(b, true), *c);
+            *c = half(a, false).mul_add(half(b, false), *c);
+        }
+        // SAFETY: cv holds 16 >= LANES values.
+        unsafe { self.load(cv.as_ptr()) }
+    }
 }
 
 /// An operation generic over the SIMD tier, run by [`Simd::vectorize`].
@@ -295,6 +325,10 @@ pub(crate) struct Extent {
 
 /// A `MR x (NV * LANES)` register tile: `C = act(init + A * B + bias + R)` over its `extent`.
 ///
+/// With `PAIRS`, both operands are packed bf16 pairs (`PackedFormat::bf16_pairs`: each
+/// 32-bit value holds two consecutive reduction steps) and `kc` counts reduction steps, two
+/// per packed row (an odd `kc` ends on a pair whose second step is zero in both operands).
+///
 /// `a` is the MR-lane operand (see [`RowOperand`]), `b` the NR-lane one (`kc` steps of
 /// `NR = NV * LANES` values, see [`ColOperand`]); the reduction runs in registers, starting
 /// from zero or, when `init` is non-null, from the partial sums of earlier reduction blocks
@@ -311,7 +345,7 @@ pub(crate) struct Extent {
 /// must be readable when non-null.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_tile<S: Simd, const MR: usize, const NV: usize>(
+pub(crate) unsafe fn gemm_tile<S: Simd, const MR: usize, const NV: usize, const PAIRS: bool>(
     s: S,
     kc: usize,
     init: *const f32,
@@ -324,6 +358,13 @@ pub(crate) unsafe fn gemm_tile<S: Simd, const MR: usize, const NV: usize>(
 ) {
     // SAFETY: forwarded contract; the packed flags select constant-stride instantiations.
     unsafe {
+        if PAIRS {
+            debug_assert!(
+                a.packed && b.packed && b.row_steps.is_null(),
+                "bf16 pairs are always packed"
+            );
+            return gemm_tile_pairs::<S, MR, NV>(s, kc.div_ceil(2), init, a.ptr, b.ptr, c, ldc, ep, extent);
+        }
         if !b.row_steps.is_null() && a.packed {
             return if b.packed {
                 gemm_tile_row_steps::<S, MR, NV, true>(s, kc, init, a, b, c, ldc, ep, extent)
@@ -379,6 +420,52 @@ unsafe fn gemm_tile_strided<S: Simd, const MR: usize, const NV: usize, const PA:
         // that unread pointer free of undefined behaviour.
         a = a.wrapping_add(ks);
         b = b.wrapping_add(b_ks);
+    }
+    // SAFETY: forwarded contract.
+    unsafe { finish::<S, MR, NV>(s, acc, c, ldc, ep, extent) }
+}
+
+/// [`gemm_tile`] on operands packed as bf16 pairs: `pairs` packed rows, each `MR` pair
+/// values of `a` (broadcast, one per tile row) and `NR` of `b`, multiplied by
+/// [`Simd::dot_bf16_pairs`] (two reduction steps per accumulator and instruction).
+///
+/// # Safety
+/// `a` must address `pairs * MR` readable values and `b` `pairs * NR`; otherwise as
+/// [`gemm_tile`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_tile_pairs<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    pairs: usize,
+    init: *const f32,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    ep: &TileEpilogue,
+    extent: Extent,
+) {
+    let lanes = S::F32::LANES;
+    // SAFETY: init, when non-null, holds MR x NR values (the caller's contract).
+    let mut acc = unsafe { initial_sums::<S, MR, NV>(s, init) };
+    let (mut a, mut b) = (a, b);
+    for _ in 0..pairs {
+        let mut bv = [s.zero(); NV];
+        for (j, v) in bv.iter_mut().enumerate() {
+            // SAFETY: b addresses `pairs` rows of NR values (the caller's contract).
+            *v = unsafe { s.load(b.add(j * lanes)) };
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            // The pair's 32 bits broadcast as they are (an f32 move changes no bits).
+            // SAFETY: a addresses `pairs` rows of MR values (the caller's contract).
+            let ar = s.splat(unsafe { *a.add(r) });
+            for j in 0..NV {
+                row[j] = s.dot_bf16_pairs(ar, bv[j], row[j]);
+            }
+        }
+        // Wrapping: one row past the last is never read (as in gemm_tile_strided).
+        a = a.wrapping_add(MR);
+        b = b.wrapping_add(NV * lanes);
     }
     // SAFETY: forwarded contract.
     unsafe { finish::<S, MR, NV>(s, acc, c, ldc, ep, extent) }

@@ -1,7 +1,8 @@
-//! x86_64 tiers: AVX-512F and AVX2+FMA. Both run with the caller's floating-point
+//! x86_64 tiers: AVX-512F (with BF16 products in `avx512_bf16`) and AVX2+FMA. Both run with the caller's floating-point
 //! environment untouched (no MXCSR writes): IEEE results, denormals included.
 pub(crate) mod avx2;
 pub(crate) mod avx512;
+pub(crate) mod avx512_bf16;
 
 use std::arch::x86_64::*;
 

@@ -4,7 +4,8 @@
 //! with the piecewise-linear activations, within `2 gamma_n |W||X| + ...` otherwise; with
 //! `in_place`, the in-place residual must give the same bits as a separate one. The problem
 //! rounded to bf16 values must give, with bf16 input, residual and output, the f32 call's
-//! bits rounded once.
+//! bits rounded once; with bf16 weights too, on a kernel's bf16-pair tile (forced), the
+//! reference of those values under the pair tiles' bound.
 #![no_main]
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -76,8 +77,39 @@ fuzz_target!(|case: DiffCase| {
             }
         }
     }
+    check_bf16_pairs(&p, &case);
     check_bf16(p);
 });
+
+/// On kernels with bf16-pair tiles: the problem with its input and weights rounded to bf16
+/// values, a bf16 input on a pair tile the case picks, against the reference of those
+/// values (the pair tiles' own bound: `common::Problem::check_with` on that kernel).
+fn check_bf16_pairs(p: &Problem, case: &DiffCase) {
+    let mut p = p.clone();
+    let round = |v: &mut Vec<f32>| v.iter_mut().for_each(|x| *x = bf16::from_f32(*x).to_f32());
+    round(&mut p.x);
+    round(&mut p.w);
+    let data = if case.exact { Data::Exact } else { Data::Real };
+    let x16: Vec<bf16> = p.x.iter().map(|&x| bf16::from_f32(x)).collect();
+    let mut reference = None;
+    for kernel in available_kernels() {
+        let pairs = testing::bf16_pair_tiles(kernel);
+        let Some((tile, fold)) = case.tiling(pairs.len()) else {
+            continue;
+        };
+        let mut plan = p.plan(PlanOptions::default().with_kernel(KernelChoice::Force(kernel)));
+        plan.force_tile(pairs[tile].name, fold).expect("a pair tile of the kernel");
+        let mut y = vec![f32::NAN; p.output_len()];
+        plan.forward(&x16, p.dims, p.residual.as_deref(), &mut y, &mut Workspace::new())
+            .expect("valid call");
+        let reference = reference.get_or_insert_with(|| p.reference());
+        if let Err(e) = p.check_with(reference, &y, data, kernel) {
+            panic!("{e}
+pair tile {}, fold {fold}
+{:?} {:?}", pairs[tile].name, p.conv, p.dims);
+        }
+    }
+}
 
 /// The problem's data rounded to bf16 values: the bf16 call (input, residual and output in
 /// bf16) gives the f32 call's bits on the same values, rounded once.

@@ -239,3 +239,92 @@ fn hook_rejects_bad_extents() {
         .is_err());
     }
 }
+
+/// `rows` steps of `lanes` values (step-major), packed as bf16 pairs: `ceil(rows / 2)` rows
+/// of `lanes` 32-bit values, step `2q` in the low half and `2q + 1` (zero past the end) in
+/// the high half. Every value must be a bf16 value (small integers are).
+fn pairs(values: &[f32], rows: usize, lanes: usize) -> Vec<f32> {
+    let bits = |c: usize, l: usize| {
+        if c < rows {
+            values[c * lanes + l].to_bits() >> 16
+        } else {
+            0
+        }
+    };
+    let mut out = Vec::with_capacity(rows.div_ceil(2) * lanes);
+    for q in 0..rows.div_ceil(2) {
+        for l in 0..lanes {
+            out.push(f32::from_bits(bits(2 * q + 1, l) << 16 | bits(2 * q, l)));
+        }
+    }
+    out
+}
+
+/// Every bf16-pair tile (numbered after the kernel's f32 tiles), called directly on panels of
+/// small integers: every edge extent, odd and even reductions, bit for bit against the f64
+/// sum, nothing written outside the extent.
+#[test]
+fn every_bf16_pair_tile_on_every_edge_extent() {
+    let kcs: &[usize] = if reduced() {
+        &[1, 4, 33]
+    } else {
+        &[1, 2, 3, 4, 5, 17, 256, 257]
+    };
+    for kernel in pointwise::available_kernels() {
+        let pair_tiles = pointwise::testing::bf16_pair_tiles(kernel);
+        if pair_tiles.is_empty() {
+            continue;
+        }
+        let before = kernel.invocations();
+        let first = tiles(kernel).len();
+        for (i, info) in pair_tiles.iter().enumerate() {
+            let (mr, nr) = (info.mr, info.nr);
+            for &kc in kcs {
+                let (a, b) = (ints(kc * mr, kc), ints(kc * nr, kc + 1));
+                let (ap, bp) = (Guarded::new(&pairs(&a, kc, mr)), Guarded::new(&pairs(&b, kc, nr)));
+                for (m, n) in (1..=mr).flat_map(|m| [(m, 1), (m, nr / 2 + 1), (m, nr - 1), (m, nr)]) {
+                    let ldc = next_prime(nr + 1);
+                    let mut c = Guarded::new(&vec![f32::NAN; (mr - 1) * ldc + nr]);
+                    let act = if (m + kc).is_multiple_of(2) {
+                        Activation::Relu
+                    } else {
+                        Activation::Identity
+                    };
+                    run_tile(
+                        kernel,
+                        first + i,
+                        kc,
+                        ap.body(),
+                        bp.body(),
+                        m,
+                        n,
+                        c.body_mut(),
+                        ldc,
+                        None,
+                        true,
+                        None,
+                        act,
+                    )
+                    .unwrap();
+                    let ctx = format!("{} kc {kc} m {m} n {n}", info.name);
+                    assert!(
+                        ap.guards_intact() && bp.guards_intact() && c.guards_intact(),
+                        "{ctx}: guard"
+                    );
+                    for r in 0..mr {
+                        for l in 0..nr {
+                            let got = c.body()[r * ldc + l];
+                            if r >= m || l >= n {
+                                assert!(got.is_nan(), "{ctx}: wrote outside the tile at ({r}, {l})");
+                                continue;
+                            }
+                            let z: f64 = (0..kc).map(|p| a[p * mr + r] as f64 * b[p * nr + l] as f64).sum();
+                            assert_eq!(got as f64, act64(act, z, 0.0), "{ctx}: ({r}, {l})");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(kernel.invocations() > before, "{kernel} did not run");
+    }
+}

@@ -304,6 +304,7 @@ pub(crate) struct GroupLanesKernel {
     /// `{isa}_f32_{rows}x{lanes}_group_lanes`.
     pub name: &'static str,
     /// `{isa}_f32_{rows}x{lanes}_flat_lanes`.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub flat_name: &'static str,
     /// Lanes per register (output channels per tile).
     pub lanes: usize,

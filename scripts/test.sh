@@ -4,7 +4,8 @@
 #   1. natively (AVX-512, with BF16 where the CPU has it, on an AVX-512 machine),
 #   2. under qemu-x86_64 -cpu Haswell (AVX2+FMA, no AVX-512): Auto must pick avx2,
 #   3. under qemu-x86_64 -cpu Nehalem (no AVX): Auto must pick portable,
-#   4. cross-built for aarch64 and run under qemu-aarch64: Auto must pick neon;
+#   4. cross-built for aarch64 and run under qemu-aarch64 -cpu max: Auto must pick neonbf16
+#      (FEAT_BF16), and under -cpu cortex-a72 (no BF16) the dispatch and bf16 tests: neon;
 # and, natively only, the candle and ndarray adapters (tests/interop.rs) and the C ABI crate (capi/): its checked-in header, its Rust tests and a C
 # program compiled with the system cc against libpointwise_capi.a.
 # Emulated runs use a reduced sweep (POINTWISE_TEST_SCALE=reduced).
@@ -37,9 +38,15 @@ echo "== qemu Nehalem (portable) =="
 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="qemu-x86_64 -cpu Nehalem" \
   POINTWISE_EXPECT_AUTO=portable POINTWISE_TEST_SCALE=reduced cargo test --release --tests
 
-echo "== qemu aarch64 (neon) =="
+echo "== qemu aarch64 -cpu max (neonbf16: NEON with BFDOT; the neon tiles too) =="
 CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
-  POINTWISE_EXPECT_AUTO=neon POINTWISE_TEST_SCALE=reduced \
+  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -cpu max -L /usr/aarch64-linux-gnu" \
+  POINTWISE_EXPECT_AUTO=neonbf16 POINTWISE_TEST_SCALE=reduced \
   cargo test --release --tests --target aarch64-unknown-linux-gnu
+
+echo "== qemu aarch64 -cpu cortex-a72 (no BF16: Auto must pick neon; bf16 calls widen) =="
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -cpu cortex-a72 -L /usr/aarch64-linux-gnu" \
+  POINTWISE_EXPECT_AUTO=neon POINTWISE_TEST_SCALE=reduced \
+  cargo test --release --target aarch64-unknown-linux-gnu --test semantics --test bf16
 echo "all tiers passed"

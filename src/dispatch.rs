@@ -19,6 +19,11 @@ pub enum KernelId {
     Avx512,
     /// x86_64 AVX2 + FMA, `std::arch` intrinsics.
     Avx2,
+    /// aarch64 NEON with the BF16 extension (Armv8.6 FEAT_BF16): a call whose input and
+    /// weights are bf16 multiplies bf16 pairs with `BFDOT` (two products per f32 lane and
+    /// instruction, summed in f32 with round-to-odd, denormals flushed, unless the caller set
+    /// FPCR.EBF); every other call runs the `Neon` tiles.
+    NeonBf16,
     /// aarch64 NEON (Advanced SIMD), `std::arch::aarch64` intrinsics.
     Neon,
     /// The `wide` crate, whose width is fixed at compile time; runs on every target.
@@ -29,67 +34,85 @@ pub enum KernelId {
     Reference,
 }
 
-/// One row of the kernel table: the kernel, its name, whether it is register-tiled, and its
-/// availability test on the detected features.
+/// One row of the kernel table: the kernel, its name, whether it is register-tiled, the
+/// kernel whose tiles run its f32 products, and its availability test on the detected
+/// features.
 struct KernelRow {
     id: KernelId,
     name: &'static str,
     microkernel: bool,
+    /// The kernel whose register tiles run this kernel's f32 products: itself, except for
+    /// the bf16 kernels, whose f32 calls run their base tier's tiles (the same functions).
+    f32_tiles: KernelId,
     available: fn(&CpuFeatures) -> bool,
 }
 
 /// The kernel table, in Auto's order of preference and in `KernelId`'s declaration order:
 /// the kernel list, the names (and so the `UnknownKernel` message) and availability all come
 /// from it.
-const KERNELS: [KernelRow; 7] = [
+const KERNELS: [KernelRow; 8] = [
     KernelRow {
         id: KernelId::Avx512Bf16,
         name: "avx512bf16",
         microkernel: true,
+        f32_tiles: KernelId::Avx512,
         available: |f| f.avx512 && f.avx512bf16,
     },
     KernelRow {
         id: KernelId::Avx512,
         name: "avx512",
         microkernel: true,
+        f32_tiles: KernelId::Avx512,
         available: |f| f.avx512,
     },
     KernelRow {
         id: KernelId::Avx2,
         name: "avx2",
         microkernel: true,
+        f32_tiles: KernelId::Avx2,
         available: |f| f.avx2_fma,
+    },
+    KernelRow {
+        id: KernelId::NeonBf16,
+        name: "neonbf16",
+        microkernel: true,
+        f32_tiles: KernelId::Neon,
+        available: |f| f.neon && f.neon_bf16,
     },
     KernelRow {
         id: KernelId::Neon,
         name: "neon",
         microkernel: true,
+        f32_tiles: KernelId::Neon,
         available: |f| f.neon,
     },
     KernelRow {
         id: KernelId::Portable,
         name: "portable",
         microkernel: true,
+        f32_tiles: KernelId::Portable,
         available: |_| true,
     },
     KernelRow {
         id: KernelId::MatrixMultiply,
         name: "matrixmultiply",
         microkernel: false,
+        f32_tiles: KernelId::MatrixMultiply,
         available: |_| true,
     },
     KernelRow {
         id: KernelId::Reference,
         name: "reference",
         microkernel: false,
+        f32_tiles: KernelId::Reference,
         available: |_| true,
     },
 ];
 
 impl KernelId {
     /// Every kernel this crate has, in Auto's order of preference.
-    pub const ALL: [KernelId; 7] = {
-        let mut all = [KernelId::Reference; 7];
+    pub const ALL: [KernelId; 8] = {
+        let mut all = [KernelId::Reference; 8];
         let mut i = 0;
         while i < KERNELS.len() {
             all[i] = KERNELS[i].id;
@@ -129,6 +152,12 @@ impl KernelId {
         self.row().microkernel
     }
 
+    /// The kernel whose register tiles run this kernel's f32 products (and so give its f32
+    /// calls their bits): itself, except `Avx512Bf16` (`Avx512`) and `NeonBf16` (`Neon`).
+    pub fn f32_kernel(self) -> KernelId {
+        self.row().f32_tiles
+    }
+
     /// How many forward calls this kernel has executed in this process (all plans, all
     /// threads). Tests use it to prove that a forced kernel is the one that ran (`testing`
     /// feature: normal builds keep no counter).
@@ -164,7 +193,7 @@ pub(crate) fn kernel_names() -> String {
 }
 
 #[cfg(feature = "testing")]
-static INVOCATIONS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+static INVOCATIONS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
 
 impl fmt::Display for KernelId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -184,6 +213,8 @@ pub struct CpuFeatures {
     pub avx2_fma: bool,
     /// Advanced SIMD (aarch64).
     pub neon: bool,
+    /// The BF16 extension of Advanced SIMD (aarch64 FEAT_BF16: `BFDOT`).
+    pub neon_bf16: bool,
 }
 
 /// The running CPU's features, detected on the first call and cached.
@@ -208,6 +239,7 @@ fn detect() -> CpuFeatures {
         avx512bf16: is_x86_feature_detected!("avx512bf16"),
         avx2_fma,
         neon: false,
+        neon_bf16: false,
     }
 }
 
@@ -218,6 +250,7 @@ fn detect() -> CpuFeatures {
         avx512bf16: false,
         avx2_fma: false,
         neon: std::arch::is_aarch64_feature_detected!("neon"),
+        neon_bf16: std::arch::is_aarch64_feature_detected!("bf16"),
     }
 }
 

@@ -827,8 +827,12 @@ mod tests {
         }
         #[cfg(target_arch = "aarch64")]
         {
-            use crate::kernels::aarch64::neon::Neon;
+            use crate::kernels::aarch64::{neon::Neon, neon_bf16::NeonBf16};
             ran += Neon::try_new()
+                .map(|s| s.vectorize(CheckPixelPanels))
+                .into_iter()
+                .count();
+            ran += NeonBf16::try_new()
                 .map(|s| s.vectorize(CheckPixelPanels))
                 .into_iter()
                 .count();

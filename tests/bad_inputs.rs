@@ -719,7 +719,7 @@ fn catalogue() -> Vec<Entry> {
     // --- Test hooks: forced tilings and single microkernel calls. ---
     for k in kernels_under_test() {
         // A name no kernel has, and (for tiled kernels) another kernel's tile that this one
-        // lacks (avx512bf16 shares avx512's f32 tiles).
+        // lacks (a bf16 kernel shares its base tier's f32 tiles).
         let mut names = vec!["avx512_f32_9x9_wrows"];
         let own: Vec<_> = testing::tiles(k)
             .into_iter()

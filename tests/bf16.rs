@@ -1,7 +1,7 @@
 //! bf16 tensors: weights, inputs, residuals and outputs in bf16 on every kernel, checked
 //! against the f64 reference of the bf16 operands, and against the definition the API
 //! states: the f32 call on the widened values, rounded once (to nearest, ties to even) where
-//! the output is bf16; on a kernel with bf16-pair tiles (avx512bf16), a call of bf16 input
+//! the output is bf16; on a kernel with bf16-pair tiles (avx512bf16, neonbf16), a call of bf16 input
 //! and weights sums in pairs instead, checked against the reference and rounded once the
 //! same way. Exact data (small integers, exact in bf16) is compared bit for bit.
 mod common;
@@ -450,75 +450,121 @@ fn bf16_pair_tiles_give_the_same_bits_blocked_split_and_threaded() {
     }
 }
 
-/// What the avx512bf16 kernel's pair tiles do that no other kernel does: the instruction
-/// reads denormal inputs as zero and flushes denormal results to zero (documented); every
-/// other kernel, and f32 calls on this one, give IEEE results.
-#[test]
-fn bf16_pair_tiles_flush_denormals_and_f32_calls_do_not() {
-    if !KernelId::Avx512Bf16.is_available() {
-        return;
-    }
-    let conv = Conv1x1::new(2, 1);
-    // 2^-70 * 2^-70 = 2^-140, a denormal product; 2^-130 is a denormal bf16 input.
-    let tiny_normal = 2f32.powi(-70);
-    let w = to_bf16(&[tiny_normal, 1.0]);
-    let options = PlanOptions::default().with_kernel(KernelChoice::Force(KernelId::Avx512Bf16));
-    let mut plan = Plan::new(&conv, &w, None, options).unwrap();
-    let pair_tile = pointwise::testing::bf16_pair_tiles(KernelId::Avx512Bf16)[0].name;
-    plan.force_tile(pair_tile, false).unwrap();
-    let dims = InputDims::new(1, 1, 2);
-    // Pixel 0: (2^-70, 0) gives the denormal product; pixel 1: (0, 2^-130) a denormal input.
-    let x = to_bf16(&[tiny_normal, 0.0, 0.0, 2f32.powi(-130)]);
-    let mut y = [f32::NAN; 2];
-    let mut ws = Workspace::new();
-    plan.forward(&x, dims, None, &mut y, &mut ws).unwrap();
-    assert_eq!(y, [0.0, 0.0], "the pair tiles flush");
-    let x32: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
-    let ieee = Plan::new(&conv, &w, None, options).unwrap();
-    ieee.forward(&x32, dims, None, &mut y, &mut ws).unwrap();
-    assert_eq!(y, [2f32.powi(-140), 2f32.powi(-130)], "f32 calls are IEEE");
-    // Without a forced tile a bf16 call runs the pair tiles only where the core makes them
-    // pay off; either way the result is one of the two above.
-    ieee.forward(&x, dims, None, &mut y, &mut ws).unwrap();
-    assert!(y == [0.0, 0.0] || y == [2f32.powi(-140), 2f32.powi(-130)], "{y:?}");
+/// The kernels with bf16-pair tiles that this CPU runs.
+fn pair_kernels() -> Vec<KernelId> {
+    KernelId::ALL
+        .into_iter()
+        .filter(|&k| k.is_available() && !pointwise::testing::bf16_pair_tiles(k).is_empty())
+        .collect()
 }
 
-/// f32 calls on the avx512bf16 kernel run the avx512 tiles: the same bits, on plans of bf16
-/// and of f32 weights, and bf16 calls on a plan of f32 weights that are not all bf16 values
-/// widen their input as every kernel does (the f32 call's bits).
+/// What the bf16 kernels' pair tiles do that no other kernel does: the instructions read
+/// denormal inputs as zero and flush denormal results to zero (documented); every other
+/// kernel, and f32 calls on these, give IEEE results.
 #[test]
-fn f32_calls_on_the_bf16_kernel_give_the_avx512_bits() {
-    if !KernelId::Avx512Bf16.is_available() {
-        return;
+fn bf16_pair_tiles_flush_denormals_and_f32_calls_do_not() {
+    for kernel in pair_kernels() {
+        let conv = Conv1x1::new(2, 1);
+        // 2^-70 * 2^-70 = 2^-140, a denormal product; 2^-130 is a denormal bf16 input.
+        let tiny_normal = 2f32.powi(-70);
+        let w = to_bf16(&[tiny_normal, 1.0]);
+        let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        let dims = InputDims::new(1, 1, 2);
+        // Pixel 0: (2^-70, 0) gives the denormal product; pixel 1: (0, 2^-130) a denormal
+        // input.
+        let x = to_bf16(&[tiny_normal, 0.0, 0.0, 2f32.powi(-130)]);
+        let mut ws = Workspace::new();
+        for pair_tile in pointwise::testing::bf16_pair_tiles(kernel) {
+            let mut plan = Plan::new(&conv, &w, None, options).unwrap();
+            plan.force_tile(pair_tile.name, false).unwrap();
+            let mut y = [f32::NAN; 2];
+            plan.forward(&x, dims, None, &mut y, &mut ws).unwrap();
+            assert_eq!(y, [0.0, 0.0], "{}: the pair tiles flush", pair_tile.name);
+        }
+        let mut y = [f32::NAN; 2];
+        let x32: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+        let ieee = Plan::new(&conv, &w, None, options).unwrap();
+        ieee.forward(&x32, dims, None, &mut y, &mut ws).unwrap();
+        assert_eq!(y, [2f32.powi(-140), 2f32.powi(-130)], "{kernel}: f32 calls are IEEE");
+        // Without a forced tile a bf16 call runs the pair tiles only where the core makes
+        // them pay off; either way the result is one of the two above.
+        ieee.forward(&x, dims, None, &mut y, &mut ws).unwrap();
+        assert!(
+            y == [0.0, 0.0] || y == [2f32.powi(-140), 2f32.powi(-130)],
+            "{kernel}: {y:?}"
+        );
     }
+}
+
+/// Each pair instruction rounds as documented: for the pair (1, 2^-25) times (1, 1),
+/// `vdpbf16ps` adds the odd product first and rounds each addition to nearest (1), while
+/// `BFDOT` adds the two products, then the sum, rounding to odd (1 + 2^-23, where round to
+/// nearest gives 1). Every f32 tile gives 1.
+#[test]
+fn bf16_pair_tiles_round_as_their_instruction_does() {
+    for kernel in pair_kernels() {
+        let conv = Conv1x1::new(2, 1);
+        let w = to_bf16(&[1.0, 1.0]);
+        let x = to_bf16(&[1.0, 2f32.powi(-25)]);
+        let dims = InputDims::new(1, 1, 1);
+        let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        let want = match kernel {
+            KernelId::NeonBf16 => 1.0 + 2f32.powi(-23),
+            _ => 1.0,
+        };
+        let mut ws = Workspace::new();
+        for pair_tile in pointwise::testing::bf16_pair_tiles(kernel) {
+            let mut plan = Plan::new(&conv, &w, None, options).unwrap();
+            plan.force_tile(pair_tile.name, false).unwrap();
+            let mut y = [f32::NAN];
+            plan.forward(&x, dims, None, &mut y, &mut ws).unwrap();
+            assert_eq!(y[0].to_bits(), want.to_bits(), "{}: {}", pair_tile.name, y[0]);
+        }
+        let f32_call = Plan::new(&conv, &w, None, options).unwrap();
+        let mut y = [f32::NAN];
+        let x32: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+        f32_call.forward(&x32, dims, None, &mut y, &mut ws).unwrap();
+        assert_eq!(y, [1.0], "{kernel}: f32 calls round to nearest");
+    }
+}
+
+/// f32 calls on a bf16 kernel run its base tier's tiles (`KernelId::f32_kernel`): the same
+/// bits, on plans of bf16 and of f32 weights, and bf16 calls on a plan of f32 weights that
+/// are not all bf16 values widen their input as every kernel does (the f32 call's bits).
+#[test]
+fn f32_calls_on_a_bf16_kernel_give_its_base_tiers_bits() {
     let force = |k| PlanOptions::default().with_kernel(KernelChoice::Force(k));
-    for layout in [Layout::Nchw, Layout::Nhwc] {
-        for (conv, dims) in [
-            (Conv1x1::new(64, 48), InputDims::new(2, 9, 7)),
-            (Conv1x1::new(24, 40).with_groups(4), InputDims::new(1, 6, 6)),
-            (Conv1x1::new(7, 3), InputDims::new(1, 12, 12)),
-        ] {
-            let conv = conv.with_layout(layout).with_activation(Activation::Silu);
-            let p = Problem::new(conv, dims, true, true, Data::Real, 9);
-            let bf16_weights = representable(p.clone());
-            for q in [&p, &bf16_weights] {
-                let want = q.run(force(KernelId::Avx512));
-                let got = q.run(force(KernelId::Avx512Bf16));
+    for kernel in pair_kernels() {
+        let base = kernel.f32_kernel();
+        assert_ne!(base, kernel);
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            for (conv, dims) in [
+                (Conv1x1::new(64, 48), InputDims::new(2, 9, 7)),
+                (Conv1x1::new(24, 40).with_groups(4), InputDims::new(1, 6, 6)),
+                (Conv1x1::new(7, 3), InputDims::new(1, 12, 12)),
+            ] {
+                let conv = conv.with_layout(layout).with_activation(Activation::Silu);
+                let p = Problem::new(conv, dims, true, true, Data::Real, 9);
+                let bf16_weights = representable(p.clone());
+                for q in [&p, &bf16_weights] {
+                    let want = q.run(force(base));
+                    let got = q.run(force(kernel));
+                    assert!(
+                        want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{kernel} {conv:?}"
+                    );
+                }
+                // Weights that are not bf16 values: a bf16 input is widened, as on the base.
+                let x16 = to_bf16(&p.x);
+                let mut p_rounded_x = p.clone();
+                p_rounded_x.x = x16.iter().map(|v| v.to_f32()).collect();
+                let want = p_rounded_x.run(force(base));
+                let got = bf16_input_call(&p, &p.plan(force(kernel)));
                 assert!(
                     want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{conv:?}"
+                    "{kernel} {conv:?}"
                 );
             }
-            // Weights that are not bf16 values: a bf16 input is widened, as on avx512.
-            let x16 = to_bf16(&p.x);
-            let mut p_rounded_x = p.clone();
-            p_rounded_x.x = x16.iter().map(|v| v.to_f32()).collect();
-            let want = p_rounded_x.run(force(KernelId::Avx512));
-            let got = bf16_input_call(&p, &p.plan(force(KernelId::Avx512Bf16)));
-            assert!(
-                want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{conv:?}"
-            );
         }
     }
 }

@@ -277,6 +277,8 @@ fn auto_picks_the_expected_kernel() {
         KernelId::Avx512
     } else if f.avx2_fma {
         KernelId::Avx2
+    } else if f.neon && f.neon_bf16 {
+        KernelId::NeonBf16
     } else if f.neon {
         KernelId::Neon
     } else {

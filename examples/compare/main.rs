@@ -57,7 +57,7 @@ pub struct Options {
     /// only suite layers whose name contains one of these substrings
     #[arg(long = "layers", value_name = "A,B,...", value_delimiter = ',', action = ArgAction::Set)]
     pub layer_filter: Vec<String>,
-    /// only these kernels (avx512bf16, avx512, avx2, neon, portable,
+    /// only these kernels (avx512bf16, avx512, avx2, neonbf16, neon, portable,
     /// matrixmultiply; `auto` = the one Auto picks on this CPU)
     #[arg(
         long,
@@ -257,11 +257,11 @@ pub fn parse_layer_lines(text: &str) -> Result<Vec<Layer>, String> {
     Ok(layers)
 }
 
-/// The tier whose FMA peak is a kernel's yardstick (the avx512bf16 kernel's f32 tiles are
-/// avx512's; its bf16-pair tiles are measured against the `vdpbf16ps` peak instead).
+/// The tier whose FMA peak is a kernel's yardstick (a bf16 kernel's f32 tiles are its base
+/// tier's, `KernelId::f32_kernel`; the avx512bf16 pair tiles are measured against the
+/// `vdpbf16ps` peak instead).
 fn peak_tier(kernel: KernelId) -> KernelId {
-    match kernel {
-        KernelId::Avx512Bf16 => KernelId::Avx512,
+    match kernel.f32_kernel() {
         KernelId::MatrixMultiply | KernelId::Reference => [KernelId::Avx2, KernelId::Neon, KernelId::Portable]
             .into_iter()
             .find(|k| k.is_available())

@@ -1,5 +1,5 @@
 //! The kernel registry, and the kernels: one folder per instruction set (`x86_64/avx512.rs`,
-//! `x86_64/avx2.rs`, `aarch64/neon.rs`), `portable.rs` (the `wide` crate) for everything else,
+//! `x86_64/avx512_bf16.rs`, `x86_64/avx2.rs`, `aarch64/neon.rs`, `aarch64/neon_bf16.rs`), `portable.rs` (the `wide` crate) for everything else,
 //! `matrixmultiply.rs` (the fallback) and `reference.rs` (the plain-loop checker).
 //!
 //! A SIMD tier file supplies only its capability token and register type (`simd::Simd`,
@@ -210,28 +210,38 @@ macro_rules! avx512_f32_tiles {
 #[cfg(target_arch = "x86_64")]
 const AVX512: &[TileKernel] = &avx512_f32_tiles!();
 
+/// A bf16 kernel's tile list: its base tier's f32 tiles (its f32 calls run them), then its
+/// bf16-pair tiles (`N` = both lengths; pair tiles last, as `testing::run_tile` numbers them).
+#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
+const fn f32_then_pair_tiles<const N: usize>(f32_tiles: &[TileKernel], pair_tiles: &[TileKernel]) -> [TileKernel; N] {
+    assert!(f32_tiles.len() + pair_tiles.len() == N);
+    let mut all = [f32_tiles[0]; N];
+    let mut i = 0;
+    while i < N {
+        all[i] = if i < f32_tiles.len() {
+            f32_tiles[i]
+        } else {
+            pair_tiles[i - f32_tiles.len()]
+        };
+        i += 1;
+    }
+    all
+}
+
 /// The AVX-512 BF16 kernel: the AVX-512F tiles for f32 products, then the bf16-pair tiles
 /// (`x86_64/avx512_bf16.rs` says why these shapes).
 #[cfg(target_arch = "x86_64")]
 const AVX512_BF16: &[TileKernel] = {
     use x86_64::avx512_bf16::Avx512Bf16;
-    const F32: [TileKernel; 11] = avx512_f32_tiles!();
-    const PAIRS: [TileKernel; 4] = [
-        tile!(Avx512Bf16, "avx512bf16_bf16_8x32_wrows", WeightRows, 8 x 2, bf16 pairs),
-        tile!(Avx512Bf16, "avx512bf16_bf16_8x32_prows", PixelRows, 8 x 2, bf16 pairs),
-        tile!(Avx512Bf16, "avx512bf16_bf16_6x64_wrows", WeightRows, 6 x 4, bf16 pairs),
-        tile!(Avx512Bf16, "avx512bf16_bf16_6x64_prows", PixelRows, 6 x 4, bf16 pairs),
-    ];
-    const ALL: [TileKernel; 15] = {
-        let mut all = [F32[0]; 15];
-        let mut i = 0;
-        while i < 15 {
-            all[i] = if i < 11 { F32[i] } else { PAIRS[i - 11] };
-            i += 1;
-        }
-        all
-    };
-    &ALL
+    &f32_then_pair_tiles::<15>(
+        &avx512_f32_tiles!(),
+        &[
+            tile!(Avx512Bf16, "avx512bf16_bf16_8x32_wrows", WeightRows, 8 x 2, bf16 pairs),
+            tile!(Avx512Bf16, "avx512bf16_bf16_8x32_prows", PixelRows, 8 x 2, bf16 pairs),
+            tile!(Avx512Bf16, "avx512bf16_bf16_6x64_wrows", WeightRows, 6 x 4, bf16 pairs),
+            tile!(Avx512Bf16, "avx512bf16_bf16_6x64_prows", PixelRows, 6 x 4, bf16 pairs),
+        ],
+    )
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -245,15 +255,35 @@ const AVX2: &[TileKernel] = {
     ]
 };
 
+/// The NEON tiles (also the f32 tiles of the NEON BF16 kernel).
 #[cfg(target_arch = "aarch64")]
-const NEON: &[TileKernel] = {
-    use aarch64::neon::Neon;
-    &[
-        tile!(Neon, "neon_f32_8x12_wrows", WeightRows, 8 x 3),
-        tile!(Neon, "neon_f32_8x12_prows", PixelRows, 8 x 3),
-        tile!(Neon, "neon_f32_1x16_wrows", WeightRows, 1 x 4),
-        tile!(Neon, "neon_f32_1x16_prows", PixelRows, 1 x 4),
-    ]
+macro_rules! neon_f32_tiles {
+    () => {{
+        use aarch64::neon::Neon;
+        [
+            tile!(Neon, "neon_f32_8x12_wrows", WeightRows, 8 x 3),
+            tile!(Neon, "neon_f32_8x12_prows", PixelRows, 8 x 3),
+            tile!(Neon, "neon_f32_1x16_wrows", WeightRows, 1 x 4),
+            tile!(Neon, "neon_f32_1x16_prows", PixelRows, 1 x 4),
+        ]
+    }};
+}
+
+#[cfg(target_arch = "aarch64")]
+const NEON: &[TileKernel] = &neon_f32_tiles!();
+
+/// The NEON BF16 kernel: the NEON tiles for f32 products, then the bf16-pair tiles
+/// (`aarch64/neon_bf16.rs` says why this shape).
+#[cfg(target_arch = "aarch64")]
+const NEON_BF16: &[TileKernel] = {
+    use aarch64::neon_bf16::NeonBf16;
+    &f32_then_pair_tiles::<6>(
+        &neon_f32_tiles!(),
+        &[
+            tile!(NeonBf16, "neonbf16_bf16_8x12_wrows", WeightRows, 8 x 3, bf16 pairs),
+            tile!(NeonBf16, "neonbf16_bf16_8x12_prows", PixelRows, 8 x 3, bf16 pairs),
+        ],
+    )
 };
 
 const PORTABLE: &[TileKernel] = {
@@ -274,6 +304,8 @@ pub(crate) fn tiles(kernel: KernelId) -> &'static [TileKernel] {
         KernelId::Avx512 => AVX512,
         #[cfg(target_arch = "x86_64")]
         KernelId::Avx2 => AVX2,
+        #[cfg(target_arch = "aarch64")]
+        KernelId::NeonBf16 => NEON_BF16,
         #[cfg(target_arch = "aarch64")]
         KernelId::Neon => NEON,
         KernelId::Portable => PORTABLE,
@@ -361,13 +393,13 @@ macro_rules! group_lanes {
 /// tiles).
 pub(crate) fn group_lanes(kernel: KernelId) -> Option<&'static GroupLanesKernel> {
     match kernel {
-        // The BF16 kernel's f32 calls run the AVX-512F tiles, these included.
+        // A bf16 kernel's f32 calls run its base tier's tiles, these included.
         #[cfg(target_arch = "x86_64")]
         KernelId::Avx512 | KernelId::Avx512Bf16 => Some(&group_lanes!(x86_64::avx512::Avx512, "avx512_f32_4x16")),
         #[cfg(target_arch = "x86_64")]
         KernelId::Avx2 => Some(&group_lanes!(x86_64::avx2::Avx2, "avx2_f32_4x8")),
         #[cfg(target_arch = "aarch64")]
-        KernelId::Neon => Some(&group_lanes!(aarch64::neon::Neon, "neon_f32_4x4")),
+        KernelId::Neon | KernelId::NeonBf16 => Some(&group_lanes!(aarch64::neon::Neon, "neon_f32_4x4")),
         KernelId::Portable => Some(&group_lanes!(portable::Portable, "portable_f32_4x8")),
         _ => None,
     }
@@ -381,12 +413,8 @@ mod tests {
     fn tile_names_say_what_the_tile_is() {
         for kernel in KernelId::ALL {
             for t in tiles(kernel) {
-                // The BF16 kernel's f32 tiles are the AVX-512F ones.
-                let tier = if kernel == KernelId::Avx512Bf16 && !t.tile.pairs {
-                    KernelId::Avx512
-                } else {
-                    kernel
-                };
+                // A bf16 kernel's f32 tiles are its base tier's.
+                let tier = if t.tile.pairs { kernel } else { kernel.f32_kernel() };
                 let want = format!(
                     "{}_{}_{}x{}_{}",
                     tier.name(),

@@ -76,10 +76,12 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
         }
     }
     /// `c + a.odd * b.odd + a.even * b.even` per lane, where each 32-bit lane of `a` and `b`
-    /// holds two bf16 values (the even reduction step in the low half): the semantics of
-    /// AVX-512 BF16's `vdpbf16ps`, one rounding per product added (a product of two bf16
-    /// values is exact in f32), the odd step's first. Only tiers whose tiles multiply bf16
-    /// pairs (`Tile::pairs`) call it; this lane-by-lane form is the definition for the rest.
+    /// holds two bf16 values (the even reduction step in the low half). Each tier with
+    /// bf16-pair tiles (`Tile::pairs`) implements it with its instruction, whose rounding is
+    /// that tier's: AVX-512 BF16's `vdpbf16ps` rounds each product's addition (a product of
+    /// two bf16 values is exact in f32), the odd step's first; Arm's `BFDOT` adds the two
+    /// products, then the sum, rounding each addition to odd. This lane-by-lane form (the
+    /// `vdpbf16ps` order, without its flushes) serves tiers without such an instruction.
     #[inline(always)]
     fn dot_bf16_pairs(self, a: Self::F32, b: Self::F32, c: Self::F32) -> Self::F32 {
         let lanes = Self::F32::LANES;
@@ -882,4 +884,56 @@ unsafe fn finish_partial<S: Simd, const MR: usize, const NV: usize>(
             }
         }
     }
+}
+
+/// The time of one [`Simd::dot_bf16_pairs`] over the time of one f32 FMA of the same width
+/// (16 independent sums each, operands in registers), measured on this core with tier `s`:
+/// how much a step of bf16 pairs (two multiply-adds per lane) costs beside an f32 step (one).
+/// Each tier with bf16-pair tiles calls it from its own file.
+#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
+pub(crate) fn pair_step_cost_vs_fma<S: Simd>(s: S) -> f64 {
+    s.vectorize(MeasurePairStepCost)
+}
+
+/// [`pair_step_cost_vs_fma`] as an operation inside the tier's entry point.
+struct MeasurePairStepCost;
+
+impl WithSimd for MeasurePairStepCost {
+    type Output = f64;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) -> f64 {
+        // The least time of several short runs of each (a few microseconds each), taken in
+        // turns, so that an interruption or a frequency step spoils one run, not the ratio.
+        let (mut dot, mut fma) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..7 {
+            dot = dot.min(time_chains::<S, true>(s));
+            fma = fma.min(time_chains::<S, false>(s));
+        }
+        if fma > 0.0 && dot.is_finite() {
+            dot / fma
+        } else {
+            1.0
+        }
+    }
+}
+
+/// Seconds for 1024 steps of 16 independent sums, by `dot_bf16_pairs` (`DOT`) or `mul_add`.
+#[inline(always)]
+fn time_chains<S: Simd, const DOT: bool>(s: S) -> f64 {
+    // Pairs of bf16 ones (1.0 in both halves): sums grow by 2 (or by about 1) a step, far
+    // from overflow and from denormals.
+    let a = s.splat(std::hint::black_box(f32::from_bits(0x3f80_3f80)));
+    let mut acc = [s.zero(); 16];
+    let start = std::time::Instant::now();
+    for _ in 0..1024 {
+        for v in acc.iter_mut() {
+            *v = if DOT {
+                s.dot_bf16_pairs(a, a, *v)
+            } else {
+                S::F32::mul_add(a, a, *v)
+            };
+        }
+    }
+    std::hint::black_box(&acc);
+    start.elapsed().as_secs_f64()
 }

@@ -1,2 +1,3 @@
 //! aarch64 tiers.
 pub(crate) mod neon;
+pub(crate) mod neon_bf16;

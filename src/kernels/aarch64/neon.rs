@@ -12,11 +12,11 @@ use std::arch::aarch64::*;
 
 /// The NEON capability token: exists only where dispatch found Advanced SIMD.
 #[derive(Clone, Copy)]
-pub(crate) struct Neon(());
+pub(crate) struct Neon(pub(super) ());
 
 /// One q register of 4 f32 lanes.
 #[derive(Clone, Copy)]
-pub(crate) struct Q(float32x4_t);
+pub(crate) struct Q(pub(super) float32x4_t);
 
 impl Simd for Neon {
     type F32 = Q;

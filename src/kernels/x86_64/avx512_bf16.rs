@@ -102,49 +102,5 @@ impl Simd for Avx512Bf16 {
 /// Zen 5 issues it about as fast as an FMA (1.83x the f32 rate in flops, by the bf16
 /// issue's measurement: a cost near 1.1).
 pub(crate) fn pair_step_cost_vs_fma() -> Option<f64> {
-    Some(Avx512Bf16::try_new()?.vectorize(MeasurePairStepCost))
-}
-
-/// [`pair_step_cost_vs_fma`] as an operation inside the tier's entry point.
-struct MeasurePairStepCost;
-
-impl WithSimd for MeasurePairStepCost {
-    type Output = f64;
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, s: S) -> f64 {
-        // The least time of several short runs of each (a few microseconds each), taken in
-        // turns, so that an interruption or a frequency step spoils one run, not the ratio.
-        let (mut dot, mut fma) = (f64::INFINITY, f64::INFINITY);
-        for _ in 0..7 {
-            dot = dot.min(time_chains::<S, true>(s));
-            fma = fma.min(time_chains::<S, false>(s));
-        }
-        if fma > 0.0 && dot.is_finite() {
-            dot / fma
-        } else {
-            1.0
-        }
-    }
-}
-
-/// Seconds for 1024 steps of 16 independent sums, by `dot_bf16_pairs` (`DOT`) or `mul_add`.
-#[inline(always)]
-fn time_chains<S: Simd, const DOT: bool>(s: S) -> f64 {
-    use crate::kernels::simd::SimdF32;
-    // Pairs of bf16 ones (1.0 in both halves): sums grow by 2 (or by about 1) a step, far
-    // from overflow and from denormals.
-    let a = s.splat(std::hint::black_box(f32::from_bits(0x3f80_3f80)));
-    let mut acc = [s.zero(); 16];
-    let start = std::time::Instant::now();
-    for _ in 0..1024 {
-        for v in acc.iter_mut() {
-            *v = if DOT {
-                s.dot_bf16_pairs(a, a, *v)
-            } else {
-                S::F32::mul_add(a, a, *v)
-            };
-        }
-    }
-    std::hint::black_box(&acc);
-    start.elapsed().as_secs_f64()
+    Some(crate::kernels::simd::pair_step_cost_vs_fma(Avx512Bf16::try_new()?))
 }

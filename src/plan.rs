@@ -563,6 +563,26 @@ impl Plan {
     /// As [`Plan::output_dims`].
     #[cfg(feature = "testing")]
     pub fn tile_for(&self, dims: InputDims) -> Result<Option<&'static str>> {
+        self.tile_for_call(dims, false)
+    }
+
+    /// The name of the register tile a forward call with `dims` and a bf16 input runs, if
+    /// the call runs one (test hook, `testing` feature): on a kernel with bf16-pair tiles
+    /// and a plan of bf16 weights, one of those where the core runs them fast enough (or a
+    /// forced pair tile).
+    ///
+    /// # Errors
+    /// As [`Plan::output_dims`].
+    #[cfg(feature = "testing")]
+    pub fn tile_for_bf16(&self, dims: InputDims) -> Result<Option<&'static str>> {
+        self.tile_for_call(dims, self.multiplies_pairs(&Tensor::Bf16(&[])))
+    }
+
+    /// The tile a call with `dims` runs, following `Plan::run`'s choices: the kernel for
+    /// the call's size, the group-lanes and flat-lanes loops, then the schedule's tile among
+    /// those of the call's kind (`pairs`).
+    #[cfg(feature = "testing")]
+    fn tile_for_call(&self, dims: InputDims, pairs: bool) -> Result<Option<&'static str>> {
         let len = self.conv.input_len(dims)?;
         let out = self.conv.output_dims(dims)?.len()?;
         let Some(geom) = Geometry::new(&self.conv, dims, len, None, out)? else {
@@ -577,37 +597,7 @@ impl Plan {
         if let Some((fl, _)) = self.flat_lanes_for_call(&geom) {
             return Ok(Some(fl.flat_name));
         }
-        let s = schedule(&geom, self.tiles, false, &machine(), 1, self.forced);
-        Ok(Some(self.tiles[s.tile].name))
-    }
-
-    /// The name of the register tile a forward call with `dims` and a bf16 input runs, if
-    /// the call runs one (test hook, `testing` feature): on a kernel with bf16-pair tiles
-    /// and a plan of bf16 weights, one of those.
-    ///
-    /// # Errors
-    /// As [`Plan::output_dims`].
-    #[cfg(feature = "testing")]
-    pub fn tile_for_bf16(&self, dims: InputDims) -> Result<Option<&'static str>> {
-        let pairs = self.multiplies_pairs(&Tensor::Bf16(&[]));
-        if !pairs {
-            return self.tile_for(dims);
-        }
-        let len = self.conv.input_len(dims)?;
-        let out = self.conv.output_dims(dims)?.len()?;
-        let Some(geom) = Geometry::new(&self.conv, dims, len, None, out)? else {
-            return Ok(None);
-        };
-        if self.kernel_for_macs(geom.p * geom.k * geom.cg) != self.kernel {
-            return Ok(None);
-        }
-        if let Some((gl, _)) = self.group_lanes_for_call() {
-            return Ok(Some(gl.name));
-        }
-        if let Some((fl, _)) = self.flat_lanes_for_call(&geom) {
-            return Ok(Some(fl.flat_name));
-        }
-        let s = schedule(&geom, self.tiles, true, &machine(), 1, self.forced);
+        let s = schedule(&geom, self.tiles, pairs, &machine(), 1, self.forced);
         Ok(Some(self.tiles[s.tile].name))
     }
 

@@ -911,6 +911,66 @@ mod tests {
         );
     }
 
+    /// A kernel's tiles with bf16-pair tiles after the f32 ones, as the bf16 kernels list them.
+    fn tiles_with_pairs() -> Vec<Tile> {
+        let mut tiles = tile_lists()[2].clone();
+        for orient in [Orientation::WeightRows, Orientation::PixelRows] {
+            tiles.push(Tile {
+                pairs: true,
+                ..tile(orient, 8, 32)
+            });
+        }
+        tiles
+    }
+
+    #[test]
+    fn pair_tiles_only_for_pair_calls_never_in_place_or_fused_and_cut_on_even_steps() {
+        let tiles = tiles_with_pairs();
+        let grouped = |layout| {
+            // 3 output channels per group: fewer than a tile's rows, which fuses f32 groups.
+            let conv = Conv1x1::new(40, 24).with_groups(8).with_layout(layout);
+            geometry(conv, InputDims::new(1, 9, 9))
+        };
+        let long = |layout| geometry(Conv1x1::new(4097, 16).with_layout(layout), InputDims::new(1, 8, 8));
+        let extra = [Layout::Nchw, Layout::Nhwc]
+            .into_iter()
+            .flat_map(|l| [grouped(l), long(l)]);
+        for g in problems().into_iter().chain(extra) {
+            for m in machines() {
+                for threads in [1, 3] {
+                    let f32_call = schedule(&g, &tiles, false, &m, threads, Forced::default());
+                    assert!(!tiles[f32_call.tile].pairs, "{g:?}");
+                    let s = schedule(&g, &tiles, true, &m, threads, Forced::default());
+                    let t = &tiles[s.tile];
+                    assert!(t.pairs, "{g:?} {s:?}");
+                    // A pair is not where the input keeps it: pixels are always packed, and
+                    // each group keeps its own gemm (pairs never straddle groups).
+                    assert!(!s.pixels_in_place && !s.fused, "{g:?} {s:?}");
+                    // Blocks and parts start on even steps: a pair is never cut.
+                    if s.kc < g.cg {
+                        assert_eq!(s.kc % 2, 0, "{g:?} {s:?}");
+                    }
+                    if s.parts > 1 {
+                        assert_eq!(s.steps_per_part % 2, 0, "{g:?} {s:?}");
+                    }
+                    for kc in [1, 3, 7] {
+                        let forced = Forced {
+                            kc: Some(kc),
+                            parts: Some(3),
+                            ..Forced::default()
+                        };
+                        let s = schedule(&g, &tiles, true, &m, threads, forced);
+                        assert!(s.kc % 2 == 0 || s.kc >= g.cg, "{g:?} forced kc {kc}: {s:?}");
+                        assert!(s.parts == 1 || s.steps_per_part % 2 == 0, "{g:?} {s:?}");
+                    }
+                }
+            }
+        }
+        // The long reduction with few tiles splits on pairs as well.
+        let s = schedule(&long(Layout::Nchw), &tiles, true, &machines()[1], 1, Forced::default());
+        assert!(s.parts > 1 && s.steps_per_part % 2 == 0, "{s:?}");
+    }
+
     #[test]
     fn group_lanes_only_for_nhwc_groups_narrower_than_a_register() {
         // (layout, groups, K/G, C/G, lanes, expected)

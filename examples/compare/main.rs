@@ -111,6 +111,18 @@ pub struct Options {
         verbatim_doc_comment
     )]
     pub passes: Vec<Pass>,
+    /// element types of the forward pass (default f32): f32, bf16;
+    /// `--dtype f32,bf16` times both, a row each (the same as
+    /// `--pass fwd,fwd_bf16`; backward passes are f32 only)
+    #[arg(
+        long = "dtype",
+        value_name = "f32|bf16",
+        value_delimiter = ',',
+        action = ArgAction::Set,
+        value_parser = ["f32", "bf16"],
+        verbatim_doc_comment
+    )]
+    pub dtypes: Vec<String>,
     /// short timings (for CI); numbers are noisier
     #[arg(long)]
     pub quick: bool,
@@ -354,12 +366,7 @@ pub fn run(opts: &Options, show_progress: bool) -> Result<RunResult, String> {
         Threads::Count(opts.threads)
     };
     let seconds = if opts.quick { 0.02 } else { 0.12 };
-    let mut passes: Vec<Pass> = Vec::new();
-    for &p in &opts.passes {
-        if !passes.contains(&p) {
-            passes.push(p);
-        }
-    }
+    let passes = opts.passes_to_time();
     let progress = progress_bar(layers.len() * kernels.len() * passes.len(), show_progress);
     let mut rows: Vec<Row> = Vec::new();
     for (layer, &pass) in layers.iter().flat_map(|l| passes.iter().map(move |p| (l, p))) {
@@ -440,6 +447,30 @@ pub fn run(opts: &Options, show_progress: bool) -> Result<RunResult, String> {
     })
 }
 
+impl Options {
+    /// The passes in the order given, each once; `--dtype` turns the forward pass into one
+    /// row per element type.
+    fn passes_to_time(&self) -> Vec<Pass> {
+        let mut passes: Vec<Pass> = Vec::new();
+        for &p in &self.passes {
+            let as_typed: Vec<Pass> = if p == Pass::Fwd && !self.dtypes.is_empty() {
+                self.dtypes
+                    .iter()
+                    .map(|d| if d == "bf16" { Pass::FwdBf16 } else { Pass::Fwd })
+                    .collect()
+            } else {
+                vec![p]
+            };
+            for p in as_typed {
+                if !passes.contains(&p) {
+                    passes.push(p);
+                }
+            }
+        }
+        passes
+    }
+}
+
 fn main() {
     let opts = Options::parse();
     let result = match run(&opts, true) {
@@ -478,7 +509,7 @@ fn main() {
             .copied()
             .filter(|(t, _)| shown.iter().any(|k| k.name() == *t))
             .collect();
-        let first_pass = opts.passes.first().map_or("fwd", |p| p.name());
+        let first_pass = opts.passes_to_time().first().map_or("fwd", |p| p.name());
         let plot_rows: Vec<Row> = rows.iter().filter(|r| r.pass == first_pass).cloned().collect();
         match report::plot(path, &plot_rows, &names, &plot_peaks, &title) {
             Ok(()) => eprintln!("plot written to {path}"),
@@ -714,6 +745,21 @@ mod tests {
             assert!(r.max_rel_err.is_finite(), "{r:?}");
         }
         assert!(!result.peaks.is_empty() && result.peaks.iter().all(|p| p.1 > 0.0));
+    }
+
+    #[test]
+    fn dtype_selects_the_forward_rows() {
+        assert_eq!(parse_args("").unwrap().passes_to_time(), [Pass::Fwd]);
+        assert_eq!(parse_args("--dtype bf16").unwrap().passes_to_time(), [Pass::FwdBf16]);
+        assert_eq!(
+            parse_args("--dtype f32,bf16").unwrap().passes_to_time(),
+            [Pass::Fwd, Pass::FwdBf16]
+        );
+        assert_eq!(
+            parse_args("--dtype bf16 --pass fwd,bwd_data").unwrap().passes_to_time(),
+            [Pass::FwdBf16, Pass::BwdData]
+        );
+        assert!(parse_args("--dtype f16").is_err());
     }
 
     #[test]

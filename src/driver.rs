@@ -14,8 +14,8 @@ use crate::kernels::simd::{
 };
 use crate::kernels::Orientation;
 use crate::packing::{
-    pack_consecutive_pixels, pack_pixel_panels, pair_panel_in_place, pixel_offsets, uniform_spacing, FlatLanePanels,
-    GroupLanePanels, PanelBuf, WeightPanels, PADDED,
+    pair_panel_in_place, pixel_offsets, uniform_spacing, FlatLanePanels, GroupLanePanels, PanelBuf, PixelInput,
+    WeightPanels, PADDED,
 };
 use crate::schedule::{Schedule, Unit};
 use std::mem::MaybeUninit;
@@ -47,7 +47,8 @@ pub(crate) struct Job<'a> {
     /// Tile, blocking and units.
     pub sched: Schedule,
     pub orient: Orientation,
-    pub x: &'a [f32],
+    /// The input: f32, or bf16 that the pixel packers widen (never read in place).
+    pub x: PixelInput<'a>,
     pub y: OutPtr,
     /// The residual (output-shaped), or null. It may be the output itself (an in-place
     /// residual): every path reads a residual element before it writes that output element.
@@ -259,7 +260,10 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
     // of a channel plane: one vector load per step) when the schedule says the panel's rows
     // stay in L1 (`Schedule::pixels_in_place`).
     // Panels of bf16 pairs are always packed (two channels per 32-bit value).
-    let read_in_place = !PAIRS && job.sched.pixels_in_place && if weight_rows { ics != 1 } else { ics == 1 };
+    // Panels of a bf16 input are always packed too (widened as they are packed).
+    let x_f32 = job.x.f32();
+    let read_in_place =
+        !PAIRS && x_f32.is_some() && job.sched.pixels_in_place && if weight_rows { ics != 1 } else { ics == 1 };
     // An evenly spaced full panel (spacing `d`) is read in place when the orientation wants it.
     let in_place_spacing = |d: usize| (read_in_place && (!weight_rows || d == 1)).then_some(d);
     let kc = job.sched.kc;
@@ -407,12 +411,12 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
                 let first = offsets[0] as usize;
                 let (len, panel_len) = (pixel_panels * panel_rows * pl, panel_rows * pl);
                 let dst = &mut packed[..len];
-                pack_consecutive_pixels(s, job.x, first, npix, pack_c0, pack_rows, ics, pl, panel_len, 0.0, dst);
+                (job.x).pack_consecutive_pixels(s, first, npix, pack_c0, pack_rows, ics, pl, panel_len, 0.0, dst);
             } else {
                 for (panel, offs) in offsets.chunks(pl).enumerate() {
                     if spacing[panel].is_none() {
                         let dst = &mut packed[panel * panel_rows * pl..][..pack_rows * pl];
-                        pack_pixel_panels(s, job.x, offs, pack_c0, pack_rows, ics, pl, 0.0, dst);
+                        (job.x).pack_pixel_panels(s, offs, pack_c0, pack_rows, ics, pl, 0.0, dst);
                     }
                 }
             }
@@ -465,7 +469,10 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
                     // offsets[j0] + r * d, r < pl, are the panel's pixels, each with kb
                     // channels ics apart.
                     let first = offsets[pp * pl] as usize;
-                    let in_place = spacing[pp].map(|d| (job.x[first + (c0 + k0) * ics..].as_ptr(), d));
+                    // (Spacing is only ever given for an f32 input: read_in_place.)
+                    let in_place = spacing[pp]
+                        .zip(x_f32)
+                        .map(|(d, x)| (x[first + (c0 + k0) * ics..].as_ptr(), d));
                     let (a, b, m, n) = if weight_rows {
                         let b = match in_place {
                             Some((ptr, _)) => ColOperand {

@@ -6,10 +6,12 @@
 //! Every sum is formed in f32 whatever the element types: a bf16 operand is widened before
 //! it is multiplied, and a bf16 output is the f32 result rounded once.
 //!
-//! The crate's kernels compute in f32 on every tier; bf16 tensors are widened into (and
-//! narrowed out of) the [`Workspace`](crate::Workspace) at the call's boundary, so a bf16
-//! call gives exactly the bits of the f32 call on the widened values, rounded to bf16 where
-//! the output is bf16.
+//! The crate's kernels compute in f32 on every tier. A bf16 input is widened by the pixel
+//! packers as they read it where the call packs its pixels, and into the
+//! [`Workspace`](crate::Workspace) first where the call reads its input in place; a bf16
+//! output (and its residual) goes through an f32 buffer in the workspace. So a bf16 call
+//! gives exactly the bits of the f32 call on the widened values, rounded to bf16 where the
+//! output is bf16.
 pub use half::bf16;
 
 mod sealed {

@@ -12,11 +12,173 @@
 //!   input pixel that stride and padding map it to (`Geometry::input_pixel_offset`), or zero
 //!   when it falls in the padding. This is the strided gather; there is no separate im2col.
 use crate::conv::Geometry;
+use crate::element::{bf16, widen};
 use crate::kernels::simd::{Simd, SimdF32};
 use aligned_vec::{AVec, ConstAlign};
 
 /// Cache-line aligned f32 storage for packed panels.
 pub(crate) type PanelBuf = AVec<f32, ConstAlign<64>>;
+
+/// The input values a pixel packer reads: f32, or bf16 widened to f32 as they are read
+/// (exact), so that a bf16 call's panels hold the values an f32 call on the widened input
+/// would pack, without a widened copy of the whole input.
+pub(crate) trait PixelValues: Copy {
+    fn len(self) -> usize;
+    /// Values `start..start + len` (panics past the end, as slicing does).
+    fn sub(self, start: usize, len: usize) -> Self;
+    /// Value `i` as f32 (panics past the end, as indexing does).
+    fn value(self, i: usize) -> f32;
+    /// A register of values `i..i + LANES`.
+    ///
+    /// # Safety
+    /// `i + LANES <= self.len()`.
+    unsafe fn load<S: Simd>(self, s: S, i: usize) -> S::F32;
+    /// A register of values `i..i + n` (`n <= LANES`), zeros past them.
+    ///
+    /// # Safety
+    /// `i + n <= self.len()`.
+    unsafe fn load_first<S: Simd>(self, s: S, i: usize, n: usize) -> S::F32;
+    /// A pointer to values `i..i + 8` as f32: into the input itself, or, for bf16, into
+    /// `stage`, where they are widened (panics past the end).
+    fn eight_f32(self, i: usize, stage: &mut [f32; 8]) -> *const f32;
+    /// Values `0, d, 2d, ...` into `out`, as many as it holds or the values give.
+    fn every_nth_into(self, d: usize, out: &mut [f32]);
+}
+
+impl PixelValues for &[f32] {
+    #[inline(always)]
+    fn len(self) -> usize {
+        <[f32]>::len(self)
+    }
+    #[inline(always)]
+    fn sub(self, start: usize, len: usize) -> Self {
+        &self[start..][..len]
+    }
+    #[inline(always)]
+    fn value(self, i: usize) -> f32 {
+        self[i]
+    }
+    #[inline(always)]
+    unsafe fn load<S: Simd>(self, s: S, i: usize) -> S::F32 {
+        // SAFETY: the caller guarantees LANES values from i.
+        unsafe { s.load(self.as_ptr().add(i)) }
+    }
+    #[inline(always)]
+    unsafe fn load_first<S: Simd>(self, s: S, i: usize, n: usize) -> S::F32 {
+        // SAFETY: the caller guarantees n values from i.
+        unsafe { s.load_first(self.as_ptr().add(i), n) }
+    }
+    #[inline(always)]
+    fn eight_f32(self, i: usize, _stage: &mut [f32; 8]) -> *const f32 {
+        self[i..][..8].as_ptr()
+    }
+    #[inline(always)]
+    fn every_nth_into(self, d: usize, out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(self.iter().step_by(d)) {
+            *o = v;
+        }
+    }
+}
+
+impl PixelValues for &[bf16] {
+    #[inline(always)]
+    fn len(self) -> usize {
+        <[bf16]>::len(self)
+    }
+    #[inline(always)]
+    fn sub(self, start: usize, len: usize) -> Self {
+        &self[start..][..len]
+    }
+    #[inline(always)]
+    fn value(self, i: usize) -> f32 {
+        widen(self[i])
+    }
+    #[inline(always)]
+    unsafe fn load<S: Simd>(self, s: S, i: usize) -> S::F32 {
+        // SAFETY: the caller guarantees LANES values from i; bf16 is a u16 in memory.
+        unsafe { s.load_bf16(self.as_ptr().add(i).cast()) }
+    }
+    #[inline(always)]
+    unsafe fn load_first<S: Simd>(self, s: S, i: usize, n: usize) -> S::F32 {
+        // SAFETY: the caller guarantees n values from i; bf16 is a u16 in memory.
+        unsafe { s.load_first_bf16(self.as_ptr().add(i).cast(), n) }
+    }
+    #[inline(always)]
+    fn eight_f32(self, i: usize, stage: &mut [f32; 8]) -> *const f32 {
+        for (t, &v) in stage.iter_mut().zip(&self[i..][..8]) {
+            *t = widen(v);
+        }
+        stage.as_ptr()
+    }
+    #[inline(always)]
+    fn every_nth_into(self, d: usize, out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(self.iter().step_by(d)) {
+            *o = widen(v);
+        }
+    }
+}
+
+/// The input of a call whose pixels are packed (the register tiles and the matrixmultiply
+/// kernel): f32, or bf16, which the packers widen as they read it.
+#[derive(Clone, Copy)]
+pub(crate) enum PixelInput<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [bf16]),
+}
+
+impl<'a> PixelInput<'a> {
+    /// The f32 input, which may be read in place; `None` for bf16, which is always packed.
+    pub fn f32(self) -> Option<&'a [f32]> {
+        match self {
+            PixelInput::F32(x) => Some(x),
+            PixelInput::Bf16(_) => None,
+        }
+    }
+
+    /// [`pack_pixel_panels`] from this input.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn pack_pixel_panels<S: Simd>(
+        self,
+        s: S,
+        offsets: &[isize],
+        c0: usize,
+        cg: usize,
+        ics: usize,
+        lanes: usize,
+        pad: f32,
+        out: &mut [f32],
+    ) {
+        match self {
+            PixelInput::F32(x) => pack_pixel_panels(s, x, offsets, c0, cg, ics, lanes, pad, out),
+            PixelInput::Bf16(x) => pack_pixel_panels(s, x, offsets, c0, cg, ics, lanes, pad, out),
+        }
+    }
+
+    /// [`pack_consecutive_pixels`] from this input.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn pack_consecutive_pixels<S: Simd>(
+        self,
+        s: S,
+        first: usize,
+        npix: usize,
+        c0: usize,
+        rows: usize,
+        ics: usize,
+        lanes: usize,
+        panel_len: usize,
+        pad: f32,
+        out: &mut [f32],
+    ) {
+        match self {
+            PixelInput::F32(x) => pack_consecutive_pixels(s, x, first, npix, c0, rows, ics, lanes, panel_len, pad, out),
+            PixelInput::Bf16(x) => {
+                pack_consecutive_pixels(s, x, first, npix, c0, rows, ics, lanes, panel_len, pad, out)
+            }
+        }
+    }
+}
 
 /// A padded pixel in an offset list.
 pub(crate) const PADDED: isize = -1;
@@ -437,9 +599,9 @@ pub(crate) fn uniform_spacing(offs: &[isize], lanes: usize) -> Option<usize> {
 /// `out` must hold `ceil(offsets.len() / lanes) * cg * lanes` values.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn pack_pixel_panels<S: Simd>(
+pub(crate) fn pack_pixel_panels<S: Simd, X: PixelValues>(
     s: S,
-    x: &[f32],
+    x: X,
     offsets: &[isize],
     c0: usize,
     cg: usize,
@@ -464,9 +626,9 @@ pub(crate) fn pack_pixel_panels<S: Simd>(
 /// per value, and scalar 8 x 8 blocks at about 3).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn pack_channel_contiguous<S: Simd>(
+fn pack_channel_contiguous<S: Simd, X: PixelValues>(
     s: S,
-    x: &[f32],
+    x: X,
     offs: &[isize],
     c0: usize,
     cg: usize,
@@ -483,28 +645,31 @@ fn pack_channel_contiguous<S: Simd>(
         if block.len() == B && block.iter().all(|&o| o != PADDED) {
             // Loops, not `std::array::from_fn`: its closure was compiled out of line (a fifth
             // of the time of NHWC 16 -> 1 at 112x112, Xeon Ice Lake).
-            let mut src: [&[f32]; B] = [&[]; B];
+            let mut src: [X; B] = [x.sub(0, 0); B];
             for (row, &offset) in src.iter_mut().zip(block) {
-                *row = &x[offset as usize + c0..][..cg];
+                *row = x.sub(offset as usize + c0, cg);
             }
+            // bf16 rows are widened into here, 8 values each, before the transposition.
+            let mut stage = [[0.0f32; B]; B];
             let mut c = 0;
             while c + B <= cg {
                 // The last write of the block, (c + 7) * lanes + lane0 + 7, is inside dst.
                 let out = &mut dst[c * lanes + lane0..(c + B - 1) * lanes + lane0 + B];
-                // SAFETY: each source row has `cg >= c + 8` values past `c` (sliced above);
-                // the writes at j * lanes + i, i, j < 8, end inside `out` (sliced to the last
-                // one), a different buffer from the input.
                 let mut rows = [std::ptr::null(); B];
-                for (p, row) in rows.iter_mut().zip(&src) {
-                    *p = row[c..].as_ptr();
+                for ((p, row), stage) in rows.iter_mut().zip(&src).zip(stage.iter_mut()) {
+                    *p = row.eight_f32(c, stage);
                 }
+                // SAFETY: each row pointer addresses 8 values (`eight_f32` checked them
+                // against its source row, or staged them); the writes at j * lanes + i,
+                // i, j < 8, end inside `out` (sliced to the last one), a buffer apart from
+                // the input and the stage.
                 unsafe { s.transpose_8x8(rows, out.as_mut_ptr(), lanes) };
                 c += B;
             }
             for c in c..cg {
                 let out = &mut dst[c * lanes + lane0..][..B];
-                for (o, s) in out.iter_mut().zip(&src) {
-                    *o = s[c];
+                for (o, row) in out.iter_mut().zip(&src) {
+                    *o = row.value(c);
                 }
             }
             continue;
@@ -516,9 +681,9 @@ fn pack_channel_contiguous<S: Simd>(
                     dst[c * lanes + lane] = pad;
                 }
             } else {
-                let src = &x[off as usize + c0..off as usize + c0 + cg];
-                for (c, &v) in src.iter().enumerate() {
-                    dst[c * lanes + lane] = v;
+                let src = x.sub(off as usize + c0, cg);
+                for c in 0..cg {
+                    dst[c * lanes + lane] = src.value(c);
                 }
             }
         }
@@ -536,9 +701,9 @@ fn pack_channel_contiguous<S: Simd>(
 /// of its time packing (Xeon Ice Lake, `perf`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn pack_consecutive_pixels<S: Simd>(
+pub(crate) fn pack_consecutive_pixels<S: Simd, X: PixelValues>(
     s: S,
-    x: &[f32],
+    x: X,
     first: usize,
     npix: usize,
     c0: usize,
@@ -550,8 +715,9 @@ pub(crate) fn pack_consecutive_pixels<S: Simd>(
     out: &mut [f32],
 ) {
     for c in 0..rows {
-        let run = &x[first + (c0 + c) * ics..][..npix];
-        for (panel, src) in run.chunks(lanes).enumerate() {
+        let run = x.sub(first + (c0 + c) * ics, npix);
+        for panel in 0..npix.div_ceil(lanes) {
+            let src = run.sub(panel * lanes, lanes.min(npix - panel * lanes));
             let dst = &mut out[panel * panel_len + c * lanes..][..lanes];
             copy_row(s, src, dst, pad);
         }
@@ -561,13 +727,13 @@ pub(crate) fn pack_consecutive_pixels<S: Simd>(
 /// Copies `src` into the start of `dst` (at least as long) a register at a time, and fills
 /// the rest of `dst` with `pad`.
 #[inline(always)]
-fn copy_row<S: Simd>(s: S, src: &[f32], dst: &mut [f32], pad: f32) {
+fn copy_row<S: Simd, X: PixelValues>(s: S, src: X, dst: &mut [f32], pad: f32) {
     let lanes = S::F32::LANES;
     let (head, tail) = dst.split_at_mut(src.len());
     let mut i = 0;
     while i + lanes <= src.len() {
         // SAFETY: values i..i + lanes are inside `src` and inside `head`, which is as long.
-        unsafe { s.load(src.as_ptr().add(i)).store(head.as_mut_ptr().add(i)) };
+        unsafe { src.load(s, i).store(head.as_mut_ptr().add(i)) };
         i += lanes;
     }
     let rest = src.len() - i;
@@ -575,10 +741,7 @@ fn copy_row<S: Simd>(s: S, src: &[f32], dst: &mut [f32], pad: f32) {
         // A part register by masked moves where the tier has them: a short slice copy was a
         // `memcpy` call per channel row (NCHW pixel-row panels of 6 pixels, Xeon Ice Lake).
         // SAFETY: values i..src.len() are inside `src` and inside `head`, which is as long.
-        unsafe {
-            s.load_first(src.as_ptr().add(i), rest)
-                .store_first(head.as_mut_ptr().add(i), rest)
-        };
+        unsafe { src.load_first(s, i, rest).store_first(head.as_mut_ptr().add(i), rest) };
     }
     tail.fill(pad);
 }
@@ -586,9 +749,9 @@ fn copy_row<S: Simd>(s: S, src: &[f32], dst: &mut [f32], pad: f32) {
 /// NCHW: each channel is a plane; copy runs of consecutive pixels row by row.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn pack_pixel_contiguous<S: Simd>(
+fn pack_pixel_contiguous<S: Simd, X: PixelValues>(
     s: S,
-    x: &[f32],
+    x: X,
     offs: &[isize],
     c0: usize,
     cg: usize,
@@ -606,16 +769,13 @@ fn pack_pixel_contiguous<S: Simd>(
             // d is 0 for a one-lane panel: a copy of one value per row.
             if d <= 1 {
                 // Stride 1 and no padding across the panel: straight row copies.
-                copy_row(s, &x[src..src + n], &mut dst[c * lanes..(c + 1) * lanes], pad);
+                copy_row(s, x.sub(src, n), &mut dst[c * lanes..(c + 1) * lanes], pad);
                 continue;
             }
             // A strided row of one output line (stride d, no padding): a strided copy per
             // channel, with one bounds check per row.
             let (row, tail) = dst[c * lanes..(c + 1) * lanes].split_at_mut(n);
-            let run = &x[src..=src + (n - 1) * d];
-            for (v, &xv) in row.iter_mut().zip(run.iter().step_by(d)) {
-                *v = xv;
-            }
+            x.sub(src, (n - 1) * d + 1).every_nth_into(d, row);
             tail.fill(pad);
         }
         return;
@@ -625,7 +785,7 @@ fn pack_pixel_contiguous<S: Simd>(
         let base = (c0 + c) * ics;
         for (lane, v) in row.iter_mut().enumerate() {
             *v = match offs.get(lane) {
-                Some(&o) if o != PADDED => x[o as usize + base],
+                Some(&o) if o != PADDED => x.value(o as usize + base),
                 _ => pad,
             };
         }
@@ -712,7 +872,7 @@ mod tests {
         for (ics, lanes) in [(6, 4), (6, 5), (6, 3)] {
             let panels = offsets.len().div_ceil(lanes);
             let mut out = vec![f32::NAN; panels * 2 * lanes];
-            pack_pixel_panels(Portable::TOKEN, &x, &offsets, 0, 2, ics, lanes, 7.5, &mut out);
+            pack_pixel_panels(Portable::TOKEN, &x[..], &offsets, 0, 2, ics, lanes, 7.5, &mut out);
             for (i, &o) in offsets.iter().enumerate() {
                 let (panel, lane) = (i / lanes, i % lanes);
                 for c in 0..2 {
@@ -733,7 +893,7 @@ mod tests {
         // NHWC: channels contiguous; group offset c0.
         let offsets = [0, 4, PADDED];
         let mut out = vec![f32::NAN; 2 * 4];
-        pack_pixel_panels(Portable::TOKEN, &x, &offsets, 1, 2, 1, 4, 0.0, &mut out);
+        pack_pixel_panels(Portable::TOKEN, &x[..], &offsets, 1, 2, 1, 4, 0.0, &mut out);
         assert_eq!(out, [1.0, 5.0, 0.0, 0.0, 2.0, 6.0, 0.0, 0.0]);
     }
 
@@ -752,7 +912,7 @@ mod tests {
                 offsets[lanes + 1] = PADDED;
                 let panels = offsets.len().div_ceil(lanes);
                 let mut out = vec![f32::NAN; panels * cg * lanes];
-                pack_pixel_panels(s, &x, &offsets, 3, cg, 1, lanes, -2.0, &mut out);
+                pack_pixel_panels(s, &x[..], &offsets, 3, cg, 1, lanes, -2.0, &mut out);
                 for i in 0..panels * lanes {
                     let (panel, lane) = (i / lanes, i % lanes);
                     for c in 0..cg {
@@ -783,7 +943,7 @@ mod tests {
                 let panel_len = rows * lanes + 3;
                 let mut out = vec![f32::NAN; panels * panel_len];
                 let x: Vec<f32> = (0..500).map(|v| v as f32).collect();
-                pack_consecutive_pixels(s, &x, 7, npix, 1, rows, 100, lanes, panel_len, -2.0, &mut out);
+                pack_consecutive_pixels(s, &x[..], 7, npix, 1, rows, 100, lanes, panel_len, -2.0, &mut out);
                 for i in 0..panels * lanes {
                     let (panel, lane) = (i / lanes, i % lanes);
                     for c in 0..rows {
@@ -801,6 +961,48 @@ mod tests {
                 for panel in 0..panels {
                     assert!(out[panel * panel_len + rows * lanes..][..3].iter().all(|v| v.is_nan()));
                 }
+            }
+            // A bf16 input packs as its widened f32 values do, through every branch: NHWC
+            // transpositions and tails, NCHW runs, strided rows and gathers, padding.
+            let x16: Vec<bf16> = (0..2000).map(|v| bf16::from_f32(v as f32 * 0.37 - 300.0)).collect();
+            let x32: Vec<f32> = x16.iter().map(|&v| widen(v)).collect();
+            let (x16, x32) = (&x16[..], &x32[..]);
+            for (cg, lanes, ics, spacing) in [
+                (19, 24, 1, 30),
+                (16, 64, 1, 21),
+                (3, 8, 1, 3),
+                (4, 16, 100, 1),
+                (5, 6, 100, 1),
+                (3, 7, 100, 2),
+                (2, 5, 100, 3),
+            ] {
+                for padded_at in [None, Some(1)] {
+                    let mut offsets: Vec<isize> = (0..lanes as isize + 3).map(|p| p * spacing).collect();
+                    if let Some(at) = padded_at {
+                        offsets[at] = PADDED;
+                    }
+                    let panels = offsets.len().div_ceil(lanes);
+                    let (mut from16, mut from32) =
+                        (vec![f32::NAN; panels * cg * lanes], vec![0.0; panels * cg * lanes]);
+                    pack_pixel_panels(s, x16, &offsets, 2, cg, ics, lanes, -2.0, &mut from16);
+                    pack_pixel_panels(s, x32, &offsets, 2, cg, ics, lanes, -2.0, &mut from32);
+                    let same = from16.iter().zip(&from32).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{}: bf16, cg {cg} lanes {lanes} ics {ics}", S::KERNEL.name());
+                }
+            }
+            for (npix, lanes, rows) in [
+                (64usize, 32usize, 4usize),
+                (23, 7, 4),
+                (5, 8, 2),
+                (33, 16, 1),
+                (31, 6, 3),
+            ] {
+                let len = npix.div_ceil(lanes) * rows * lanes;
+                let (mut from16, mut from32) = (vec![f32::NAN; len], vec![0.0; len]);
+                pack_consecutive_pixels(s, x16, 7, npix, 1, rows, 100, lanes, rows * lanes, -2.0, &mut from16);
+                pack_consecutive_pixels(s, x32, 7, npix, 1, rows, 100, lanes, rows * lanes, -2.0, &mut from32);
+                let same = from16.iter().zip(&from32).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{}: bf16 runs, npix {npix} lanes {lanes}", S::KERNEL.name());
             }
         }
     }

@@ -8,7 +8,7 @@ use crate::epilogue::{Activation, Residual, ScalarEpilogue};
 use crate::error::{checked_product, Error, Result};
 use crate::kernels::{self, GroupLanesKernel, Orientation, TileKernel};
 use crate::machine::{bf16_pair_step_cost, machine};
-use crate::packing::{pack_weight_panels, FlatLanePanels, GroupLanePanels, WeightPanels};
+use crate::packing::{pack_weight_panels, FlatLanePanels, GroupLanePanels, PixelInput, WeightPanels};
 use crate::schedule::{
     fuses_groups, schedule, uses_flat_lanes, uses_group_lanes, Forced, Schedule, PARALLEL_MIN_FLOPS,
 };
@@ -716,10 +716,10 @@ impl Plan {
     /// `input` and `output` may each be f32 or [`bf16`](crate::bf16); the residual has the
     /// output's type. Sums are formed in f32 whatever the types: the result is bit for bit
     /// the f32 call's on the bf16 values widened to f32 (exact), rounded once to bf16 (to
-    /// nearest, ties to even) where the output is bf16. The kernels compute in f32: bf16
-    /// tensors are widened into the workspace before the call and the bf16 output rounded
-    /// out of it after, so a bf16 call runs at the f32 call's speed plus one pass over
-    /// each converted tensor.
+    /// nearest, ties to even) where the output is bf16. The kernels compute in f32: a bf16
+    /// input is widened as its pixels are packed (or in one pass first, where the call reads
+    /// its input in place), and a bf16 output is rounded out of an f32 buffer in the
+    /// workspace after the call.
     ///
     /// ```
     /// use pointwise::{bf16, Conv1x1, InputDims, Plan, PlanOptions, Workspace};
@@ -773,9 +773,10 @@ impl Plan {
     }
 
     /// [`Plan::forward`] with the element types erased. Every length is checked first (the
-    /// output stays untouched on error); then the bf16 tensors are widened into workspace
-    /// buffers, the f32 call runs, and a bf16 output is rounded out of its f32 buffer (which
-    /// held the widened residual, as an in-place residual). An all-f32 call converts nothing.
+    /// output stays untouched on error); then a bf16 residual is widened into the f32 output
+    /// buffer of a bf16 output (as an in-place residual), the engine runs on the input as it
+    /// is ([`Plan::run`] says where bf16 is widened), and a bf16 output is rounded out of its
+    /// f32 buffer. An all-f32 call converts nothing.
     fn forward_tensors(
         &self,
         input: Tensor,
@@ -793,16 +794,11 @@ impl Plan {
         }
         let act = self.conv.activation;
         let pairs = self.multiplies_pairs(&input);
-        let mut wide_input = Vec::new();
         let x = match input {
-            Tensor::F32(x) => x,
-            Tensor::Bf16(x) => {
-                wide_input = workspace.take_scratch(x.len());
-                self.convert_chunks(x, &mut wide_input, widen_into);
-                &wide_input
-            }
+            Tensor::F32(x) => PixelInput::F32(x),
+            Tensor::Bf16(x) => PixelInput::Bf16(x),
         };
-        let result = match output {
+        match output {
             TensorMut::F32(y) => {
                 let mut wide_residual = Vec::new();
                 let residual = match residual {
@@ -845,9 +841,7 @@ impl Plan {
                 workspace.return_scratch(wide_output);
                 result
             }
-        };
-        workspace.return_scratch(wide_input);
-        result
+        }
     }
 
     /// The forward pass of training: writes the pre-activation `z = W * input + bias
@@ -880,7 +874,7 @@ impl Plan {
         }
         let residual = residual.map_or(Residual::None, Residual::Separate);
         self.run(
-            input,
+            PixelInput::F32(input),
             dims,
             residual,
             pre_activation,
@@ -912,12 +906,68 @@ impl Plan {
         Ok(())
     }
 
-    /// The f32 engine's call. With `pairs` the input holds bf16 values widened (a bf16 call,
-    /// [`Plan::multiplies_pairs`]), and the register tiles are the kernel's bf16-pair tiles.
+    /// The f32 engine's call. A bf16 input is widened as the pixel packers read it where
+    /// the call packs its pixels (the register tiles and the matrixmultiply kernel), and
+    /// into a workspace buffer first for the other paths (the reference loop, the
+    /// group-lanes and flat-lanes tiles, which read the input in place). With `pairs` the
+    /// input is bf16 (a bf16 call, [`Plan::multiplies_pairs`]), and the register tiles are
+    /// the kernel's bf16-pair tiles.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
-        input: &[f32],
+        input: PixelInput,
+        dims: InputDims,
+        residual: Residual,
+        output: &mut [f32],
+        workspace: &mut Workspace,
+        act: Activation,
+        pairs: bool,
+    ) -> Result<()> {
+        let input_len = match input {
+            PixelInput::F32(x) => x.len(),
+            PixelInput::Bf16(x) => x.len(),
+        };
+        let residual_len = match residual {
+            Residual::Separate(r) => Some(r.len()),
+            Residual::None | Residual::InOutput => None,
+        };
+        let Some(geom) = Geometry::new(&self.conv, dims, input_len, residual_len, output.len())? else {
+            return Ok(());
+        };
+        let kernel = self.kernel_for_macs(geom.p * geom.k * geom.cg);
+        let packs_pixels = kernel != KernelId::Reference
+            && self.group_lanes_for_call().is_none()
+            && self.flat_lanes_for_call(&geom).is_none();
+        // NHWC pixel-row tiles read an f32 input in place; when they read every input pixel
+        // (stride 1, no padding), one widening pass costs less than packing each panel
+        // through the 8 x 8 transpositions (measured: NHWC ResNet-50 layers at stride 1 ran
+        // 0.7-0.9x, strided ones 1.1-1.4x, Xeon model 207).
+        let reads_every_pixel_in_place = || {
+            let sched = self.schedule_for(&geom, dims, self.thread_count(), pairs);
+            let pixel_rows = self
+                .tiles
+                .get(sched.tile)
+                .is_some_and(|t| t.tile.orient == Orientation::PixelRows && !t.tile.pairs);
+            geom.layout == Layout::Nhwc && geom.is_dense() && pixel_rows && sched.pixels_in_place
+        };
+        match input {
+            PixelInput::Bf16(x) if !packs_pixels || reads_every_pixel_in_place() => {
+                let mut wide = workspace.take_scratch(x.len());
+                self.convert_chunks(x, &mut wide, widen_into);
+                let result = self.run_input(PixelInput::F32(&wide), dims, residual, output, workspace, act, pairs);
+                workspace.return_scratch(wide);
+                result
+            }
+            input => self.run_input(input, dims, residual, output, workspace, act, pairs),
+        }
+    }
+
+    /// [`Plan::run`] once the input is one the call's path reads: f32 everywhere, bf16 only
+    /// where the pixels are packed.
+    #[allow(clippy::too_many_arguments)]
+    fn run_input(
+        &self,
+        input: PixelInput,
         dims: InputDims,
         residual: Residual,
         output: &mut [f32],
@@ -929,7 +979,11 @@ impl Plan {
             Residual::Separate(r) => Some(r.len()),
             Residual::None | Residual::InOutput => None,
         };
-        let Some(geom) = Geometry::new(&self.conv, dims, input.len(), residual_len, output.len())? else {
+        let (x_f32, input_len) = match input {
+            PixelInput::F32(x) => (Some(x), x.len()),
+            PixelInput::Bf16(x) => (None, x.len()),
+        };
+        let Some(geom) = Geometry::new(&self.conv, dims, input_len, residual_len, output.len())? else {
             return Ok(());
         };
         // Decided per image, so that a batch computes each image exactly as a call on that
@@ -941,7 +995,9 @@ impl Plan {
             slope: self.slope.as_deref(),
             act,
         };
-        if kernel == KernelId::Reference {
+        // The paths that read the input in place take it in f32 (`run` widens a bf16 input
+        // for them); a bf16 input goes on to the packed path.
+        if let (KernelId::Reference, Some(input)) = (kernel, x_f32) {
             kernels::reference::forward(&geom, input, &self.weights, scalar, residual, output);
             return Ok(());
         }
@@ -952,7 +1008,7 @@ impl Plan {
             Residual::Separate(r) => r.as_ptr(),
             Residual::InOutput => y.cast_const(),
         });
-        if let Some((gl, panels)) = self.group_lanes_for_call() {
+        if let (Some((gl, panels)), Some(input)) = (self.group_lanes_for_call(), x_f32) {
             let job = GroupLanesJob {
                 geom,
                 x: input,
@@ -973,7 +1029,7 @@ impl Plan {
             });
             return Ok(());
         }
-        if let Some((fl, panels)) = self.flat_lanes_for_call(&geom) {
+        if let (Some((fl, panels)), Some(input)) = (self.flat_lanes_for_call(&geom), x_f32) {
             let job = FlatLanesJob {
                 geom,
                 x: input,

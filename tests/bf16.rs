@@ -300,6 +300,66 @@ fn bf16_input_call(p: &Problem, plan: &Plan) -> Vec<f32> {
     y
 }
 
+/// A bf16 input is widened as the pixel packers read it (never in place): on every f32 tile
+/// of every kernel, forced, folded or not, and on the matrixmultiply kernel, a bf16 call
+/// gives the bits of the f32 call on the same values, through each packer's branch: NCHW
+/// runs of consecutive pixels, strided rows, padded gathers; NHWC 8 x 8 transpositions with
+/// their channel and pixel tails, padded pixels; groups and batches.
+#[test]
+fn bf16_inputs_widened_while_packing_give_the_f32_bits_on_every_tile() {
+    let padded = Padding::Explicit {
+        top: 1,
+        bottom: 0,
+        left: 2,
+        right: 1,
+    };
+    let shapes = [
+        (Conv1x1::new(19, 21), InputDims::new(1, 9, 11)),
+        (Conv1x1::new(16, 9).with_stride(2, 2), InputDims::new(2, 9, 9)),
+        (
+            Conv1x1::new(11, 9).with_stride(2, 1).with_padding(padded),
+            InputDims::new(1, 5, 7),
+        ),
+        (Conv1x1::new(24, 40).with_groups(2), InputDims::new(2, 6, 6)),
+    ];
+    let shapes = if tiny() { &shapes[..1] } else { &shapes[..] };
+    for kernel in kernels_under_test() {
+        let force = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        let tiles: Vec<Option<&str>> = match pointwise::testing::tiles(kernel) {
+            t if t.is_empty() => vec![None],
+            t => t.iter().map(|t| Some(t.name)).collect(),
+        };
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            for (seed, &(conv, dims)) in shapes.iter().enumerate() {
+                let conv = conv.with_layout(layout).with_activation(Activation::Silu);
+                let p = representable(Problem::new(conv, dims, true, true, Data::Real, seed as u64));
+                for &tile in &tiles {
+                    for fold in [false, true] {
+                        let mut plan = p.plan(force);
+                        if let Some(name) = tile {
+                            plan.force_tile(name, fold).unwrap();
+                        }
+                        let mut want = vec![f32::NAN; p.output_len()];
+                        plan.forward(&p.x, dims, p.residual.as_deref(), &mut want, &mut Workspace::new())
+                            .unwrap();
+                        let got = bf16_input_call(&p, &plan);
+                        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                            assert_eq!(
+                                g.to_bits(),
+                                w.to_bits(),
+                                "{kernel} {tile:?} fold {fold} {conv:?} {dims:?}: element {i}"
+                            );
+                        }
+                        if tile.is_none() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Shapes around one tile's edges: channel counts of 1, 2, an odd count (a pair with one step
 /// of padding) and more than one weight panel; pixel counts below, at and past the pixel
 /// lanes; batches, strides with padding, groups with odd `C/G`, both layouts.

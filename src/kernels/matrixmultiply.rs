@@ -5,7 +5,7 @@
 use crate::conv::Layout;
 use crate::driver::{Job, TaskScratch};
 use crate::kernels::portable::Portable;
-use crate::packing::{pack_pixel_panels, pixel_offsets, PADDED};
+use crate::packing::{pixel_offsets, PADDED};
 use std::ops::Range;
 
 /// The matrixmultiply kernel for a range of units: gather the block into a `cg x npix`
@@ -31,17 +31,8 @@ pub(crate) fn run_units(job: &Job, units: Range<usize>, scratch: &mut TaskScratc
             (buffers.packed, buffers.offsets, buffers.out, buffers.out_pixels);
         pixel_offsets(g, unit.pixels.start, offsets);
         // One panel as wide as the block: a row-major cg x npix matrix.
-        pack_pixel_panels(
-            Portable::TOKEN,
-            job.x,
-            offsets,
-            unit.group * cg,
-            cg,
-            ics,
-            npix,
-            0.0,
-            packed,
-        );
+        job.x
+            .pack_pixel_panels(Portable::TOKEN, offsets, unit.group * cg, cg, ics, npix, 0.0, packed);
         let w = &job.weights[chan0 * cg..(chan0 + kn) * cg];
         let padded = offsets.contains(&PADDED);
         // Pixels evenly spaced in the output: NHWC, or NCHW within one image.

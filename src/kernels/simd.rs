@@ -37,6 +37,39 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     /// # Safety
     /// `p` must be valid for reading `LANES` f32 values.
     unsafe fn load(self, p: *const f32) -> Self::F32;
+    /// Loads `LANES` bf16 values (their bits), each widened to f32 (exact: a bf16 value is
+    /// the upper half of an f32's bits).
+    ///
+    /// # Safety
+    /// `p` must be valid for reading `LANES` u16 values.
+    #[inline(always)]
+    unsafe fn load_bf16(self, p: *const u16) -> Self::F32 {
+        let lanes = Self::F32::LANES;
+        debug_assert!(lanes <= 16);
+        let mut tmp = [0.0f32; 16];
+        for (i, t) in tmp.iter_mut().enumerate().take(lanes) {
+            // SAFETY: the caller guarantees LANES readable values.
+            *t = f32::from_bits(u32::from(unsafe { *p.add(i) }) << 16);
+        }
+        // SAFETY: tmp holds 16 >= LANES values.
+        unsafe { self.load(tmp.as_ptr()) }
+    }
+    /// Loads the first `n` bf16 values (`n <= LANES`), each widened to f32; the other
+    /// lanes are zero.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading `n` u16 values.
+    #[inline(always)]
+    unsafe fn load_first_bf16(self, p: *const u16, n: usize) -> Self::F32 {
+        debug_assert!(n <= Self::F32::LANES && Self::F32::LANES <= 16);
+        let mut tmp = [0.0f32; 16];
+        for (i, t) in tmp.iter_mut().enumerate().take(n) {
+            // SAFETY: the caller guarantees n readable values.
+            *t = f32::from_bits(u32::from(unsafe { *p.add(i) }) << 16);
+        }
+        // SAFETY: tmp holds 16 >= LANES values.
+        unsafe { self.load(tmp.as_ptr()) }
+    }
     /// Loads the first `n` values (`n <= LANES`); the other lanes are zero.
     ///
     /// # Safety

@@ -50,6 +50,11 @@ impl Simd for Neon {
         // SAFETY: the caller guarantees 4 readable values.
         Q(unsafe { vld1q_f32(p) })
     }
+    #[inline(always)]
+    unsafe fn load_bf16(self, p: *const u16) -> Q {
+        // SAFETY: the caller guarantees 4 readable values; the token proves NEON.
+        Q(unsafe { vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16(p))) })
+    }
     /// Byte indices for `vqtbl1q_u8`: lane index `i` becomes bytes `4i .. 4i + 3`.
     type LaneIndices = uint8x16_t;
     #[inline(always)]

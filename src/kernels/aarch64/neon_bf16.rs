@@ -63,6 +63,11 @@ impl Simd for NeonBf16 {
         // SAFETY: forwarded contract.
         unsafe { self.0.load(p) }
     }
+    #[inline(always)]
+    unsafe fn load_bf16(self, p: *const u16) -> Q {
+        // SAFETY: forwarded contract.
+        unsafe { self.0.load_bf16(p) }
+    }
     type LaneIndices = uint8x16_t;
     #[inline(always)]
     unsafe fn load_lane_indices(self, p: *const u32) -> uint8x16_t {

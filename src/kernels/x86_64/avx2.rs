@@ -53,6 +53,14 @@ impl Simd for Avx2 {
         // SAFETY: the caller guarantees 8 readable values.
         Ymm(unsafe { _mm256_loadu_ps(p) })
     }
+    #[inline(always)]
+    unsafe fn load_bf16(self, p: *const u16) -> Ymm {
+        // SAFETY: the caller guarantees 8 readable values (16 bytes); the token proves AVX2.
+        unsafe {
+            let halves = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
+            Ymm(_mm256_castsi256_ps(_mm256_slli_epi32::<16>(halves)))
+        }
+    }
     type LaneIndices = __m256i;
     #[inline(always)]
     unsafe fn load_lane_indices(self, p: *const u32) -> __m256i {

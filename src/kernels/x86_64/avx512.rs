@@ -98,6 +98,32 @@ impl Simd for Avx512 {
         // SAFETY: masked-off lanes are not accessed; the caller guarantees n readable values.
         Zmm(unsafe { _mm512_maskz_loadu_ps(first_lanes(n), p) })
     }
+    /// The pairs of values as masked 32-bit loads (AVX-512F has no 16-bit masks without
+    /// AVX-512BW), the odd last value set on its own, then widened.
+    #[inline(always)]
+    unsafe fn load_first_bf16(self, p: *const u16, n: usize) -> Zmm {
+        debug_assert!(n <= 16);
+        let pairs = n / 2;
+        // SAFETY: the masked load reads `pairs` 32-bit words, 2 * pairs <= n values; masked-off
+        // words are not accessed; value n - 1 is read only when n is odd, and it is in bounds.
+        unsafe {
+            let mut v = _mm512_maskz_loadu_epi32(((1u32 << pairs) - 1) as __mmask16, p.cast());
+            if n % 2 == 1 {
+                v = _mm512_mask_set1_epi32(v, (1u32 << pairs) as __mmask16, i32::from(*p.add(n - 1)));
+            }
+            let halves = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(v));
+            Zmm(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(halves)))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(self, p: *const u16) -> Zmm {
+        // SAFETY: the caller guarantees 16 readable values (32 bytes); the token proves
+        // AVX-512F, whose zero-extension and shift these are.
+        unsafe {
+            let halves = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast()));
+            Zmm(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(halves)))
+        }
+    }
     type LaneIndices = __m512i;
     #[inline(always)]
     unsafe fn load_lane_indices(self, p: *const u32) -> __m512i {

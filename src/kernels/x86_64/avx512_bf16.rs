@@ -64,6 +64,16 @@ impl Simd for Avx512Bf16 {
         // SAFETY: forwarded contract.
         unsafe { self.0.load_first(p, n) }
     }
+    #[inline(always)]
+    unsafe fn load_first_bf16(self, p: *const u16, n: usize) -> Zmm {
+        // SAFETY: forwarded contract.
+        unsafe { self.0.load_first_bf16(p, n) }
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(self, p: *const u16) -> Zmm {
+        // SAFETY: forwarded contract.
+        unsafe { self.0.load_bf16(p) }
+    }
     type LaneIndices = __m512i;
     #[inline(always)]
     unsafe fn load_lane_indices(self, p: *const u32) -> __m512i {

@@ -21,6 +21,16 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 /// runs at every size. [`Plan::kernel_for`] says which kernel a call of given dims runs.
 pub const SMALL_PROBLEM_MACS: usize = 2048;
 
+/// What [`Plan::run`] found out about a call, handed to the path that runs it.
+struct Call<'a> {
+    geom: Geometry,
+    kernel: KernelId,
+    dims: InputDims,
+    residual: Residual<'a>,
+    act: Activation,
+    pairs: bool,
+}
+
 /// bf16 calls run the bf16-pair tiles only where a pair step (two multiply-adds per lane)
 /// costs at most this many f32 FMAs ([`bf16_pair_step_cost`], measured on the core), so that
 /// pairs multiply at least 1.33x as fast as f32 FMAs. At 2 the two break even; AMD Zen 5
@@ -934,6 +944,8 @@ impl Plan {
         let Some(geom) = Geometry::new(&self.conv, dims, input_len, residual_len, output.len())? else {
             return Ok(());
         };
+        // Decided per image, so that a batch computes each image exactly as a call on that
+        // image alone.
         let kernel = self.kernel_for_macs(geom.p * geom.k * geom.cg);
         let packs_pixels = kernel != KernelId::Reference
             && self.group_lanes_for_call().is_none()
@@ -954,41 +966,44 @@ impl Plan {
             PixelInput::Bf16(x) if !packs_pixels || reads_every_pixel_in_place() => {
                 let mut wide = workspace.take_scratch(x.len());
                 self.convert_chunks(x, &mut wide, widen_into);
-                let result = self.run_input(PixelInput::F32(&wide), dims, residual, output, workspace, act, pairs);
+                let call = Call {
+                    geom,
+                    kernel,
+                    dims,
+                    residual,
+                    act,
+                    pairs,
+                };
+                let result = self.run_input(PixelInput::F32(&wide), call, output, workspace);
                 workspace.return_scratch(wide);
                 result
             }
-            input => self.run_input(input, dims, residual, output, workspace, act, pairs),
+            input => {
+                let call = Call {
+                    geom,
+                    kernel,
+                    dims,
+                    residual,
+                    act,
+                    pairs,
+                };
+                self.run_input(input, call, output, workspace)
+            }
         }
     }
 
-    /// [`Plan::run`] once the input is one the call's path reads: f32 everywhere, bf16 only
-    /// where the pixels are packed.
-    #[allow(clippy::too_many_arguments)]
-    fn run_input(
-        &self,
-        input: PixelInput,
-        dims: InputDims,
-        residual: Residual,
-        output: &mut [f32],
-        workspace: &mut Workspace,
-        act: Activation,
-        pairs: bool,
-    ) -> Result<()> {
-        let residual_len = match residual {
-            Residual::Separate(r) => Some(r.len()),
-            Residual::None | Residual::InOutput => None,
-        };
-        let (x_f32, input_len) = match input {
-            PixelInput::F32(x) => (Some(x), x.len()),
-            PixelInput::Bf16(x) => (None, x.len()),
-        };
-        let Some(geom) = Geometry::new(&self.conv, dims, input_len, residual_len, output.len())? else {
-            return Ok(());
-        };
-        // Decided per image, so that a batch computes each image exactly as a call on that
-        // image alone.
-        let kernel = self.kernel_for_macs(geom.p * geom.k * geom.cg);
+    /// [`Plan::run`] once the input is one the call's path reads (f32 everywhere, bf16 only
+    /// where the pixels are packed), with the call's geometry and kernel as `run` found them.
+    fn run_input(&self, input: PixelInput, call: Call, output: &mut [f32], workspace: &mut Workspace) -> Result<()> {
+        let Call {
+            geom,
+            kernel,
+            dims,
+            residual,
+            act,
+            pairs,
+        } = call;
+        let x_f32 = input.f32();
         kernel.record_invocation();
         let scalar = ScalarEpilogue {
             bias: self.bias.as_deref(),

@@ -22,13 +22,29 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 pub const SMALL_PROBLEM_MACS: usize = 2048;
 
 /// What [`Plan::run`] found out about a call, handed to the path that runs it.
-struct Call<'a> {
+struct Call<'a, 'p> {
     geom: Geometry,
     kernel: KernelId,
+    path: CallPath<'p>,
     dims: InputDims,
     residual: Residual<'a>,
     act: Activation,
     pairs: bool,
+}
+
+/// Which loop runs a call ([`Plan::path_for`]): decided once per call, before the input is
+/// widened for it or not.
+#[derive(Clone, Copy)]
+enum CallPath<'p> {
+    /// The plain reference loop (small problems, or the reference kernel).
+    Reference,
+    /// The group-lanes tile, reading the input in place.
+    GroupLanes(&'static GroupLanesKernel, &'p GroupLanePanels),
+    /// The flat-lanes tile, reading the input in place.
+    FlatLanes(&'static GroupLanesKernel, &'p FlatLanePanels),
+    /// The register tiles on the driver's loop nest, which pack the pixels (or read f32 ones
+    /// in place where the schedule says so).
+    Tiles,
 }
 
 /// bf16 calls run the bf16-pair tiles only where a pair step (two multiply-adds per lane)
@@ -601,14 +617,13 @@ impl Plan {
         if self.kernel_for_macs(geom.p * geom.k * geom.cg) != self.kernel || self.tiles.is_empty() {
             return Ok(None);
         }
-        if let Some((gl, _)) = self.group_lanes_for_call() {
-            return Ok(Some(gl.name));
-        }
-        if let Some((fl, _)) = self.flat_lanes_for_call(&geom) {
-            return Ok(Some(fl.flat_name));
-        }
-        let s = schedule(&geom, self.tiles, pairs, &machine(), 1, self.forced);
-        Ok(Some(self.tiles[s.tile].name))
+        Ok(Some(match self.path_for(&geom, self.kernel) {
+            CallPath::GroupLanes(gl, _) => gl.name,
+            CallPath::FlatLanes(fl, _) => fl.flat_name,
+            CallPath::Reference | CallPath::Tiles => {
+                self.tiles[schedule(&geom, self.tiles, pairs, &machine(), 1, self.forced).tile].name
+            }
+        }))
     }
 
     /// The kernel this plan was made for: the forced one, or Auto's pick for this CPU. With
@@ -947,9 +962,7 @@ impl Plan {
         // Decided per image, so that a batch computes each image exactly as a call on that
         // image alone.
         let kernel = self.kernel_for_macs(geom.p * geom.k * geom.cg);
-        let packs_pixels = kernel != KernelId::Reference
-            && self.group_lanes_for_call().is_none()
-            && self.flat_lanes_for_call(&geom).is_none();
+        let path = self.path_for(&geom, kernel);
         // NHWC pixel-row tiles read an f32 input in place; when they read every input pixel
         // (stride 1, no padding), one widening pass costs less than packing each panel
         // through the 8 x 8 transpositions (measured: NHWC ResNet-50 layers at stride 1 ran
@@ -962,33 +975,24 @@ impl Plan {
                 .is_some_and(|t| t.tile.orient == Orientation::PixelRows && !t.tile.pairs);
             geom.layout == Layout::Nhwc && geom.is_dense() && pixel_rows && sched.pixels_in_place
         };
+        let call = Call {
+            geom,
+            kernel,
+            path,
+            dims,
+            residual,
+            act,
+            pairs,
+        };
         match input {
-            PixelInput::Bf16(x) if !packs_pixels || reads_every_pixel_in_place() => {
+            PixelInput::Bf16(x) if !matches!(path, CallPath::Tiles) || reads_every_pixel_in_place() => {
                 let mut wide = workspace.take_scratch(x.len());
                 self.convert_chunks(x, &mut wide, widen_into);
-                let call = Call {
-                    geom,
-                    kernel,
-                    dims,
-                    residual,
-                    act,
-                    pairs,
-                };
                 let result = self.run_input(PixelInput::F32(&wide), call, output, workspace);
                 workspace.return_scratch(wide);
                 result
             }
-            input => {
-                let call = Call {
-                    geom,
-                    kernel,
-                    dims,
-                    residual,
-                    act,
-                    pairs,
-                };
-                self.run_input(input, call, output, workspace)
-            }
+            input => self.run_input(input, call, output, workspace),
         }
     }
 
@@ -998,6 +1002,7 @@ impl Plan {
         let Call {
             geom,
             kernel,
+            path,
             dims,
             residual,
             act,
@@ -1012,7 +1017,7 @@ impl Plan {
         };
         // The paths that read the input in place take it in f32 (`run` widens a bf16 input
         // for them); a bf16 input goes on to the packed path.
-        if let (KernelId::Reference, Some(input)) = (kernel, x_f32) {
+        if let (CallPath::Reference, Some(input)) = (path, x_f32) {
             kernels::reference::forward(&geom, input, &self.weights, scalar, residual, output);
             return Ok(());
         }
@@ -1023,7 +1028,7 @@ impl Plan {
             Residual::Separate(r) => r.as_ptr(),
             Residual::InOutput => y.cast_const(),
         });
-        if let (Some((gl, panels)), Some(input)) = (self.group_lanes_for_call(), x_f32) {
+        if let (CallPath::GroupLanes(gl, panels), Some(input)) = (path, x_f32) {
             let job = GroupLanesJob {
                 geom,
                 x: input,
@@ -1044,7 +1049,7 @@ impl Plan {
             });
             return Ok(());
         }
-        if let (Some((fl, panels)), Some(input)) = (self.flat_lanes_for_call(&geom), x_f32) {
+        if let (CallPath::FlatLanes(fl, panels), Some(input)) = (path, x_f32) {
             let job = FlatLanesJob {
                 geom,
                 x: input,
@@ -1056,7 +1061,7 @@ impl Plan {
             let flops = 2 * geom.n * geom.p * geom.k * geom.cg;
             // SAFETY: the plan holds a flat-lanes tile only of a kernel dispatch reported
             // available, packed for this convolution with its lanes (build checked
-            // uses_flat_lanes: NHWC, one group; flat_lanes_for_call: a dense geometry); the
+            // uses_flat_lanes: NHWC, one group; path_for: a dense geometry); the
             // job's slices were length-checked by Geometry::new; the block ranges are
             // disjoint, so each writes its own outputs.
             self.run_pixel_ranges(job.blocks(), flops, threads, workspace, |range, offsets| unsafe {
@@ -1178,21 +1183,17 @@ impl Plan {
         *self.last_schedule.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    /// The group-lanes tile and its weights, when this plan has them and no test hook forces
-    /// a register tile or a reduction mode.
-    fn group_lanes_for_call(&self) -> Option<(&'static GroupLanesKernel, &GroupLanePanels)> {
-        match &self.group_lanes {
-            Some((gl, panels)) if self.forced == Forced::default() => Some((gl, panels)),
-            _ => None,
-        }
-    }
-
-    /// The flat-lanes tile and its panels, when this plan has them, the call's geometry is
-    /// dense and no test hook forces a register tile or a reduction mode.
-    fn flat_lanes_for_call(&self, geom: &Geometry) -> Option<(&'static GroupLanesKernel, &FlatLanePanels)> {
-        match &self.flat_lanes {
-            Some((fl, panels)) if self.forced == Forced::default() && geom.is_dense() => Some((fl, panels)),
-            _ => None,
+    /// The loop that runs a call of geometry `geom` on `kernel` (the call's, by
+    /// [`Plan::kernel_for_macs`]): the reference loop for the reference kernel; else the
+    /// group-lanes tile, or the flat-lanes tile for a dense geometry, when this plan has them
+    /// and no test hook forces a register tile or a reduction mode; else the register tiles.
+    fn path_for(&self, geom: &Geometry, kernel: KernelId) -> CallPath<'_> {
+        let unforced = self.forced == Forced::default();
+        match (&self.group_lanes, &self.flat_lanes) {
+            _ if kernel == KernelId::Reference => CallPath::Reference,
+            (Some((gl, panels)), _) if unforced => CallPath::GroupLanes(gl, panels),
+            (_, Some((fl, panels))) if unforced && geom.is_dense() => CallPath::FlatLanes(fl, panels),
+            _ => CallPath::Tiles,
         }
     }
 

@@ -997,7 +997,8 @@ impl Plan {
     }
 
     /// [`Plan::run`] once the input is one the call's path reads (f32 everywhere, bf16 only
-    /// where the pixels are packed), with the call's geometry and kernel as `run` found them.
+    /// where the pixels are packed), with the call's geometry, kernel and path as `run`
+    /// found them.
     fn run_input(&self, input: PixelInput, call: Call, output: &mut [f32], workspace: &mut Workspace) -> Result<()> {
         let Call {
             geom,

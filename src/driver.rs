@@ -10,14 +10,15 @@
 use crate::conv::{Geometry, Layout};
 use crate::epilogue::{Activation, ChannelAxis, ScalarEpilogue, TileEpilogue};
 use crate::kernels::simd::{
-    gemm_tile, group_lanes_block, ColOperand, Extent, GroupLanesBlock, RowOperand, Simd, SimdF32, WithSimd,
+    gemm_tile, group_lanes_block, pixel_lanes_run, ColOperand, Extent, GroupLanesBlock, PixelLanesRun, RowOperand,
+    Simd, SimdF32, WithSimd,
 };
 use crate::kernels::Orientation;
 use crate::packing::{
     pair_panel_in_place, pixel_offsets, uniform_spacing, FlatLanePanels, GroupLanePanels, PanelBuf, PixelInput,
-    WeightPanels, PADDED,
+    PixelLanePanels, WeightPanels, PADDED,
 };
-use crate::schedule::{Schedule, Unit};
+use crate::schedule::{Schedule, Unit, PIXEL_LANES_MAX_K};
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -1128,6 +1129,113 @@ pub(crate) unsafe fn run_flat_lanes<S: Simd>(s: S, job: &FlatLanesJob, blocks: R
                         &ep,
                     )
                 };
+            }
+        }
+    }
+}
+
+/// A call run with the pixel-lanes loop (NHWC layers of one group with few output channels;
+/// see [`pixel_lanes_run`]): borrowed from the plan and the call's arguments.
+pub(crate) struct PixelLanesJob<'a> {
+    pub geom: Geometry,
+    pub x: &'a [f32],
+    pub y: OutPtr,
+    /// The residual (output-shaped), or null; it may be the output itself (each element is
+    /// read just before the same element is stored).
+    pub residual: InPtr,
+    pub act: Activation,
+    pub panels: &'a PixelLanePanels,
+}
+
+/// Output pixels per run of the pixel-lanes loop: one pixel map of a few KiB, reused.
+const PIXEL_LANES_RUN: usize = 256;
+
+/// The pixel-lanes loop as an operation for [`Simd::vectorize`]: folded output pixels
+/// `pixels` of the job.
+pub(crate) struct RunPixelLanes<'a> {
+    job: &'a PixelLanesJob<'a>,
+    pixels: Range<usize>,
+    offsets: &'a mut Vec<isize>,
+}
+
+impl<'a> RunPixelLanes<'a> {
+    /// # Safety
+    /// As [`run_pixel_lanes`] (the tier is proven by the token that runs it).
+    pub unsafe fn new(job: &'a PixelLanesJob<'a>, pixels: Range<usize>, offsets: &'a mut Vec<isize>) -> Self {
+        RunPixelLanes { job, pixels, offsets }
+    }
+}
+
+impl WithSimd for RunPixelLanes<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        // SAFETY: `new`'s contract.
+        unsafe { run_pixel_lanes::<S>(s, self.job, self.pixels, self.offsets) }
+    }
+}
+
+/// Computes folded output pixels `pixels` of a pixel-lanes job, a run of pixels at a time
+/// (the pixel map gives each pixel's input offset, or padding), stored straight into the
+/// NHWC output.
+///
+/// # Safety
+/// The CPU must support `S`'s tier; the job's slices must have the lengths its geometry
+/// implies (the plan checked them), its geometry NHWC of one group with `K` from 1 to
+/// [`PIXEL_LANES_MAX_K`], and its panels packed for this convolution with `S`'s lane count.
+#[inline(always)]
+pub(crate) unsafe fn run_pixel_lanes<S: Simd>(
+    s: S,
+    job: &PixelLanesJob,
+    pixels: Range<usize>,
+    offsets: &mut Vec<isize>,
+) {
+    let g = &job.geom;
+    let p = job.panels;
+    debug_assert!(
+        g.layout == crate::conv::Layout::Nhwc
+            && g.groups == 1
+            && p.lanes == S::F32::LANES
+            && p.c == g.c
+            && p.k == g.k
+            && (1..=PIXEL_LANES_MAX_K).contains(&g.k)
+    );
+    if offsets.len() < PIXEL_LANES_RUN {
+        offsets.resize(PIXEL_LANES_RUN, 0);
+    }
+    for j0 in pixels.clone().step_by(PIXEL_LANES_RUN) {
+        let len = (pixels.end - j0).min(PIXEL_LANES_RUN);
+        let offsets = &mut offsets[..len];
+        pixel_offsets(g, j0, offsets);
+        let origin = g.output_pixel_offset(j0);
+        let run = PixelLanesRun {
+            c: g.c,
+            x: job.x.as_ptr(),
+            offsets,
+            weights: p.weights.as_ptr(),
+            y: job.y.0.wrapping_add(origin),
+            residual: if job.residual.0.is_null() {
+                std::ptr::null()
+            } else {
+                job.residual.0.wrapping_add(origin)
+            },
+            bias: p.bias.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()),
+            slope: p.slope.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()),
+        };
+        // SAFETY: the pixel map gives offsets whose pixel's C channels lie inside x; W^T
+        // holds C * K weights, bias and slopes K registers; the NHWC output (and residual)
+        // holds the run's `len` pixels of K values from `origin`.
+        unsafe {
+            match g.k {
+                1 => pixel_lanes_run::<S, 1>(s, &run, job.act),
+                2 => pixel_lanes_run::<S, 2>(s, &run, job.act),
+                3 => pixel_lanes_run::<S, 3>(s, &run, job.act),
+                4 => pixel_lanes_run::<S, 4>(s, &run, job.act),
+                5 => pixel_lanes_run::<S, 5>(s, &run, job.act),
+                6 => pixel_lanes_run::<S, 6>(s, &run, job.act),
+                7 => pixel_lanes_run::<S, 7>(s, &run, job.act),
+                8 => pixel_lanes_run::<S, 8>(s, &run, job.act),
+                _ => debug_assert!(false, "pixel lanes for K = {}", g.k),
             }
         }
     }

@@ -397,6 +397,58 @@ impl FlatLanePanels {
     }
 }
 
+/// Weights packed for the pixel-lanes loop (`driver::run_pixel_lanes`): NHWC layers of one
+/// group with few output channels, whose pixels are the lanes of the sums
+/// (`simd::pixel_lanes_run`).
+pub(crate) struct PixelLanePanels {
+    pub lanes: usize,
+    /// Input channels `C` (reduction steps).
+    pub c: usize,
+    /// Output channels `K`.
+    pub k: usize,
+    /// `W^T`: `C` rows of `K` weights, so that a step's weights are adjacent.
+    pub weights: Vec<f32>,
+    /// The bias and PReLU slopes (when the plan has them) as `K` registers of the output's
+    /// channel pattern: lane `l` of register `m` holds channel `(m * lanes + l) % K`'s.
+    pub bias: Option<Vec<f32>>,
+    pub slope: Option<Vec<f32>>,
+}
+
+impl PixelLanePanels {
+    /// Packs `weights` (`[k, c]` row-major) and the per-channel `bias` and `slope` for
+    /// registers of `lanes` values; `None` when `weights` does not hold `k * c` values or
+    /// `bias` or `slope` not `k`.
+    pub fn pack(
+        weights: &[f32],
+        bias: Option<&[f32]>,
+        slope: Option<&[f32]>,
+        c: usize,
+        k: usize,
+        lanes: usize,
+    ) -> Option<Self> {
+        let len = k.checked_mul(c)?;
+        let short = |v: Option<&[f32]>| v.is_some_and(|v| v.len() != k);
+        if k == 0 || weights.len() != len || short(bias) || short(slope) {
+            return None;
+        }
+        let mut transposed = vec![0.0f32; len];
+        for (channel, row) in weights.chunks_exact(c.max(1)).enumerate() {
+            for (step, &w) in row.iter().enumerate() {
+                transposed[step * k + channel] = w;
+            }
+        }
+        let pattern = |values: &[f32]| -> Vec<f32> { (0..k * lanes).map(|e| values[e % k]).collect() };
+        Some(PixelLanePanels {
+            lanes,
+            c,
+            k,
+            weights: transposed,
+            bias: bias.map(pattern),
+            slope: slope.map(pattern),
+        })
+    }
+}
+
 /// Packs `weights` (`[groups * kg, cg]` row-major) into panels of `format.lanes` output
 /// channels: element `(g, panel, c, lane)` is `W[g*kg + panel*lanes + lane][c]` at
 /// `format.index(c, lane)` of its panel, `pad` past `kg` and past `cg` in the last group.

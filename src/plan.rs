@@ -2,15 +2,15 @@
 //! as many times as needed, writing into the caller's buffer.
 use crate::conv::{Conv1x1, Geometry, InputDims, Layout, OutputDims};
 use crate::dispatch::{KernelChoice, KernelId};
-use crate::driver::{FlatLanesJob, GroupLanesJob, InPtr, Job, OutPtr, Phase, TaskScratch};
+use crate::driver::{FlatLanesJob, GroupLanesJob, InPtr, Job, OutPtr, Phase, PixelLanesJob, TaskScratch};
 use crate::element::{narrow_into, widen, widen_into, Element, Tensor, TensorMut};
 use crate::epilogue::{Activation, Residual, ScalarEpilogue};
 use crate::error::{checked_product, Error, Result};
 use crate::kernels::{self, GroupLanesKernel, Orientation, TileKernel};
 use crate::machine::{bf16_pair_step_cost, machine};
-use crate::packing::{pack_weight_panels, FlatLanePanels, GroupLanePanels, PixelInput, WeightPanels};
+use crate::packing::{pack_weight_panels, FlatLanePanels, GroupLanePanels, PixelInput, PixelLanePanels, WeightPanels};
 use crate::schedule::{
-    fuses_groups, schedule, uses_flat_lanes, uses_group_lanes, Forced, Schedule, PARALLEL_MIN_FLOPS,
+    fuses_groups, schedule, uses_flat_lanes, uses_group_lanes, uses_pixel_lanes, Forced, Schedule, PARALLEL_MIN_FLOPS,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -42,6 +42,8 @@ enum CallPath<'p> {
     GroupLanes(&'static GroupLanesKernel, &'p GroupLanePanels),
     /// The flat-lanes tile, reading the input in place.
     FlatLanes(&'static GroupLanesKernel, &'p FlatLanePanels),
+    /// The pixel-lanes loop, reading the input in place.
+    PixelLanes(&'static GroupLanesKernel, &'p PixelLanePanels),
     /// The register tiles on the driver's loop nest, which pack the pixels (or read f32 ones
     /// in place where the schedule says so).
     Tiles,
@@ -311,6 +313,10 @@ pub struct Plan {
     /// this convolution runs on it (NHWC, one group, stride 1, no padding, few input and
     /// output channels: [`uses_flat_lanes`]).
     flat_lanes: Option<(&'static GroupLanesKernel, FlatLanePanels)>,
+    /// The same tier's pixel-lanes loop and the weights, bias and slopes packed for it, when
+    /// this convolution runs on it where flat lanes do not (NHWC, one group, few output
+    /// channels: [`uses_pixel_lanes`]).
+    pixel_lanes: Option<(&'static GroupLanesKernel, PixelLanePanels)>,
     threads: Threads,
     pool: Option<Arc<rayon::ThreadPool>>,
     /// Test hooks: choices fixed instead of the cost model's.
@@ -512,6 +518,7 @@ impl Plan {
             panels: tiles.iter().map(|_| OnceLock::new()).collect(),
             group_lanes: None,
             flat_lanes: None,
+            pixel_lanes: None,
             threads: b.options.threads,
             pool,
             forced: Forced::default(),
@@ -529,15 +536,23 @@ impl Plan {
                 let (bias, slope) = (plan.bias.as_deref(), plan.slope.as_deref());
                 Some((fl, FlatLanePanels::pack(&plan.weights, bias, slope, cg, kg, fl.lanes)?))
             });
+        plan.pixel_lanes = kernels::group_lanes(kernel)
+            .filter(|pl| uses_pixel_lanes(conv.layout, g, kg, pl.lanes, pl.pixel_max_k))
+            .and_then(|pl| {
+                let (bias, slope) = (plan.bias.as_deref(), plan.slope.as_deref());
+                Some((pl, PixelLanePanels::pack(&plan.weights, bias, slope, cg, kg, pl.lanes)?))
+            });
         // Pack for the first tile of the layout's natural orientation now, unless the plan
-        // runs on group lanes or flat lanes (then tile panels are packed only if a call needs
-        // them, as when a test hook forces a tile).
+        // runs on group lanes, flat lanes or pixel lanes (then tile panels are packed only if
+        // a call needs them, as when a test hook forces a tile).
         let natural = match conv.layout {
             Layout::Nchw => Orientation::WeightRows,
             Layout::Nhwc => Orientation::PixelRows,
         };
         let natural_tile = tiles.iter().position(|t| t.tile.orient == natural);
-        if let Some(index) = natural_tile.filter(|_| plan.group_lanes.is_none() && plan.flat_lanes.is_none()) {
+        if let Some(index) = natural_tile
+            .filter(|_| plan.group_lanes.is_none() && plan.flat_lanes.is_none() && plan.pixel_lanes.is_none())
+        {
             plan.weight_panels(index)?;
         }
         Ok(plan)
@@ -620,6 +635,7 @@ impl Plan {
         Ok(Some(match self.path_for(&geom, self.kernel) {
             CallPath::GroupLanes(gl, _) => gl.name,
             CallPath::FlatLanes(fl, _) => fl.flat_name,
+            CallPath::PixelLanes(pl, _) => pl.pixel_name,
             CallPath::Reference | CallPath::Tiles => {
                 self.tiles[schedule(&geom, self.tiles, pairs, &machine(), 1, self.forced).tile].name
             }
@@ -1070,6 +1086,26 @@ impl Plan {
             });
             return Ok(());
         }
+        if let (CallPath::PixelLanes(pl, panels), Some(input)) = (path, x_f32) {
+            let job = PixelLanesJob {
+                geom,
+                x: input,
+                y: OutPtr(y),
+                residual,
+                act,
+                panels,
+            };
+            let flops = 2 * geom.n * geom.p * geom.k * geom.cg;
+            // SAFETY: the plan holds a pixel-lanes loop only of a kernel dispatch reported
+            // available, packed for this convolution with its lanes (build checked
+            // uses_pixel_lanes: NHWC, one group, K within the tier's and the loop's
+            // bound); the job's slices were length-checked by Geometry::new; the pixel
+            // ranges are disjoint, so each writes its own outputs.
+            self.run_pixel_ranges(geom.n * geom.p, flops, threads, workspace, |range, offsets| unsafe {
+                (pl.run_pixel)(&job, range, offsets)
+            });
+            return Ok(());
+        }
         let sched = self.schedule_for(&geom, dims, threads, pairs);
         let tile = self.tiles.get(sched.tile);
         // Only a test hook's forced tile can disagree with the call's element types (the
@@ -1190,10 +1226,11 @@ impl Plan {
     /// and no test hook forces a register tile or a reduction mode; else the register tiles.
     fn path_for(&self, geom: &Geometry, kernel: KernelId) -> CallPath<'_> {
         let unforced = self.forced == Forced::default();
-        match (&self.group_lanes, &self.flat_lanes) {
+        match (&self.group_lanes, &self.flat_lanes, &self.pixel_lanes) {
             _ if kernel == KernelId::Reference => CallPath::Reference,
-            (Some((gl, panels)), _) if unforced => CallPath::GroupLanes(gl, panels),
-            (_, Some((fl, panels))) if unforced && geom.is_dense() => CallPath::FlatLanes(fl, panels),
+            (Some((gl, panels)), _, _) if unforced => CallPath::GroupLanes(gl, panels),
+            (_, Some((fl, panels)), _) if unforced && geom.is_dense() => CallPath::FlatLanes(fl, panels),
+            (_, _, Some((pl, panels))) if unforced => CallPath::PixelLanes(pl, panels),
             _ => CallPath::Tiles,
         }
     }

@@ -386,6 +386,21 @@ pub(crate) fn uses_flat_lanes(layout: Layout, groups: usize, c: usize, k: usize,
         && flat_lanes_span(k, lanes).saturating_mul(c) <= lanes
 }
 
+/// The most output channels the pixel-lanes loop takes (one accumulator each, besides the
+/// `LANES` registers of a transposed block: 16 + 8 of AVX-512's 32).
+pub(crate) const PIXEL_LANES_MAX_K: usize = 8;
+
+/// Whether a convolution runs on its kernel's pixel-lanes loop (`driver::run_pixel_lanes`)
+/// when the flat-lanes loop does not take it: NHWC layers of one group with fewer output
+/// channels than a register has lanes, at most `max_k` (the tier's, below
+/// [`PIXEL_LANES_MAX_K`]). Pixel-row tiles compute padding lanes past `K` there, and
+/// weight-row tiles pack every pixel through the 8 x 8 transpositions and scatter every
+/// output; the pixel-lanes loop transposes in registers and stores whole registers of
+/// consecutive outputs. Depends only on the convolution, so the plan packs for it once.
+pub(crate) fn uses_pixel_lanes(layout: Layout, groups: usize, k: usize, lanes: usize, max_k: usize) -> bool {
+    layout == Layout::Nhwc && groups == 1 && k > 0 && k < lanes && k <= max_k.min(PIXEL_LANES_MAX_K)
+}
+
 /// The most pixels a register of `lanes` consecutive output values (starting at a multiple of
 /// `lanes`) covers when each pixel has `k > 0` output channels.
 pub(crate) fn flat_lanes_span(k: usize, lanes: usize) -> usize {

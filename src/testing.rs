@@ -55,6 +55,14 @@ pub fn group_lanes_width(kernel: KernelId) -> Option<usize> {
     kernels::group_lanes(kernel).map(|g| g.lanes)
 }
 
+/// The most output channels `kernel`'s pixel-lanes loop takes (`None` for kernels without
+/// one): NHWC convolutions of one group with at most this many output channels, and fewer
+/// than [`group_lanes_width`], run on it where the flat-lanes loop does not take them
+/// (`Plan::tile_for` names it `{isa}_f32_pixel_lanes`).
+pub fn pixel_lanes_max_k(kernel: KernelId) -> Option<usize> {
+    kernels::group_lanes(kernel).map(|g| g.pixel_max_k)
+}
+
 /// The live thread pools shared by plans with `Threads::Count`, as `(threads, plans holding
 /// it)`, sorted.
 pub fn live_thread_pools() -> Vec<(usize, usize)> {

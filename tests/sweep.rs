@@ -600,6 +600,71 @@ fn flat_lanes_every_block_edge() {
     }
 }
 
+/// NHWC layers of one group with few output channels run on each SIMD kernel's pixel-lanes
+/// loop (pixels as lanes, channels transposed in registers, sums interleaved into the
+/// output's order) exactly when the flat-lanes loop does not take them and `K` is below the
+/// register width and within the tier's bound: every such `K`, input channel counts on both
+/// sides of every register edge (the partial last step), pixel counts that leave partial
+/// last blocks, strides, padding (padded pixels inside blocks), batches and every epilogue:
+/// exact on integer data, bounded on real data. Fails if the loop did not run where it
+/// should, or ran where it should not.
+#[test]
+fn pixel_lanes_every_block_edge() {
+    for kernel in kernels_under_test().into_iter().filter(|k| k.is_microkernel()) {
+        let (Some(lanes), Some(max_k)) = (
+            pointwise::testing::group_lanes_width(kernel),
+            pointwise::testing::pixel_lanes_max_k(kernel),
+        ) else {
+            continue;
+        };
+        let span = |k: usize| {
+            (0..k)
+                .map(|r| (r * lanes + lanes - 1) / k - r * lanes / k + 1)
+                .max()
+                .unwrap()
+        };
+        let mut inputs = vec![1, 2, 3, lanes - 1, lanes, lanes + 1, 2 * lanes + 3, 37];
+        inputs.sort_unstable();
+        inputs.dedup();
+        let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+        let (mut case, mut ran) = (0usize, 0usize);
+        for k in 1..=max_k + 2 {
+            for &c in &inputs {
+                case += 1;
+                if reduced() && !case.is_multiple_of(3) {
+                    continue;
+                }
+                let strided = case.is_multiple_of(3);
+                let padded = case.is_multiple_of(4);
+                let conv = Conv1x1::new(c, k)
+                    .with_layout(Layout::Nhwc)
+                    .with_stride(1 + strided as usize, 1 + (case % 5 == 1) as usize)
+                    .with_padding(if padded { PADDINGS[1 + case % 2] } else { Padding::Valid })
+                    .with_activation(ACTIVATIONS[case % ACTIVATIONS.len()]);
+                let dims = InputDims::new(1 + case % 3, 1 + case % 6, 3 + case % 7);
+                let data = if case.is_multiple_of(2) {
+                    Data::Exact
+                } else {
+                    Data::Real
+                };
+                let p = Problem::new(conv, dims, !case.is_multiple_of(3), case % 4 < 2, data, case as u64);
+                let plan = p.plan(options);
+                let tile = plan.tile_for(dims).unwrap().unwrap_or("none");
+                let dense = !strided && case % 5 != 1 && !padded;
+                let flat = dense && k < lanes && span(k) * c <= lanes;
+                assert_eq!(
+                    tile.ends_with("_pixel_lanes"),
+                    !flat && k < lanes && k <= max_k,
+                    "{kernel}: {conv:?} {dims:?} ran {tile}"
+                );
+                ran += tile.ends_with("_pixel_lanes") as usize;
+                check_separate_and_in_place(&p, &plan, options, data, kernel);
+            }
+        }
+        assert!(ran >= 8, "{kernel}: only {ran} pixel-lanes cases");
+    }
+}
+
 /// Runs `p` with `options` and checks the result; when `p` has a residual, also with the
 /// residual in the output, through `plan`.
 fn check_separate_and_in_place(

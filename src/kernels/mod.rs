@@ -22,7 +22,8 @@ pub(crate) mod x86_64;
 
 use crate::dispatch::KernelId;
 use crate::driver::{
-    FlatLanesJob, GroupLanesJob, Job, RunFlatLanes, RunGroupLanes, RunTileCall, RunUnits, TaskScratch, TileCall,
+    FlatLanesJob, GroupLanesJob, Job, PixelLanesJob, RunFlatLanes, RunGroupLanes, RunPixelLanes, RunTileCall, RunUnits,
+    TaskScratch, TileCall,
 };
 use crate::packing::PackedFormat;
 use simd::{Simd, SimdF32};
@@ -319,6 +320,12 @@ pub(crate) fn tiles(kernel: KernelId) -> &'static [TileKernel] {
 /// As `driver::run_group_lanes`.
 pub(crate) type GroupLanesRunner = unsafe fn(&GroupLanesJob, Range<usize>, &mut Vec<isize>);
 
+/// Runs folded output pixels `pixels` of a pixel-lanes job, with `offsets` as scratch.
+///
+/// # Safety
+/// As `driver::run_pixel_lanes`.
+pub(crate) type PixelLanesRunner = unsafe fn(&PixelLanesJob, Range<usize>, &mut Vec<isize>);
+
 /// Runs blocks `blocks` of a flat-lanes job, with `offsets` as scratch.
 ///
 /// # Safety
@@ -331,6 +338,9 @@ pub(crate) type FlatLanesRunner = unsafe fn(&FlatLanesJob, Range<usize>, &mut Ve
 ///   whole groups per register of output channels (`driver::run_group_lanes`);
 /// - flat lanes: NHWC layers of one group with few input and output channels, a register of
 ///   consecutive output values spanning several pixels (`driver::run_flat_lanes`).
+///
+/// and the same tier's pixel-lanes loop (`driver::run_pixel_lanes`): NHWC layers of one
+/// group with few output channels, the pixels as lanes, transposed in registers.
 #[derive(Clone, Copy)]
 pub(crate) struct GroupLanesKernel {
     /// `{isa}_f32_{rows}x{lanes}_group_lanes`.
@@ -342,6 +352,13 @@ pub(crate) struct GroupLanesKernel {
     pub lanes: usize,
     pub run: GroupLanesRunner,
     pub run_flat: FlatLanesRunner,
+    /// `{isa}_f32_pixel_lanes`.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub pixel_name: &'static str,
+    /// The most output channels the pixel-lanes loop takes on this tier (its accumulators and
+    /// a transposed block fit the registers).
+    pub pixel_max_k: usize,
+    pub run_pixel: PixelLanesRunner,
 }
 
 impl std::fmt::Debug for GroupLanesKernel {
@@ -376,15 +393,31 @@ unsafe fn run_flat_lanes_with<S: Simd>(job: &FlatLanesJob, blocks: Range<usize>,
     s.vectorize(unsafe { RunFlatLanes::new(job, blocks, offsets) })
 }
 
-/// A registry entry: `group_lanes!(Tier, "isa_f32_4xLANES")`.
+/// The pixel-lanes loop nest for tier `S`.
+///
+/// # Safety
+/// As [`PixelLanesRunner`].
+unsafe fn run_pixel_lanes_with<S: Simd>(job: &PixelLanesJob, pixels: Range<usize>, offsets: &mut Vec<isize>) {
+    let Some(s) = S::try_new() else {
+        debug_assert!(false, "{} selected on a CPU without it", S::KERNEL);
+        return;
+    };
+    // SAFETY: forwarded contract.
+    s.vectorize(unsafe { RunPixelLanes::new(job, pixels, offsets) })
+}
+
+/// A registry entry: `group_lanes!(Tier, "isa", "isa_f32_4xLANES", max K of pixel lanes)`.
 macro_rules! group_lanes {
-    ($simd:ty, $prefix:literal) => {
+    ($simd:ty, $isa:literal, $prefix:literal, $pixel_max_k:literal) => {
         GroupLanesKernel {
             name: concat!($prefix, "_group_lanes"),
             flat_name: concat!($prefix, "_flat_lanes"),
             lanes: <<$simd as Simd>::F32 as SimdF32>::LANES,
             run: run_group_lanes_with::<$simd>,
             run_flat: run_flat_lanes_with::<$simd>,
+            pixel_name: concat!($isa, "_f32_pixel_lanes"),
+            pixel_max_k: $pixel_max_k,
+            run_pixel: run_pixel_lanes_with::<$simd>,
         }
     };
 }
@@ -395,12 +428,14 @@ pub(crate) fn group_lanes(kernel: KernelId) -> Option<&'static GroupLanesKernel>
     match kernel {
         // A bf16 kernel's f32 calls run its base tier's tiles, these included.
         #[cfg(target_arch = "x86_64")]
-        KernelId::Avx512 | KernelId::Avx512Bf16 => Some(&group_lanes!(x86_64::avx512::Avx512, "avx512_f32_4x16")),
+        KernelId::Avx512 | KernelId::Avx512Bf16 => {
+            Some(&group_lanes!(x86_64::avx512::Avx512, "avx512", "avx512_f32_4x16", 8))
+        }
         #[cfg(target_arch = "x86_64")]
-        KernelId::Avx2 => Some(&group_lanes!(x86_64::avx2::Avx2, "avx2_f32_4x8")),
+        KernelId::Avx2 => Some(&group_lanes!(x86_64::avx2::Avx2, "avx2", "avx2_f32_4x8", 4)),
         #[cfg(target_arch = "aarch64")]
-        KernelId::Neon | KernelId::NeonBf16 => Some(&group_lanes!(aarch64::neon::Neon, "neon_f32_4x4")),
-        KernelId::Portable => Some(&group_lanes!(portable::Portable, "portable_f32_4x8")),
+        KernelId::Neon | KernelId::NeonBf16 => Some(&group_lanes!(aarch64::neon::Neon, "neon", "neon_f32_4x4", 3)),
+        KernelId::Portable => Some(&group_lanes!(portable::Portable, "portable", "portable_f32_4x8", 4)),
         _ => None,
     }
 }

@@ -108,6 +108,55 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
             }
         }
     }
+    /// Transposes the `LANES x LANES` block held in `rows[..LANES]` in place: lane `j` of
+    /// `rows[i]` moves to lane `i` of `rows[j]` (the pixel-lanes kernel's step: `LANES`
+    /// pixels' channels in, one register of pixels per channel out). It moves values only.
+    /// Tiers with register shuffles override this form, which goes through memory.
+    #[inline(always)]
+    fn transpose_lanes(self, rows: &mut [Self::F32; 16]) {
+        let lanes = Self::F32::LANES;
+        debug_assert!(lanes <= 16);
+        let mut block = [[0.0f32; 16]; 16];
+        for (r, b) in rows.iter().zip(block.iter_mut()).take(lanes) {
+            // SAFETY: each row of `block` holds 16 >= LANES values.
+            unsafe { r.store(b.as_mut_ptr()) };
+        }
+        let mut t = [[0.0f32; 16]; 16];
+        for (i, b) in block.iter().enumerate().take(lanes) {
+            for (j, &v) in b.iter().enumerate().take(lanes) {
+                t[j][i] = v;
+            }
+        }
+        for (r, t) in rows.iter_mut().zip(&t).take(lanes) {
+            // SAFETY: each row of `t` holds 16 >= LANES values.
+            *r = unsafe { self.load(t.as_ptr()) };
+        }
+    }
+    /// Interleaves `K` registers of per-channel values (`cols[k]` lane `i`: channel `k` of
+    /// pixel `i`) into pixel-major order, `LANES` pixels of `K` channels each: lane `l` of
+    /// `out[m]` is value `e = m * LANES + l` of that run, lane `e / K` of `cols[e % K]`
+    /// ([`Interleave`]). It moves values only. Tiers with lane permutations override this
+    /// form, which goes through memory.
+    #[inline(always)]
+    fn interleave<const K: usize>(self, cols: [Self::F32; K]) -> [Self::F32; K] {
+        let lanes = Self::F32::LANES;
+        debug_assert!(lanes <= 16);
+        let mut src = [[0.0f32; 16]; K];
+        for (c, s) in cols.iter().zip(src.iter_mut()) {
+            // SAFETY: each row of `src` holds 16 >= LANES values.
+            unsafe { c.store(s.as_mut_ptr()) };
+        }
+        let mut dst = [[0.0f32; 16]; K];
+        for e in 0..K * lanes {
+            dst[e / lanes][e % lanes] = src[e % K][e / K];
+        }
+        let mut out = cols;
+        for (o, d) in out.iter_mut().zip(&dst) {
+            // SAFETY: each row of `dst` holds 16 >= LANES values.
+            *o = unsafe { self.load(d.as_ptr()) };
+        }
+        out
+    }
     /// `c + a.odd * b.odd + a.even * b.even` per lane, where each 32-bit lane of `a` and `b`
     /// holds two bf16 values (the even reduction step in the low half). Each tier with
     /// bf16-pair tiles (`Tile::pairs`) implements it with its instruction, whose rounding is
@@ -140,6 +189,44 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
         // SAFETY: cv holds 16 >= LANES values.
         unsafe { self.load(cv.as_ptr()) }
     }
+}
+
+/// The lane tables of [`Simd::interleave`] for `K` channels and `LANES` lanes: lane `l` of
+/// output register `m` holds value `e = m * LANES + l` of the pixel-major run, channel
+/// `e % K` of pixel `e / K` (lanes past `LANES` are zero). The x86 tiers' permutations read
+/// them; the other tiers interleave through memory.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct Interleave<const K: usize, const LANES: usize>;
+
+impl<const K: usize, const LANES: usize> Interleave<K, LANES> {
+    /// `PIXEL[m][l]`: the pixel (source lane) of lane `l` of register `m`.
+    pub const PIXEL: [[u32; 16]; K] = {
+        let mut t = [[0u32; 16]; K];
+        let mut m = 0;
+        while m < K {
+            let mut l = 0;
+            while l < LANES {
+                t[m][l] = ((m * LANES + l) / K) as u32;
+                l += 1;
+            }
+            m += 1;
+        }
+        t
+    };
+    /// `CHANNEL[m][k]`: the lanes of register `m` that hold channel `k`, one bit per lane.
+    pub const CHANNEL: [[u16; K]; K] = {
+        let mut t = [[0u16; K]; K];
+        let mut m = 0;
+        while m < K {
+            let mut l = 0;
+            while l < LANES {
+                t[m][(m * LANES + l) % K] |= 1 << l;
+                l += 1;
+            }
+            m += 1;
+        }
+        t
+    };
 }
 
 /// An operation generic over the SIMD tier, run by [`Simd::vectorize`].
@@ -739,6 +826,194 @@ unsafe fn group_lanes_tile<S: Simd, const MR: usize, const WHOLE: bool>(
     }
 }
 
+/// The operands of [`pixel_lanes_run`] (see there for each).
+#[derive(Clone, Copy)]
+pub(crate) struct PixelLanesRun<'a> {
+    pub c: usize,
+    pub x: *const f32,
+    pub offsets: &'a [isize],
+    pub weights: *const f32,
+    pub y: *mut f32,
+    pub residual: *const f32,
+    pub bias: *const f32,
+    pub slope: *const f32,
+}
+
+/// A run of output pixels of an NHWC layer of one group and `K` output channels (fewer than
+/// a register has lanes), `LANES` pixels at a time with the pixels as lanes. Each pixel's
+/// input channels are loaded `LANES` at a time and transposed in registers
+/// ([`Simd::transpose_lanes`]), so that a register holds one channel of every pixel of the
+/// block; each of the `K` accumulators (one output channel of the block's pixels) runs the
+/// fused multiply-add chain from zero in channel order, the bits of every other tile. The
+/// sums are then interleaved into the output's pixel-major order ([`Simd::interleave`]), and
+/// each register of `LANES` consecutive outputs gets the epilogue and one store. Nothing is
+/// packed and no output is scattered, which is what the weight-row tiles over transposed
+/// pixel panels spent most of their time on.
+///
+/// Pixel `i` of the run reads its `c` input channels at `x + offsets[i]` (an offset of
+/// [`PADDED`](crate::packing::PADDED) is a padded pixel: products of zero) and writes its `K`
+/// outputs at `y + i * K` (the residual's at `residual + i * K`). `weights` holds `W^T`,
+/// `c` rows of `K` values. `bias` and `slope`, when not null, hold `K` registers of the
+/// output's channel pattern: lane `l` of register `m` has channel `(m * LANES + l) % K`'s.
+///
+/// # Safety
+/// Each offset other than `PADDED` plus `c` must be at most the length of `x`; `weights`
+/// must hold `c * K` values; `y` (and the residual, when not null) `offsets.len() * K`
+/// values; `bias` and `slope`, when not null, `K * LANES`.
+#[inline(always)]
+pub(crate) unsafe fn pixel_lanes_run<S: Simd, const K: usize>(s: S, run: &PixelLanesRun, act: Activation) {
+    // The common activations as constants (see `group_lanes_block`).
+    // SAFETY (each arm): forwarded contract.
+    match act {
+        Activation::Identity => unsafe { pixel_lanes_run_with::<S, K>(s, run, Activation::Identity) },
+        Activation::Relu => unsafe { pixel_lanes_run_with::<S, K>(s, run, Activation::Relu) },
+        act => unsafe { pixel_lanes_run_with::<S, K>(s, run, act) },
+    }
+}
+
+/// [`pixel_lanes_run`] with the activation given apart (a constant where the caller matched
+/// it).
+///
+/// # Safety
+/// As [`pixel_lanes_run`].
+#[inline(always)]
+unsafe fn pixel_lanes_run_with<S: Simd, const K: usize>(s: S, run: &PixelLanesRun, act: Activation) {
+    let lanes = S::F32::LANES;
+    for (b, block) in run.offsets.chunks(lanes).enumerate() {
+        // SAFETY (sums): the caller's contract; `whole` only for a full block of unpadded
+        // pixels.
+        let sums = unsafe {
+            if block.len() == lanes && block.iter().all(|&o| o != crate::packing::PADDED) {
+                pixel_lanes_sums::<S, K, true>(s, run, block)
+            } else {
+                pixel_lanes_sums::<S, K, false>(s, run, block)
+            }
+        };
+        let valid = block.len() * K;
+        let first = b * lanes * K;
+        for (m, &z) in s.interleave(sums).iter().enumerate() {
+            let at = m * lanes;
+            if at >= valid {
+                break;
+            }
+            let n = (valid - at).min(lanes);
+            let mut z = z;
+            // SAFETY (bias, slopes, residual, output): K registers of bias and slopes; the
+            // run's outputs and residual hold `valid` values from `first` (the caller's
+            // contract), of which this register's are the `n` from `first + at`.
+            unsafe {
+                if !run.bias.is_null() {
+                    z = z.add(s.load(run.bias.add(at)));
+                }
+                if !run.residual.is_null() {
+                    let r = run.residual.add(first + at);
+                    z = z.add(if n == lanes { s.load(r) } else { s.load_first(r, n) });
+                }
+                let slope = if run.slope.is_null() {
+                    s.zero()
+                } else {
+                    s.load(run.slope.add(at))
+                };
+                let out = activate(s, z, act, slope);
+                let dst = run.y.add(first + at);
+                if n == lanes {
+                    out.store(dst);
+                } else {
+                    out.store_first(dst, n);
+                }
+            }
+        }
+    }
+}
+
+/// The `K` channel sums of one block of [`pixel_lanes_run`] (pixel offsets `block`), lane `i`
+/// of `sums[k]` output channel `k` of pixel `i`; `WHOLE`: `LANES` pixels, none padded.
+///
+/// # Safety
+/// As [`pixel_lanes_run`], and `WHOLE` only as described.
+#[inline(always)]
+unsafe fn pixel_lanes_sums<S: Simd, const K: usize, const WHOLE: bool>(
+    s: S,
+    run: &PixelLanesRun,
+    block: &[isize],
+) -> [S::F32; K] {
+    let lanes = S::F32::LANES;
+    let (c, x, w) = (run.c, run.x, run.weights);
+    let mut acc = [s.zero(); K];
+    let full = c / lanes * lanes;
+    let mut c0 = 0;
+    // Whole registers of channels, then the rest: constant trip counts in the first, so
+    // that the rows stay in registers and no step checks the channel count.
+    while c0 < full {
+        // SAFETY: channels c0..c0 + lanes <= c of each pixel, and rows c0.. of `W^T`.
+        unsafe {
+            let mut rows = pixel_lanes_rows::<S, WHOLE>(s, x, block, c0, lanes);
+            s.transpose_lanes(&mut rows);
+            for (j, v) in rows.iter().enumerate().take(lanes) {
+                let wj = w.add((c0 + j) * K);
+                for (k, a) in acc.iter_mut().enumerate() {
+                    *a = S::F32::mul_add(s.splat(*wj.add(k)), *v, *a);
+                }
+            }
+        }
+        c0 += lanes;
+    }
+    if c0 < c {
+        let n = c - c0;
+        // SAFETY: as above, for the last n channels.
+        unsafe {
+            let mut rows = pixel_lanes_rows::<S, WHOLE>(s, x, block, c0, n);
+            s.transpose_lanes(&mut rows);
+            for (j, v) in rows.iter().enumerate().take(n) {
+                let wj = w.add((c0 + j) * K);
+                for (k, a) in acc.iter_mut().enumerate() {
+                    *a = S::F32::mul_add(s.splat(*wj.add(k)), *v, *a);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Channels `c0..c0 + n` (`n <= LANES`) of the block's pixels, a register per pixel (zero
+/// for padded pixels and past the block), the rest of each register zero.
+///
+/// # Safety
+/// As [`pixel_lanes_sums`], with channels `c0..c0 + n` inside each pixel's.
+#[inline(always)]
+unsafe fn pixel_lanes_rows<S: Simd, const WHOLE: bool>(
+    s: S,
+    x: *const f32,
+    block: &[isize],
+    c0: usize,
+    n: usize,
+) -> [S::F32; 16] {
+    let lanes = S::F32::LANES;
+    let mut rows = [s.zero(); 16];
+    // A constant trip count, so that the rows stay in registers.
+    for (i, row) in rows.iter_mut().enumerate().take(lanes) {
+        let offset = if WHOLE {
+            // SAFETY: a whole block holds `lanes` offsets.
+            unsafe { *block.get_unchecked(i) }
+        } else {
+            match block.get(i) {
+                Some(&o) if o != crate::packing::PADDED => o,
+                _ => continue,
+            }
+        };
+        // SAFETY: channels c0..c0 + n of the pixel are inside x (the caller's contract).
+        let p = unsafe { x.add(offset as usize + c0) };
+        *row = unsafe {
+            if n == lanes {
+                s.load(p)
+            } else {
+                s.load_first(p, n)
+            }
+        };
+    }
+    rows
+}
+
 /// A tile's accumulators at the start of its reduction: zero, or the partial sums of earlier
 /// reduction blocks at `init` (an `MR x NR` tile, row-major).
 ///
@@ -969,4 +1244,110 @@ fn time_chains<S: Simd, const DOT: bool>(s: S) -> f64 {
     }
     std::hint::black_box(&acc);
     start.elapsed().as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::portable::Portable;
+
+    /// Checks [`Simd::transpose_lanes`] and [`Simd::interleave`] (for every `K` the
+    /// pixel-lanes loop uses) on one tier, with values that name their place.
+    struct CheckLaneMoves;
+
+    impl CheckLaneMoves {
+        #[inline(always)]
+        fn interleave<S: Simd, const K: usize>(s: S) {
+            let lanes = S::F32::LANES;
+            // cols[k] lane i: channel k of pixel i, valued i * 100 + k.
+            let mut cols = [s.zero(); K];
+            for (k, c) in cols.iter_mut().enumerate() {
+                let v: Vec<f32> = (0..16).map(|i| (i * 100 + k) as f32).collect();
+                // SAFETY: v holds 16 >= LANES values.
+                *c = unsafe { s.load(v.as_ptr()) };
+            }
+            let out = s.interleave(cols);
+            let mut got = vec![0.0f32; 16 * K];
+            for (m, o) in out.iter().enumerate() {
+                // SAFETY: got holds 16 values from m * 16.
+                unsafe { o.store(got.as_mut_ptr().add(m * 16)) };
+            }
+            for m in 0..K {
+                for l in 0..lanes {
+                    let e = m * lanes + l;
+                    assert_eq!(
+                        got[m * 16 + l],
+                        ((e / K) * 100 + e % K) as f32,
+                        "{} K {K} ({m}, {l})",
+                        S::KERNEL
+                    );
+                }
+            }
+        }
+    }
+
+    impl WithSimd for CheckLaneMoves {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, s: S) {
+            let lanes = S::F32::LANES;
+            let mut rows = [s.zero(); 16];
+            for (i, r) in rows.iter_mut().enumerate().take(lanes) {
+                let v: Vec<f32> = (0..16).map(|j| (i * 100 + j) as f32).collect();
+                // SAFETY: v holds 16 >= LANES values.
+                *r = unsafe { s.load(v.as_ptr()) };
+            }
+            s.transpose_lanes(&mut rows);
+            for (j, r) in rows.iter().enumerate().take(lanes) {
+                let mut got = [0.0f32; 16];
+                // SAFETY: got holds 16 >= LANES values.
+                unsafe { r.store(got.as_mut_ptr()) };
+                for (i, &g) in got.iter().enumerate().take(lanes) {
+                    assert_eq!(g, (i * 100 + j) as f32, "{} transpose ({i}, {j})", S::KERNEL);
+                }
+            }
+            Self::interleave::<S, 1>(s);
+            Self::interleave::<S, 2>(s);
+            Self::interleave::<S, 3>(s);
+            Self::interleave::<S, 4>(s);
+            Self::interleave::<S, 5>(s);
+            Self::interleave::<S, 6>(s);
+            Self::interleave::<S, 7>(s);
+            Self::interleave::<S, 8>(s);
+        }
+    }
+
+    #[test]
+    fn lane_transposition_and_interleaving_on_every_tier() {
+        Portable::TOKEN.vectorize(CheckLaneMoves);
+        let mut ran = 1;
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::kernels::x86_64::{avx2::Avx2, avx512::Avx512, avx512_bf16::Avx512Bf16};
+            ran += Avx512Bf16::try_new()
+                .map(|s| s.vectorize(CheckLaneMoves))
+                .into_iter()
+                .count();
+            ran += Avx2::try_new().map(|s| s.vectorize(CheckLaneMoves)).into_iter().count();
+            ran += Avx512::try_new()
+                .map(|s| s.vectorize(CheckLaneMoves))
+                .into_iter()
+                .count();
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            use crate::kernels::aarch64::{neon::Neon, neon_bf16::NeonBf16};
+            ran += Neon::try_new().map(|s| s.vectorize(CheckLaneMoves)).into_iter().count();
+            ran += NeonBf16::try_new()
+                .map(|s| s.vectorize(CheckLaneMoves))
+                .into_iter()
+                .count();
+        }
+        // Every tier this CPU has ran (scripts/test.sh runs this on each tier, under qemu).
+        let tiers = crate::dispatch::available_kernels();
+        assert_eq!(
+            ran,
+            tiers.iter().filter(|k| !crate::kernels::tiles(**k).is_empty()).count()
+        );
+    }
 }

@@ -97,6 +97,21 @@ impl Simd for Neon {
             }
         }
     }
+    /// Two rounds of `trn`: lanes, then lane pairs.
+    #[inline(always)]
+    fn transpose_lanes(self, rows: &mut [Q; 16]) {
+        // SAFETY: the token proves NEON; register operations only.
+        unsafe {
+            let t0 = vreinterpretq_f64_f32(vtrn1q_f32(rows[0].0, rows[1].0));
+            let t1 = vreinterpretq_f64_f32(vtrn2q_f32(rows[0].0, rows[1].0));
+            let t2 = vreinterpretq_f64_f32(vtrn1q_f32(rows[2].0, rows[3].0));
+            let t3 = vreinterpretq_f64_f32(vtrn2q_f32(rows[2].0, rows[3].0));
+            rows[0] = Q(vreinterpretq_f32_f64(vtrn1q_f64(t0, t2)));
+            rows[1] = Q(vreinterpretq_f32_f64(vtrn1q_f64(t1, t3)));
+            rows[2] = Q(vreinterpretq_f32_f64(vtrn2q_f64(t0, t2)));
+            rows[3] = Q(vreinterpretq_f32_f64(vtrn2q_f64(t1, t3)));
+        }
+    }
 }
 
 // SAFETY (every intrinsic below): a Q is only made through a Neon token, which proves the CPU

@@ -83,6 +83,14 @@ impl Simd for NeonBf16 {
         // SAFETY: forwarded contract.
         unsafe { self.0.transpose_8x8(rows, dst, dst_stride) }
     }
+    #[inline(always)]
+    fn transpose_lanes(self, rows: &mut [Q; 16]) {
+        self.0.transpose_lanes(rows)
+    }
+    #[inline(always)]
+    fn interleave<const K: usize>(self, cols: [Q; K]) -> [Q; K] {
+        self.0.interleave(cols)
+    }
     /// `BFDOT`: per lane, `c + (a.even * b.even + a.odd * b.odd)`, both additions rounded
     /// to odd (see the module comment).
     #[inline(always)]

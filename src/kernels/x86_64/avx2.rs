@@ -10,7 +10,7 @@
 //! rows 1 x 32) and one pixel (pixel rows 1 x 32, a matrix-vector product) are load-bound,
 //! which the cost model charges; see the AVX-512 tier.
 use crate::dispatch::{cpu_features, KernelId};
-use crate::kernels::simd::{Simd, SimdF32, WithSimd};
+use crate::kernels::simd::{Interleave, Simd, SimdF32, WithSimd};
 use std::arch::x86_64::*;
 
 /// The AVX2 capability token: exists only where dispatch found AVX2 and FMA.
@@ -75,6 +75,41 @@ impl Simd for Avx2 {
     unsafe fn transpose_8x8(self, rows: [*const f32; 8], dst: *mut f32, dst_stride: usize) {
         // SAFETY: the token proves AVX; the caller guarantees the reads and writes.
         unsafe { super::transpose_8x8_avx(rows, dst, dst_stride) }
+    }
+    #[inline(always)]
+    fn transpose_lanes(self, rows: &mut [Ymm; 16]) {
+        // SAFETY: the token proves AVX; register operations only.
+        let cols = unsafe {
+            super::transpose_8x8_registers([
+                rows[0].0, rows[1].0, rows[2].0, rows[3].0, rows[4].0, rows[5].0, rows[6].0, rows[7].0,
+            ])
+        };
+        for (r, c) in rows.iter_mut().zip(cols) {
+            *r = Ymm(c);
+        }
+    }
+    /// One permutation per register and channel, blended in under the channel's lanes.
+    #[inline(always)]
+    fn interleave<const K: usize>(self, cols: [Ymm; K]) -> [Ymm; K] {
+        if K == 1 {
+            return cols;
+        }
+        let mut out = cols;
+        for (m, o) in out.iter_mut().enumerate() {
+            // SAFETY: the token proves AVX2; the table row holds 16 u32 values.
+            unsafe {
+                let pixel = _mm256_loadu_si256(Interleave::<K, 8>::PIXEL[m].as_ptr().cast());
+                let bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+                let mut v = _mm256_permutevar8x32_ps(cols[0].0, pixel);
+                for (k, c) in cols.iter().enumerate().skip(1) {
+                    let lanes = _mm256_set1_epi32(i32::from(Interleave::<K, 8>::CHANNEL[m][k]));
+                    let select = _mm256_cmpeq_epi32(_mm256_and_si256(lanes, bits), bits);
+                    v = _mm256_blendv_ps(v, _mm256_permutevar8x32_ps(c.0, pixel), _mm256_castsi256_ps(select));
+                }
+                *o = Ymm(v);
+            }
+        }
+        out
     }
 }
 

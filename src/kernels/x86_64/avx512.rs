@@ -32,7 +32,7 @@
 //! address per row: 8 row pointers plus the loop state fit the 16 general registers, while
 //! 12 or 14 rows spilled them and ran at half speed (measured).
 use crate::dispatch::{cpu_features, KernelId};
-use crate::kernels::simd::{Simd, SimdF32, WithSimd};
+use crate::kernels::simd::{Interleave, Simd, SimdF32, WithSimd};
 use std::arch::x86_64::*;
 
 /// The AVX-512 capability token: exists only where dispatch found AVX-512F, AVX2 and FMA.
@@ -138,6 +138,62 @@ impl Simd for Avx512 {
     unsafe fn transpose_8x8(self, rows: [*const f32; 8], dst: *mut f32, dst_stride: usize) {
         // SAFETY: the token proves AVX; the caller guarantees the reads and writes.
         unsafe { super::transpose_8x8_avx(rows, dst, dst_stride) }
+    }
+    /// 16 x 16 in four rounds of 16 shuffles: rows interleaved by lanes, then by lane pairs
+    /// (each 128-bit block then holds one 4 x 4 block, transposed), then the 128-bit blocks
+    /// moved by two rounds of `vshuff32x4`. On Intel cores every round runs on one port, so
+    /// the transposition costs a quarter cycle per value.
+    #[inline(always)]
+    fn transpose_lanes(self, rows: &mut [Zmm; 16]) {
+        // SAFETY: the token proves AVX-512F; register operations only.
+        unsafe {
+            let mut t = [_mm512_setzero_ps(); 16];
+            for i in 0..8 {
+                t[2 * i] = _mm512_unpacklo_ps(rows[2 * i].0, rows[2 * i + 1].0);
+                t[2 * i + 1] = _mm512_unpackhi_ps(rows[2 * i].0, rows[2 * i + 1].0);
+            }
+            // u[4g + q], block b: column 4b + q of rows 4g..4g + 4.
+            let mut u = [_mm512_setzero_ps(); 16];
+            for g in 0..4 {
+                let (a0, a1) = (_mm512_castps_pd(t[4 * g]), _mm512_castps_pd(t[4 * g + 1]));
+                let (b0, b1) = (_mm512_castps_pd(t[4 * g + 2]), _mm512_castps_pd(t[4 * g + 3]));
+                u[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, b0));
+                u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, b0));
+                u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, b1));
+                u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, b1));
+            }
+            // Column 4b + q gathers block b of u[q], u[4 + q], u[8 + q], u[12 + q].
+            for q in 0..4 {
+                let v0 = _mm512_shuffle_f32x4::<0x44>(u[q], u[4 + q]);
+                let v1 = _mm512_shuffle_f32x4::<0xEE>(u[q], u[4 + q]);
+                let v2 = _mm512_shuffle_f32x4::<0x44>(u[8 + q], u[12 + q]);
+                let v3 = _mm512_shuffle_f32x4::<0xEE>(u[8 + q], u[12 + q]);
+                rows[q] = Zmm(_mm512_shuffle_f32x4::<0x88>(v0, v2));
+                rows[4 + q] = Zmm(_mm512_shuffle_f32x4::<0xDD>(v0, v2));
+                rows[8 + q] = Zmm(_mm512_shuffle_f32x4::<0x88>(v1, v3));
+                rows[12 + q] = Zmm(_mm512_shuffle_f32x4::<0xDD>(v1, v3));
+            }
+        }
+    }
+    /// One permutation per register and channel, each merged under the channel's lane mask.
+    #[inline(always)]
+    fn interleave<const K: usize>(self, cols: [Zmm; K]) -> [Zmm; K] {
+        if K == 1 {
+            return cols;
+        }
+        let mut out = cols;
+        for (m, o) in out.iter_mut().enumerate() {
+            // SAFETY: the token proves AVX-512F; the table row holds 16 u32 values.
+            unsafe {
+                let pixel = _mm512_loadu_si512(Interleave::<K, 16>::PIXEL[m].as_ptr().cast());
+                let mut v = _mm512_setzero_ps();
+                for (k, c) in cols.iter().enumerate() {
+                    v = _mm512_mask_permutexvar_ps(v, Interleave::<K, 16>::CHANNEL[m][k], pixel, c.0);
+                }
+                *o = Zmm(v);
+            }
+        }
+        out
     }
 }
 

@@ -90,6 +90,14 @@ impl Simd for Avx512Bf16 {
         unsafe { self.0.transpose_8x8(rows, dst, dst_stride) }
     }
     #[inline(always)]
+    fn transpose_lanes(self, rows: &mut [Zmm; 16]) {
+        self.0.transpose_lanes(rows)
+    }
+    #[inline(always)]
+    fn interleave<const K: usize>(self, cols: [Zmm; K]) -> [Zmm; K] {
+        self.0.interleave(cols)
+    }
+    #[inline(always)]
     fn dot_bf16_pairs(self, a: Zmm, b: Zmm, c: Zmm) -> Zmm {
         // SAFETY: the token proves AVX-512 BF16; the transmutes reinterpret 512 bits as 512
         // bits (both types are plain vectors, every bit pattern valid).

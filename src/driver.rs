@@ -10,8 +10,8 @@
 use crate::conv::{Geometry, Layout};
 use crate::epilogue::{Activation, ChannelAxis, ScalarEpilogue, TileEpilogue};
 use crate::kernels::simd::{
-    gemm_tile, group_lanes_block, pixel_lanes_run, ColOperand, Extent, GroupLanesBlock, PixelLanesRun, RowOperand,
-    Simd, SimdF32, WithSimd,
+    gemm_tile, group_lanes_block, pixel_lanes_run, ColOperand, Extent, GroupLanesBlock, PixelLanesRun, PixelRows,
+    RowOperand, Simd, SimdF32, WithSimd,
 };
 use crate::kernels::Orientation;
 use crate::packing::{
@@ -1203,15 +1203,26 @@ pub(crate) unsafe fn run_pixel_lanes<S: Simd>(
     if offsets.len() < PIXEL_LANES_RUN {
         offsets.resize(PIXEL_LANES_RUN, 0);
     }
+    let dense = g.is_dense();
     for j0 in pixels.clone().step_by(PIXEL_LANES_RUN) {
         let len = (pixels.end - j0).min(PIXEL_LANES_RUN);
-        let offsets = &mut offsets[..len];
-        pixel_offsets(g, j0, offsets);
+        let pixel_rows = if dense {
+            // Dense NHWC: folded pixel j's inputs start at j * C.
+            PixelRows::Uniform {
+                first: j0 * g.c,
+                spacing: g.c,
+                count: len,
+            }
+        } else {
+            let offsets = &mut offsets[..len];
+            pixel_offsets(g, j0, offsets);
+            PixelRows::Mapped(offsets)
+        };
         let origin = g.output_pixel_offset(j0);
         let run = PixelLanesRun {
             c: g.c,
             x: job.x.as_ptr(),
-            offsets,
+            pixels: pixel_rows,
             weights: p.weights.as_ptr(),
             y: job.y.0.wrapping_add(origin),
             residual: if job.residual.0.is_null() {

@@ -831,13 +831,39 @@ unsafe fn group_lanes_tile<S: Simd, const MR: usize, const WHOLE: bool>(
 pub(crate) struct PixelLanesRun<'a> {
     pub c: usize,
     pub x: *const f32,
-    pub offsets: &'a [isize],
+    pub pixels: PixelRows<'a>,
     pub weights: *const f32,
     pub y: *mut f32,
     pub residual: *const f32,
     pub bias: *const f32,
     pub slope: *const f32,
 }
+
+/// Where the pixels of a [`pixel_lanes_run`] read their inputs.
+#[derive(Clone, Copy)]
+pub(crate) enum PixelRows<'a> {
+    /// Pixel `i` at `offsets[i]` (an offset of [`PADDED`](crate::packing::PADDED): a padded
+    /// pixel, products of zero): the pixel map of a strided or padded layer.
+    Mapped(&'a [isize]),
+    /// `count` pixels, pixel `i` at `first + i * spacing`, none padded (a dense layer: no
+    /// pixel map to fill, and one address per block).
+    Uniform { first: usize, spacing: usize, count: usize },
+}
+
+impl PixelRows<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        match *self {
+            PixelRows::Mapped(offsets) => offsets.len(),
+            PixelRows::Uniform { count, .. } => count,
+        }
+    }
+}
+
+/// How [`pixel_lanes_rows`] finds a block's pixels.
+const ROWS_UNIFORM: u8 = 0;
+const ROWS_MAPPED_WHOLE: u8 = 1;
+const ROWS_MAPPED: u8 = 2;
 
 /// A run of output pixels of an NHWC layer of one group and `K` output channels (fewer than
 /// a register has lanes), `LANES` pixels at a time with the pixels as lanes. Each pixel's
@@ -850,16 +876,16 @@ pub(crate) struct PixelLanesRun<'a> {
 /// packed and no output is scattered, which is what the weight-row tiles over transposed
 /// pixel panels spent most of their time on.
 ///
-/// Pixel `i` of the run reads its `c` input channels at `x + offsets[i]` (an offset of
-/// [`PADDED`](crate::packing::PADDED) is a padded pixel: products of zero) and writes its `K`
-/// outputs at `y + i * K` (the residual's at `residual + i * K`). `weights` holds `W^T`,
+/// Pixel `i` of the run reads its `c` input channels at `x` plus its offset in `pixels`
+/// ([`PixelRows`]) and writes its `K` outputs at `y + i * K` (the residual's at
+/// `residual + i * K`). `weights` holds `W^T`,
 /// `c` rows of `K` values. `bias` and `slope`, when not null, hold `K` registers of the
 /// output's channel pattern: lane `l` of register `m` has channel `(m * LANES + l) % K`'s.
 ///
 /// # Safety
-/// Each offset other than `PADDED` plus `c` must be at most the length of `x`; `weights`
-/// must hold `c * K` values; `y` (and the residual, when not null) `offsets.len() * K`
-/// values; `bias` and `slope`, when not null, `K * LANES`.
+/// Each pixel's offset other than `PADDED` plus `c` must be at most the length of `x`;
+/// `weights` must hold `c * K` values; `y` (and the residual, when not null)
+/// `pixels.len() * K` values; `bias` and `slope`, when not null, `K * LANES`.
 #[inline(always)]
 pub(crate) unsafe fn pixel_lanes_run<S: Simd, const K: usize>(s: S, run: &PixelLanesRun, act: Activation) {
     // The common activations as constants (see `group_lanes_block`).
@@ -879,17 +905,33 @@ pub(crate) unsafe fn pixel_lanes_run<S: Simd, const K: usize>(s: S, run: &PixelL
 #[inline(always)]
 unsafe fn pixel_lanes_run_with<S: Simd, const K: usize>(s: S, run: &PixelLanesRun, act: Activation) {
     let lanes = S::F32::LANES;
-    for (b, block) in run.offsets.chunks(lanes).enumerate() {
-        // SAFETY (sums): the caller's contract; `whole` only for a full block of unpadded
-        // pixels.
+    let count = run.pixels.len();
+    for b in 0..count.div_ceil(lanes) {
+        let pixels = (count - b * lanes).min(lanes);
+        // SAFETY (sums): the caller's contract; each mode as `pixel_lanes_rows` requires it.
         let sums = unsafe {
-            if block.len() == lanes && block.iter().all(|&o| o != crate::packing::PADDED) {
-                pixel_lanes_sums::<S, K, true>(s, run, block)
-            } else {
-                pixel_lanes_sums::<S, K, false>(s, run, block)
+            match run.pixels {
+                PixelRows::Uniform { first, spacing, .. } if pixels == lanes => {
+                    pixel_lanes_sums::<S, K, ROWS_UNIFORM>(s, run, &[], first + b * lanes * spacing, spacing)
+                }
+                PixelRows::Uniform { first, spacing, .. } => {
+                    let mut offsets = [crate::packing::PADDED; 16];
+                    for (i, o) in offsets.iter_mut().enumerate().take(pixels) {
+                        *o = (first + (b * lanes + i) * spacing) as isize;
+                    }
+                    pixel_lanes_sums::<S, K, ROWS_MAPPED>(s, run, &offsets[..pixels], 0, 0)
+                }
+                PixelRows::Mapped(offsets) => {
+                    let block = &offsets[b * lanes..][..pixels];
+                    if pixels == lanes && block.iter().all(|&o| o != crate::packing::PADDED) {
+                        pixel_lanes_sums::<S, K, ROWS_MAPPED_WHOLE>(s, run, block, 0, 0)
+                    } else {
+                        pixel_lanes_sums::<S, K, ROWS_MAPPED>(s, run, block, 0, 0)
+                    }
+                }
             }
         };
-        let valid = block.len() * K;
+        let valid = pixels * K;
         let first = b * lanes * K;
         for (m, &z) in s.interleave(sums).iter().enumerate() {
             let at = m * lanes;
@@ -926,16 +968,18 @@ unsafe fn pixel_lanes_run_with<S: Simd, const K: usize>(s: S, run: &PixelLanesRu
     }
 }
 
-/// The `K` channel sums of one block of [`pixel_lanes_run`] (pixel offsets `block`), lane `i`
-/// of `sums[k]` output channel `k` of pixel `i`; `WHOLE`: `LANES` pixels, none padded.
+/// The `K` channel sums of one block of [`pixel_lanes_run`], lane `i` of `sums[k]` output
+/// channel `k` of pixel `i`; the block's pixels as [`pixel_lanes_rows`] finds them.
 ///
 /// # Safety
-/// As [`pixel_lanes_run`], and `WHOLE` only as described.
+/// As [`pixel_lanes_run`], and the block as [`pixel_lanes_rows`] requires.
 #[inline(always)]
-unsafe fn pixel_lanes_sums<S: Simd, const K: usize, const WHOLE: bool>(
+unsafe fn pixel_lanes_sums<S: Simd, const K: usize, const MODE: u8>(
     s: S,
     run: &PixelLanesRun,
     block: &[isize],
+    first: usize,
+    spacing: usize,
 ) -> [S::F32; K] {
     let lanes = S::F32::LANES;
     let (c, x, w) = (run.c, run.x, run.weights);
@@ -947,7 +991,7 @@ unsafe fn pixel_lanes_sums<S: Simd, const K: usize, const WHOLE: bool>(
     while c0 < full {
         // SAFETY: channels c0..c0 + lanes <= c of each pixel, and rows c0.. of `W^T`.
         unsafe {
-            let mut rows = pixel_lanes_rows::<S, WHOLE>(s, x, block, c0, lanes);
+            let mut rows = pixel_lanes_rows::<S, MODE>(s, x, block, first, spacing, c0, lanes);
             s.transpose_lanes(&mut rows);
             for (j, v) in rows.iter().enumerate().take(lanes) {
                 let wj = w.add((c0 + j) * K);
@@ -962,7 +1006,7 @@ unsafe fn pixel_lanes_sums<S: Simd, const K: usize, const WHOLE: bool>(
         let n = c - c0;
         // SAFETY: as above, for the last n channels.
         unsafe {
-            let mut rows = pixel_lanes_rows::<S, WHOLE>(s, x, block, c0, n);
+            let mut rows = pixel_lanes_rows::<S, MODE>(s, x, block, first, spacing, c0, n);
             s.transpose_lanes(&mut rows);
             for (j, v) in rows.iter().enumerate().take(n) {
                 let wj = w.add((c0 + j) * K);
@@ -976,15 +1020,22 @@ unsafe fn pixel_lanes_sums<S: Simd, const K: usize, const WHOLE: bool>(
 }
 
 /// Channels `c0..c0 + n` (`n <= LANES`) of the block's pixels, a register per pixel (zero
-/// for padded pixels and past the block), the rest of each register zero.
+/// for padded pixels and past the block), the rest of each register zero. The pixels, by
+/// `MODE`: [`ROWS_UNIFORM`], `LANES` pixels at `first + i * spacing`; [`ROWS_MAPPED_WHOLE`],
+/// `LANES` offsets in `block`, none padded; [`ROWS_MAPPED`], the offsets in `block` (at most
+/// `LANES`), padded ones read as zero.
 ///
 /// # Safety
-/// As [`pixel_lanes_sums`], with channels `c0..c0 + n` inside each pixel's.
+/// As [`pixel_lanes_sums`], with channels `c0..c0 + n` inside each pixel's, and `block` or
+/// `first` and `spacing` as `MODE` requires.
 #[inline(always)]
-unsafe fn pixel_lanes_rows<S: Simd, const WHOLE: bool>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn pixel_lanes_rows<S: Simd, const MODE: u8>(
     s: S,
     x: *const f32,
     block: &[isize],
+    first: usize,
+    spacing: usize,
     c0: usize,
     n: usize,
 ) -> [S::F32; 16] {
@@ -992,17 +1043,17 @@ unsafe fn pixel_lanes_rows<S: Simd, const WHOLE: bool>(
     let mut rows = [s.zero(); 16];
     // A constant trip count, so that the rows stay in registers.
     for (i, row) in rows.iter_mut().enumerate().take(lanes) {
-        let offset = if WHOLE {
-            // SAFETY: a whole block holds `lanes` offsets.
-            unsafe { *block.get_unchecked(i) }
-        } else {
-            match block.get(i) {
-                Some(&o) if o != crate::packing::PADDED => o,
+        let offset = match MODE {
+            ROWS_UNIFORM => first + i * spacing,
+            // SAFETY: a whole block holds `lanes` offsets, none padded.
+            ROWS_MAPPED_WHOLE => unsafe { *block.get_unchecked(i) as usize },
+            _ => match block.get(i) {
+                Some(&o) if o != crate::packing::PADDED => o as usize,
                 _ => continue,
-            }
+            },
         };
         // SAFETY: channels c0..c0 + n of the pixel are inside x (the caller's contract).
-        let p = unsafe { x.add(offset as usize + c0) };
+        let p = unsafe { x.add(offset + c0) };
         *row = unsafe {
             if n == lanes {
                 s.load(p)

@@ -432,7 +432,7 @@ pub(crate) fn group_lanes(kernel: KernelId) -> Option<&'static GroupLanesKernel>
             Some(&group_lanes!(x86_64::avx512::Avx512, "avx512", "avx512_f32_4x16", 8))
         }
         #[cfg(target_arch = "x86_64")]
-        KernelId::Avx2 => Some(&group_lanes!(x86_64::avx2::Avx2, "avx2", "avx2_f32_4x8", 4)),
+        KernelId::Avx2 => Some(&group_lanes!(x86_64::avx2::Avx2, "avx2", "avx2_f32_4x8", 7)),
         #[cfg(target_arch = "aarch64")]
         KernelId::Neon | KernelId::NeonBf16 => Some(&group_lanes!(aarch64::neon::Neon, "neon", "neon_f32_4x4", 3)),
         KernelId::Portable => Some(&group_lanes!(portable::Portable, "portable", "portable_f32_4x8", 4)),

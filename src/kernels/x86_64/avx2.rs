@@ -61,6 +61,17 @@ impl Simd for Avx2 {
             Ymm(_mm256_castsi256_ps(_mm256_slli_epi32::<16>(halves)))
         }
     }
+    /// `vmaskmovps`: masked-off lanes are not read (no fault past the end) and load zero.
+    #[inline(always)]
+    unsafe fn load_first(self, p: *const f32, n: usize) -> Ymm {
+        debug_assert!(n <= 8);
+        // SAFETY: the token proves AVX2; lanes at or past n are masked off and not accessed,
+        // and the caller guarantees n readable values.
+        unsafe {
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            Ymm(_mm256_maskload_ps(p, mask))
+        }
+    }
     type LaneIndices = __m256i;
     #[inline(always)]
     unsafe fn load_lane_indices(self, p: *const u32) -> __m256i {

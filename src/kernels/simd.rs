@@ -888,13 +888,12 @@ const ROWS_MAPPED: u8 = 2;
 /// `pixels.len() * K` values; `bias` and `slope`, when not null, `K * LANES`.
 #[inline(always)]
 pub(crate) unsafe fn pixel_lanes_run<S: Simd, const K: usize>(s: S, run: &PixelLanesRun, act: Activation) {
-    // The common activations as constants (see `group_lanes_block`).
-    // SAFETY (each arm): forwarded contract.
-    match act {
-        Activation::Identity => unsafe { pixel_lanes_run_with::<S, K>(s, run, Activation::Identity) },
-        Activation::Relu => unsafe { pixel_lanes_run_with::<S, K>(s, run, Activation::Relu) },
-        act => unsafe { pixel_lanes_run_with::<S, K>(s, run, act) },
-    }
+    // One instance per K and tier: the epilogue runs once per register of outputs, after
+    // `C * K` multiply-adds, so constant activations (as in `group_lanes_block`) would buy
+    // little here, and three arms tripled the loop's compile time (the fuzz build compiles
+    // the crate as one codegen unit).
+    // SAFETY: forwarded contract.
+    unsafe { pixel_lanes_run_with::<S, K>(s, run, act) }
 }
 
 /// [`pixel_lanes_run`] with the activation given apart (a constant where the caller matched

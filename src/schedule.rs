@@ -105,6 +105,9 @@ pub(crate) struct Schedule {
     pub kc: usize,
     /// Pixels per block (a multiple of the pixel lanes).
     pub pixel_block: usize,
+    /// Whether the units of one pixel block run group after group (NHWC gemms of several
+    /// groups; see `schedule`), instead of each group over all of its pixel blocks.
+    pub groups_inner: bool,
     pub blocks_per_gemm: usize,
     /// Output channels per unit (a multiple of the weight lanes).
     pub channels_per_split: usize,
@@ -177,11 +180,15 @@ impl Schedule {
         let output_unit = u / self.parts;
         let split = output_unit % self.splits;
         let rest = output_unit / self.splits;
-        let block = rest % self.blocks_per_gemm;
-        let gemm = rest / self.blocks_per_gemm;
         let (gemm_groups, _) = gemm_groups_and_channels(g, self.fused);
-        let group = gemm % gemm_groups;
-        let img = if self.folded { 0 } else { gemm / gemm_groups };
+        let (group, block, img) = if self.groups_inner {
+            let blocks = rest / gemm_groups;
+            (rest % gemm_groups, blocks % self.blocks_per_gemm, blocks / self.blocks_per_gemm)
+        } else {
+            let gemm = rest / self.blocks_per_gemm;
+            (gemm % gemm_groups, rest % self.blocks_per_gemm, gemm / gemm_groups)
+        };
+        let img = if self.folded { 0 } else { img };
         let start = img * g.p;
         let j0 = start + block * self.pixel_block;
         let j1 = (j0 + self.pixel_block).min(start + self.gemm_pixels(g));
@@ -273,6 +280,19 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
     // every channel when fused groups read their own channels of one panel.
     let panel_rows = if fused { g.c } else { kc };
     let by_cache = (packed_bytes / (4 * panel_rows)).max(pixel_lanes);
+    // NHWC gemms of several groups: each group reads a slice of every pixel's row of input
+    // channels and writes a slice of its row of outputs, a row's length (C or K values)
+    // apart. One group over all pixels touches a line or two per pixel, each in another page
+    // once rows reach 4 KiB, which the prefetchers do not follow; so a pixel block runs
+    // group after group instead, each pixel's row read (and its outputs written) front to
+    // back, and the block's rows of inputs and outputs stay within the budget (1024 -> 2048
+    // channels in 32 groups at 56x56, Intel Xeon model 207, 1 thread: 50 -> 124 GFLOP/s; 64 -> 64 in 4 groups 42 -> 77).
+    let groups_inner = g.layout == Layout::Nhwc && gemm_groups > 1;
+    let by_cache = if groups_inner {
+        by_cache.min((packed_bytes / (4 * (g.c + g.k))).max(pixel_lanes))
+    } else {
+        by_cache
+    };
     let max_block = (by_cache / pixel_lanes * pixel_lanes).min(gemm_pixels.div_ceil(pixel_lanes) * pixel_lanes);
     // Equal blocks (whole tiles each), so that threads given one block each finish together.
     let blocks = gemm_pixels.div_ceil(max_block);
@@ -335,6 +355,7 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
         pixels_outer,
         kc,
         pixel_block,
+        groups_inner,
         blocks_per_gemm,
         channels_per_split,
         splits,

@@ -997,9 +997,9 @@ pub(crate) unsafe fn run_group_lanes<S: Simd>(
     }
 }
 
-/// A call run with the flat-lanes loop (NHWC layers of one group with few input and output
-/// channels; see [`FlatLanePanels`]): borrowed from the plan and the call's arguments.
-pub(crate) struct FlatLanesJob<'a> {
+/// A call run with one of the lane loops whose packed weights `P` also hold the bias and
+/// slopes (flat lanes, pixel lanes): borrowed from the plan and the call's arguments.
+pub(crate) struct LanesJob<'a, P> {
     pub geom: Geometry,
     pub x: &'a [f32],
     pub y: OutPtr,
@@ -1007,8 +1007,25 @@ pub(crate) struct FlatLanesJob<'a> {
     /// read just before the same element is stored).
     pub residual: InPtr,
     pub act: Activation,
-    pub panels: &'a FlatLanePanels,
+    pub panels: &'a P,
 }
+
+impl<'a, P> LanesJob<'a, P> {
+    pub fn new(geom: Geometry, x: &'a [f32], y: OutPtr, residual: InPtr, act: Activation, panels: &'a P) -> Self {
+        LanesJob {
+            geom,
+            x,
+            y,
+            residual,
+            act,
+            panels,
+        }
+    }
+}
+
+/// A call run with the flat-lanes loop (NHWC layers of one group with few input and output
+/// channels; see [`FlatLanePanels`]).
+pub(crate) type FlatLanesJob<'a> = LanesJob<'a, FlatLanePanels>;
 
 impl FlatLanesJob<'_> {
     /// Blocks of the call: `block_pixels` pixels each, the last possibly partial.
@@ -1135,17 +1152,8 @@ pub(crate) unsafe fn run_flat_lanes<S: Simd>(s: S, job: &FlatLanesJob, blocks: R
 }
 
 /// A call run with the pixel-lanes loop (NHWC layers of one group with few output channels;
-/// see [`pixel_lanes_run`]): borrowed from the plan and the call's arguments.
-pub(crate) struct PixelLanesJob<'a> {
-    pub geom: Geometry,
-    pub x: &'a [f32],
-    pub y: OutPtr,
-    /// The residual (output-shaped), or null; it may be the output itself (each element is
-    /// read just before the same element is stored).
-    pub residual: InPtr,
-    pub act: Activation,
-    pub panels: &'a PixelLanePanels,
-}
+/// see [`pixel_lanes_run`]).
+pub(crate) type PixelLanesJob<'a> = LanesJob<'a, PixelLanePanels>;
 
 /// Output pixels per run of the pixel-lanes loop: one pixel map of a few KiB, reused.
 const PIXEL_LANES_RUN: usize = 256;

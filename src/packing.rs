@@ -382,7 +382,7 @@ impl FlatLanePanels {
                 }
             }
         }
-        let pattern = |values: &[f32]| -> Vec<f32> { (0..phases * lanes).map(|f| values[f % k]).collect() };
+        let pattern = |values: &[f32]| channel_pattern(values, phases * lanes);
         Some(FlatLanePanels {
             lanes,
             c,
@@ -395,6 +395,13 @@ impl FlatLanePanels {
             slope: slope.map(pattern),
         })
     }
+}
+
+/// Per-channel values (`values.len()` = `K` channels) in the order of `len` consecutive
+/// outputs of NHWC pixels: value `e` is channel `e % K`'s (the bias and slope registers of
+/// the lane loops, whose registers hold consecutive outputs).
+fn channel_pattern(values: &[f32], len: usize) -> Vec<f32> {
+    (0..len).map(|e| values[e % values.len()]).collect()
 }
 
 /// Weights packed for the pixel-lanes loop (`driver::run_pixel_lanes`): NHWC layers of one
@@ -437,7 +444,7 @@ impl PixelLanePanels {
                 transposed[step * k + channel] = w;
             }
         }
-        let pattern = |values: &[f32]| -> Vec<f32> { (0..k * lanes).map(|e| values[e % k]).collect() };
+        let pattern = |values: &[f32]| channel_pattern(values, k * lanes);
         Some(PixelLanePanels {
             lanes,
             c,

@@ -2,7 +2,7 @@
 //! as many times as needed, writing into the caller's buffer.
 use crate::conv::{Conv1x1, Geometry, InputDims, Layout, OutputDims};
 use crate::dispatch::{KernelChoice, KernelId};
-use crate::driver::{FlatLanesJob, GroupLanesJob, InPtr, Job, OutPtr, Phase, PixelLanesJob, TaskScratch};
+use crate::driver::{GroupLanesJob, InPtr, Job, LanesJob, OutPtr, Phase, TaskScratch};
 use crate::element::{narrow_into, widen, widen_into, Element, Tensor, TensorMut};
 use crate::epilogue::{Activation, Residual, ScalarEpilogue};
 use crate::error::{checked_product, Error, Result};
@@ -1045,66 +1045,53 @@ impl Plan {
             Residual::Separate(r) => r.as_ptr(),
             Residual::InOutput => y.cast_const(),
         });
-        if let (CallPath::GroupLanes(gl, panels), Some(input)) = (path, x_f32) {
-            let job = GroupLanesJob {
-                geom,
-                x: input,
-                y: OutPtr(y),
-                residual,
-                bias: self.bias.as_deref(),
-                slope: self.slope.as_deref(),
-                act,
-                panels,
-            };
-            let flops = 2 * geom.n * geom.p * geom.k * geom.cg;
-            // SAFETY: the plan holds a group-lanes tile only of a kernel dispatch reported
-            // available, packed for this convolution with its lanes (build checked
-            // uses_group_lanes: NHWC); the job's slices were length-checked by
-            // Geometry::new; the pixel ranges are disjoint, so each writes its own outputs.
-            self.run_pixel_ranges(geom.n * geom.p, flops, threads, workspace, |range, offsets| unsafe {
-                (gl.run)(&job, range, offsets)
-            });
-            return Ok(());
-        }
-        if let (CallPath::FlatLanes(fl, panels), Some(input)) = (path, x_f32) {
-            let job = FlatLanesJob {
-                geom,
-                x: input,
-                y: OutPtr(y),
-                residual,
-                act,
-                panels,
-            };
-            let flops = 2 * geom.n * geom.p * geom.k * geom.cg;
-            // SAFETY: the plan holds a flat-lanes tile only of a kernel dispatch reported
-            // available, packed for this convolution with its lanes (build checked
-            // uses_flat_lanes: NHWC, one group; path_for: a dense geometry); the
-            // job's slices were length-checked by Geometry::new; the block ranges are
-            // disjoint, so each writes its own outputs.
-            self.run_pixel_ranges(job.blocks(), flops, threads, workspace, |range, offsets| unsafe {
-                (fl.run_flat)(&job, range, offsets)
-            });
-            return Ok(());
-        }
-        if let (CallPath::PixelLanes(pl, panels), Some(input)) = (path, x_f32) {
-            let job = PixelLanesJob {
-                geom,
-                x: input,
-                y: OutPtr(y),
-                residual,
-                act,
-                panels,
-            };
-            let flops = 2 * geom.n * geom.p * geom.k * geom.cg;
-            // SAFETY: the plan holds a pixel-lanes loop only of a kernel dispatch reported
-            // available, packed for this convolution with its lanes (build checked
-            // uses_pixel_lanes: NHWC, one group, K within the tier's and the loop's
-            // bound); the job's slices were length-checked by Geometry::new; the pixel
-            // ranges are disjoint, so each writes its own outputs.
-            self.run_pixel_ranges(geom.n * geom.p, flops, threads, workspace, |range, offsets| unsafe {
-                (pl.run_pixel)(&job, range, offsets)
-            });
-            return Ok(());
+        // The lane loops run disjoint ranges of their units (pixels, or flat-lanes blocks),
+        // each writing its own outputs.
+        let flops = 2 * geom.n * geom.p * geom.k * geom.cg;
+        match (path, x_f32) {
+            (CallPath::GroupLanes(gl, panels), Some(input)) => {
+                let job = GroupLanesJob {
+                    geom,
+                    x: input,
+                    y: OutPtr(y),
+                    residual,
+                    bias: self.bias.as_deref(),
+                    slope: self.slope.as_deref(),
+                    act,
+                    panels,
+                };
+                // SAFETY: the plan holds a group-lanes tile only of a kernel dispatch reported
+                // available, packed for this convolution with its lanes (build checked
+                // uses_group_lanes: NHWC); the job's slices were length-checked by
+                // Geometry::new.
+                self.run_pixel_ranges(geom.n * geom.p, flops, threads, workspace, |range, offsets| unsafe {
+                    (gl.run)(&job, range, offsets)
+                });
+                return Ok(());
+            }
+            (CallPath::FlatLanes(fl, panels), Some(input)) => {
+                let job = LanesJob::new(geom, input, OutPtr(y), residual, act, panels);
+                // SAFETY: the plan holds a flat-lanes tile only of a kernel dispatch reported
+                // available, packed for this convolution with its lanes (build checked
+                // uses_flat_lanes: NHWC, one group; path_for: a dense geometry); the job's
+                // slices were length-checked by Geometry::new.
+                self.run_pixel_ranges(job.blocks(), flops, threads, workspace, |range, offsets| unsafe {
+                    (fl.run_flat)(&job, range, offsets)
+                });
+                return Ok(());
+            }
+            (CallPath::PixelLanes(pl, panels), Some(input)) => {
+                let job = LanesJob::new(geom, input, OutPtr(y), residual, act, panels);
+                // SAFETY: the plan holds a pixel-lanes loop only of a kernel dispatch reported
+                // available, packed for this convolution with its lanes (build checked
+                // uses_pixel_lanes: NHWC, one group, K within the tier's and the loop's
+                // bound); the job's slices were length-checked by Geometry::new.
+                self.run_pixel_ranges(geom.n * geom.p, flops, threads, workspace, |range, offsets| unsafe {
+                    (pl.run_pixel)(&job, range, offsets)
+                });
+                return Ok(());
+            }
+            _ => {}
         }
         let sched = self.schedule_for(&geom, dims, threads, pairs);
         let tile = self.tiles.get(sched.tile);

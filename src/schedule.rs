@@ -183,7 +183,11 @@ impl Schedule {
         let (gemm_groups, _) = gemm_groups_and_channels(g, self.fused);
         let (group, block, img) = if self.groups_inner {
             let blocks = rest / gemm_groups;
-            (rest % gemm_groups, blocks % self.blocks_per_gemm, blocks / self.blocks_per_gemm)
+            (
+                rest % gemm_groups,
+                blocks % self.blocks_per_gemm,
+                blocks / self.blocks_per_gemm,
+            )
         } else {
             let gemm = rest / self.blocks_per_gemm;
             (gemm % gemm_groups, rest % self.blocks_per_gemm, gemm / gemm_groups)
@@ -659,6 +663,39 @@ mod tests {
             source: "test",
         };
         [m(256 << 10), m(1 << 20), m(2 << 20)]
+    }
+
+    #[test]
+    fn nhwc_groups_run_group_after_group_within_each_pixel_block() {
+        let m = &machines()[1];
+        for tiles in &tile_lists()[1..] {
+            for layout in [Layout::Nchw, Layout::Nhwc] {
+                // 1024 -> 2048 channels in 32 groups: rows of 12 KiB of inputs and outputs.
+                let conv = Conv1x1::new(1024, 2048).with_groups(32).with_layout(layout);
+                let g = geometry(conv, InputDims::new(2, 56, 56));
+                let s = schedule(&g, tiles, false, m, 1, Forced::default());
+                assert_eq!(s.groups_inner, layout == Layout::Nhwc && !s.fused, "{s:?}");
+                if !s.groups_inner {
+                    continue;
+                }
+                // The block's rows of inputs and outputs fit the budget (half of L2).
+                let lanes = tiles[s.tile].pixel_lanes();
+                assert!(
+                    s.pixel_block == lanes || s.pixel_block * (g.c + g.k) * 4 <= m.l2 / 2,
+                    "{s:?}"
+                );
+                // Consecutive units: every group of one pixel block, then the next block.
+                let units: Vec<Unit> = (0..s.units).map(|u| s.unit(&g, u)).collect();
+                for pair in units.windows(2) {
+                    if pair[1].group != 0 {
+                        assert_eq!(pair[1].pixels, pair[0].pixels);
+                    } else {
+                        assert_eq!(pair[0].group, g.groups - 1);
+                        assert!(pair[1].pixels.start >= pair[0].pixels.end, "{pair:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -984,38 +984,51 @@ unsafe fn pixel_lanes_sums<S: Simd, const K: usize, const MODE: u8>(
     let (c, x, w) = (run.c, run.x, run.weights);
     let mut acc = [s.zero(); K];
     let full = c / lanes * lanes;
-    let mut c0 = 0;
     // Whole registers of channels, then the rest: constant trip counts in the first, so
     // that the rows stay in registers and no step checks the channel count.
+    let mut c0 = 0;
     while c0 < full {
         // SAFETY: channels c0..c0 + lanes <= c of each pixel, and rows c0.. of `W^T`.
-        unsafe {
-            let mut rows = pixel_lanes_rows::<S, MODE>(s, x, block, first, spacing, c0, lanes);
-            s.transpose_lanes(&mut rows);
-            for (j, v) in rows.iter().enumerate().take(lanes) {
-                let wj = w.add((c0 + j) * K);
-                for (k, a) in acc.iter_mut().enumerate() {
-                    *a = S::F32::mul_add(s.splat(*wj.add(k)), *v, *a);
-                }
-            }
-        }
+        unsafe { pixel_lanes_add_channels::<S, K, MODE>(s, x, w, block, first, spacing, c0, lanes, &mut acc) };
         c0 += lanes;
     }
     if c0 < c {
-        let n = c - c0;
-        // SAFETY: as above, for the last n channels.
-        unsafe {
-            let mut rows = pixel_lanes_rows::<S, MODE>(s, x, block, first, spacing, c0, n);
-            s.transpose_lanes(&mut rows);
-            for (j, v) in rows.iter().enumerate().take(n) {
-                let wj = w.add((c0 + j) * K);
-                for (k, a) in acc.iter_mut().enumerate() {
-                    *a = S::F32::mul_add(s.splat(*wj.add(k)), *v, *a);
-                }
+        // SAFETY: as above, for the last c - c0 channels.
+        unsafe { pixel_lanes_add_channels::<S, K, MODE>(s, x, w, block, first, spacing, c0, c - c0, &mut acc) };
+    }
+    acc
+}
+
+/// Adds channels `c0..c0 + n` (`n <= LANES`) of the block's pixels to the sums `acc`: the
+/// block's rows of those channels transposed into one register per channel, each multiplied
+/// by its channel's `K` weights (rows `c0..` of `W^T`, `K` apart at `w`) in channel order.
+///
+/// # Safety
+/// As [`pixel_lanes_rows`], and `w` holds rows `c0..c0 + n` of `K` weights.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pixel_lanes_add_channels<S: Simd, const K: usize, const MODE: u8>(
+    s: S,
+    x: *const f32,
+    w: *const f32,
+    block: &[isize],
+    first: usize,
+    spacing: usize,
+    c0: usize,
+    n: usize,
+    acc: &mut [S::F32; K],
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut rows = pixel_lanes_rows::<S, MODE>(s, x, block, first, spacing, c0, n);
+        s.transpose_lanes(&mut rows);
+        for (j, v) in rows.iter().enumerate().take(n) {
+            let wj = w.add((c0 + j) * K);
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = S::F32::mul_add(s.splat(*wj.add(k)), *v, *a);
             }
         }
     }
-    acc
 }
 
 /// Channels `c0..c0 + n` (`n <= LANES`) of the block's pixels, a register per pixel (zero

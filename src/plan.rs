@@ -1247,17 +1247,32 @@ impl Plan {
         let range = |t: usize| {
             (t * tiles / tasks * PIXEL_RANGE_ALIGN)..((t + 1) * tiles / tasks * PIXEL_RANGE_ALIGN).min(pixels)
         };
-        let mut fan_out = || {
-            rayon::scope(|s| {
-                for (t, slot) in scratch.iter_mut().take(tasks).enumerate() {
-                    let (range, run) = (range(t), &run);
-                    s.spawn(move |_| run(range, slot.offsets_mut()));
-                }
-            })
+        self.fan_out(&mut scratch[..tasks], |t, slot| run(range(t), slot.offsets_mut()));
+    }
+
+    /// Runs `task(t, scratch[t])` for every task `t`: the calling thread runs task 0 while
+    /// the plan's pool (or rayon's current pool for [`Threads::Rayon`]) runs the others, so
+    /// a call wakes one thread fewer and its own thread does not sit idle. Each task's range
+    /// of work depends only on `t`, never on the thread that runs it.
+    fn fan_out(&self, scratch: &mut [TaskScratch], task: impl Fn(usize, &mut TaskScratch) + Sync) {
+        let Some((first, others)) = scratch.split_first_mut() else {
+            return;
         };
+        fn spawn_others_run_first<'s, F: Fn(usize, &mut TaskScratch) + Sync>(
+            s: &rayon::Scope<'s>,
+            first: &'s mut TaskScratch,
+            others: &'s mut [TaskScratch],
+            task: &'s F,
+        ) {
+            for (t, slot) in others.iter_mut().enumerate() {
+                s.spawn(move |_| task(t + 1, slot));
+            }
+            task(0, first);
+        }
+        let task = &task;
         match &self.pool {
-            Some(pool) => pool.install(fan_out),
-            None => fan_out(),
+            Some(pool) => pool.in_place_scope(|s| spawn_others_run_first(s, first, others, task)),
+            None => rayon::in_place_scope(|s| spawn_others_run_first(s, first, others, task)),
         }
     }
 
@@ -1276,18 +1291,8 @@ impl Plan {
             run_range(0..units, &mut scratch[0]);
             return;
         }
-        let mut fan_out = || {
-            rayon::scope(|s| {
-                for (t, slot) in scratch.iter_mut().take(tasks).enumerate() {
-                    let range = (t * units / tasks)..((t + 1) * units / tasks);
-                    let run_range = &run_range;
-                    s.spawn(move |_| run_range(range, slot));
-                }
-            })
-        };
-        match &self.pool {
-            Some(pool) => pool.install(fan_out),
-            None => fan_out(),
-        }
+        self.fan_out(&mut scratch[..tasks], |t, slot| {
+            run_range((t * units / tasks)..((t + 1) * units / tasks), slot)
+        });
     }
 }

@@ -289,8 +289,9 @@ pub(crate) fn schedule<T: Borrow<Tile>>(
     // apart. One group over all pixels touches a line or two per pixel, each in another page
     // once rows reach 4 KiB, which the prefetchers do not follow; so a pixel block runs
     // group after group instead, each pixel's row read (and its outputs written) front to
-    // back, and the block's rows of inputs and outputs stay within the budget (1024 -> 2048
-    // channels in 32 groups at 56x56, Intel Xeon model 207, 1 thread: 50 -> 124 GFLOP/s; 64 -> 64 in 4 groups 42 -> 77).
+    // back, and the block's rows of inputs and outputs stay within the budget (Intel Xeon
+    // model 207, 1 thread: 1024 -> 2048 channels in 32 groups at 56x56 50 -> 124 GFLOP/s,
+    // 64 -> 64 in 4 groups 42 -> 77).
     let groups_inner = g.layout == Layout::Nhwc && gemm_groups > 1;
     let by_cache = if groups_inner {
         by_cache.min((packed_bytes / (4 * (g.c + g.k))).max(pixel_lanes))

@@ -888,21 +888,10 @@ const ROWS_MAPPED: u8 = 2;
 /// `pixels.len() * K` values; `bias` and `slope`, when not null, `K * LANES`.
 #[inline(always)]
 pub(crate) unsafe fn pixel_lanes_run<S: Simd, const K: usize>(s: S, run: &PixelLanesRun, act: Activation) {
-    // One instance per K and tier: the epilogue runs once per register of outputs, after
-    // `C * K` multiply-adds, so constant activations (as in `group_lanes_block`) would buy
-    // little here, and three arms tripled the loop's compile time (the fuzz build compiles
-    // the crate as one codegen unit).
-    // SAFETY: forwarded contract.
-    unsafe { pixel_lanes_run_with::<S, K>(s, run, act) }
-}
-
-/// [`pixel_lanes_run`] with the activation given apart (a constant where the caller matched
-/// it).
-///
-/// # Safety
-/// As [`pixel_lanes_run`].
-#[inline(always)]
-unsafe fn pixel_lanes_run_with<S: Simd, const K: usize>(s: S, run: &PixelLanesRun, act: Activation) {
+    // One instance per K and tier, the activation a runtime value: the epilogue runs once
+    // per register of outputs, after `C * K` multiply-adds, so constant activations (as in
+    // `group_lanes_block`) would buy little here, and three arms tripled the loop's compile
+    // time (the fuzz build compiles the crate as one codegen unit).
     let lanes = S::F32::LANES;
     let count = run.pixels.len();
     for b in 0..count.div_ceil(lanes) {

@@ -9,14 +9,15 @@
 //! streamed once per weight panel.
 use crate::conv::{Geometry, Layout};
 use crate::epilogue::{Activation, ChannelAxis, ScalarEpilogue, TileEpilogue};
+use crate::kernels::few_inputs::{few_inputs_planes, few_inputs_rows, FewInputsRun};
 use crate::kernels::simd::{
     gemm_tile, group_lanes_block, pixel_lanes_run, ColOperand, Extent, GroupLanesBlock, PixelLanesRun, PixelRows,
     RowOperand, Simd, SimdF32, WithSimd,
 };
 use crate::kernels::Orientation;
 use crate::packing::{
-    pair_panel_in_place, pixel_offsets, uniform_spacing, FlatLanePanels, GroupLanePanels, PanelBuf, PixelInput,
-    PixelLanePanels, WeightPanels, PADDED,
+    pair_panel_in_place, pixel_offsets, uniform_spacing, FewInputPanels, FlatLanePanels, GroupLanePanels, PanelBuf,
+    PixelInput, PixelLanePanels, WeightPanels, PADDED,
 };
 use crate::schedule::{Schedule, Unit, PIXEL_LANES_MAX_K};
 use std::mem::MaybeUninit;
@@ -1257,5 +1258,103 @@ pub(crate) unsafe fn run_pixel_lanes<S: Simd>(
                 _ => debug_assert!(false, "pixel lanes for K = {}", g.k),
             }
         }
+    }
+}
+
+/// A call run with the few-inputs loops (dense layers of one group with at most four input
+/// channels; see [`crate::kernels::few_inputs`]).
+pub(crate) type FewInputsJob<'a> = LanesJob<'a, FewInputPanels>;
+
+/// The few-inputs loops as an operation for [`Simd::vectorize`]: folded output pixels
+/// `pixels` of the job.
+pub(crate) struct RunFewInputs<'a> {
+    job: &'a FewInputsJob<'a>,
+    pixels: Range<usize>,
+}
+
+impl<'a> RunFewInputs<'a> {
+    /// # Safety
+    /// As [`run_few_inputs`] (the tier is proven by the token that runs it).
+    pub unsafe fn new(job: &'a FewInputsJob<'a>, pixels: Range<usize>) -> Self {
+        RunFewInputs { job, pixels }
+    }
+}
+
+impl WithSimd for RunFewInputs<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        // SAFETY: `new`'s contract.
+        unsafe { run_few_inputs::<S>(s, self.job, self.pixels) }
+    }
+}
+
+/// Computes folded output pixels `pixels` of a few-inputs job: each image's part of the range
+/// as one run of consecutive pixels, read and written in place.
+///
+/// # Safety
+/// The CPU must support `S`'s tier; the job's slices must have the lengths its geometry
+/// implies (the plan checked them), its geometry dense, of one group and 1 to
+/// [`FEW_INPUTS_MAX_C`](crate::kernels::few_inputs::FEW_INPUTS_MAX_C) input channels, its
+/// panels packed for this convolution with `S`'s lane count, and `pixels` within `N * H * W`.
+#[inline(always)]
+pub(crate) unsafe fn run_few_inputs<S: Simd>(s: S, job: &FewInputsJob, pixels: Range<usize>) {
+    let g = &job.geom;
+    let p = job.panels;
+    debug_assert!(
+        g.is_dense()
+            && g.groups == 1
+            && p.c == g.c
+            && p.k == g.k
+            && (1..=crate::kernels::few_inputs::FEW_INPUTS_MAX_C).contains(&g.c)
+            && pixels.end <= g.n * g.p
+    );
+    let nchw = g.layout == Layout::Nchw;
+    let mut j = pixels.start;
+    while j < pixels.end {
+        // The part of the range in image `img`: pixels q..q + len of its plane.
+        let (img, q) = (j / g.p, j % g.p);
+        let len = (pixels.end - j).min(g.p - q);
+        let (x_at, y_at) = if nchw {
+            (img * g.c * g.p + q, img * g.k * g.p + q)
+        } else {
+            (j * g.c, j * g.k)
+        };
+        let run = FewInputsRun {
+            x: job.x.as_ptr().wrapping_add(x_at),
+            x_plane: g.p,
+            y: job.y.0.wrapping_add(y_at),
+            residual: if job.residual.0.is_null() {
+                std::ptr::null()
+            } else {
+                job.residual.0.wrapping_add(y_at)
+            },
+            y_plane: g.p,
+            pixels: len,
+            k: g.k,
+            weights: p.weights.as_ptr(),
+            k_padded: p.k_padded,
+            bias: p.bias.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()),
+            slope: p.slope.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()),
+        };
+        // SAFETY: a dense geometry reads, for pixels q..q + len of image img, inputs
+        // x_at + c * P (NCHW) or x_at + i * C + c (NHWC) inside x, and writes outputs
+        // y_at + k * P or y_at + i * K inside the output (and the residual, its shape), whose
+        // lengths Geometry::new checked; the panels hold K * C weights (NHWC: C * k_padded)
+        // and K (k_padded) biases and slopes.
+        unsafe {
+            match (nchw, g.c) {
+                (true, 1) => few_inputs_planes::<S, 1>(s, &run, job.act),
+                (true, 2) => few_inputs_planes::<S, 2>(s, &run, job.act),
+                (true, 3) => few_inputs_planes::<S, 3>(s, &run, job.act),
+                (true, 4) => few_inputs_planes::<S, 4>(s, &run, job.act),
+                (false, 1) => few_inputs_rows::<S, 1>(s, &run, job.act),
+                (false, 2) => few_inputs_rows::<S, 2>(s, &run, job.act),
+                (false, 3) => few_inputs_rows::<S, 3>(s, &run, job.act),
+                (false, 4) => few_inputs_rows::<S, 4>(s, &run, job.act),
+                _ => debug_assert!(false, "few inputs for C = {}", g.c),
+            }
+        }
+        j += len;
     }
 }

@@ -11,7 +11,7 @@
 //! - Activations are gathered per call by [`pack_pixel_panels`]: output pixel `j` reads the
 //!   input pixel that stride and padding map it to (`Geometry::input_pixel_offset`), or zero
 //!   when it falls in the padding. This is the strided gather; there is no separate im2col.
-use crate::conv::Geometry;
+use crate::conv::{Geometry, Layout};
 use crate::element::{bf16, widen};
 use crate::kernels::simd::{Simd, SimdF32};
 use aligned_vec::{AVec, ConstAlign};
@@ -452,6 +452,72 @@ impl PixelLanePanels {
             weights: transposed,
             bias: bias.map(pattern),
             slope: slope.map(pattern),
+        })
+    }
+}
+
+/// Weights, bias and slopes as the few-inputs loops read them (`kernels::few_inputs`): dense
+/// layers of one group with at most four input channels.
+pub(crate) struct FewInputPanels {
+    /// Input channels `C`.
+    pub c: usize,
+    /// Output channels `K`.
+    pub k: usize,
+    /// NHWC: `K` rounded up to whole registers; NCHW: `K`.
+    pub k_padded: usize,
+    /// NCHW: `W`, `K` rows of `C`; NHWC: `W^T`, `C` rows of `k_padded` (zeros past `K`), so
+    /// that a register of output channels' weights for one input channel is adjacent.
+    pub weights: Vec<f32>,
+    /// Per output channel (`k_padded` values, zeros past `K`), when the plan has them.
+    pub bias: Option<Vec<f32>>,
+    pub slope: Option<Vec<f32>>,
+}
+
+impl FewInputPanels {
+    /// Packs `weights` (`[k, c]` row-major) and the per-channel `bias` and `slope` for the
+    /// layout's loop with registers of `lanes` values; `None` when `weights` does not hold
+    /// `k * c` values, `bias` or `slope` not `k`, or the sizes overflow.
+    pub fn pack(
+        layout: Layout,
+        weights: &[f32],
+        bias: Option<&[f32]>,
+        slope: Option<&[f32]>,
+        c: usize,
+        k: usize,
+        lanes: usize,
+    ) -> Option<Self> {
+        let short = |v: Option<&[f32]>| v.is_some_and(|v| v.len() != k);
+        if k == 0 || c == 0 || weights.len() != k.checked_mul(c)? || short(bias) || short(slope) {
+            return None;
+        }
+        let k_padded = match layout {
+            Layout::Nchw => k,
+            Layout::Nhwc => k.checked_next_multiple_of(lanes)?,
+        };
+        let packed = match layout {
+            Layout::Nchw => weights.to_vec(),
+            Layout::Nhwc => {
+                let mut transposed = vec![0.0f32; c.checked_mul(k_padded)?];
+                for (channel, row) in weights.chunks_exact(c).enumerate() {
+                    for (step, &w) in row.iter().enumerate() {
+                        transposed[step * k_padded + channel] = w;
+                    }
+                }
+                transposed
+            }
+        };
+        let padded = |v: &[f32]| {
+            let mut out = v.to_vec();
+            out.resize(k_padded, 0.0);
+            out
+        };
+        Some(FewInputPanels {
+            c,
+            k,
+            k_padded,
+            weights: packed,
+            bias: bias.map(padded),
+            slope: slope.map(padded),
         })
     }
 }

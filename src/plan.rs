@@ -8,9 +8,12 @@ use crate::epilogue::{Activation, Residual, ScalarEpilogue};
 use crate::error::{checked_product, Error, Result};
 use crate::kernels::{self, GroupLanesKernel, Orientation, TileKernel};
 use crate::machine::{bf16_pair_step_cost, machine};
-use crate::packing::{pack_weight_panels, FlatLanePanels, GroupLanePanels, PixelInput, PixelLanePanels, WeightPanels};
+use crate::packing::{
+    pack_weight_panels, FewInputPanels, FlatLanePanels, GroupLanePanels, PixelInput, PixelLanePanels, WeightPanels,
+};
 use crate::schedule::{
-    fuses_groups, schedule, uses_flat_lanes, uses_group_lanes, uses_pixel_lanes, Forced, Schedule, PARALLEL_MIN_FLOPS,
+    fuses_groups, schedule, uses_few_inputs, uses_flat_lanes, uses_group_lanes, uses_pixel_lanes, Forced, Schedule,
+    PARALLEL_MIN_FLOPS,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -44,6 +47,7 @@ enum CallPath<'p> {
     FlatLanes(&'static GroupLanesKernel, &'p FlatLanePanels),
     /// The pixel-lanes loop, reading the input in place.
     PixelLanes(&'static GroupLanesKernel, &'p PixelLanePanels),
+    FewInputs(&'static GroupLanesKernel, &'p FewInputPanels),
     /// The register tiles on the driver's loop nest, which pack the pixels (or read f32 ones
     /// in place where the schedule says so).
     Tiles,
@@ -317,6 +321,10 @@ pub struct Plan {
     /// this convolution runs on it where flat lanes do not (NHWC, one group, few output
     /// channels: [`uses_pixel_lanes`]).
     pixel_lanes: Option<(&'static GroupLanesKernel, PixelLanePanels)>,
+    /// The same tier's few-inputs loops and the weights, bias and slopes packed for them, when
+    /// this convolution runs on them (one group, stride 1, no padding, at most four input
+    /// channels: [`uses_few_inputs`]).
+    few_inputs: Option<(&'static GroupLanesKernel, FewInputPanels)>,
     threads: Threads,
     pool: Option<Arc<rayon::ThreadPool>>,
     /// Test hooks: choices fixed instead of the cost model's.
@@ -519,6 +527,7 @@ impl Plan {
             group_lanes: None,
             flat_lanes: None,
             pixel_lanes: None,
+            few_inputs: None,
             threads: b.options.threads,
             pool,
             forced: Forced::default(),
@@ -542,17 +551,29 @@ impl Plan {
                 let (bias, slope) = (plan.bias.as_deref(), plan.slope.as_deref());
                 Some((pl, PixelLanePanels::pack(&plan.weights, bias, slope, cg, kg, pl.lanes)?))
             });
+        plan.few_inputs = kernels::group_lanes(kernel)
+            .filter(|fi| uses_few_inputs(conv.layout, g, cg, kg, dense, fi.lanes))
+            .and_then(|fi| {
+                let (bias, slope) = (plan.bias.as_deref(), plan.slope.as_deref());
+                Some((
+                    fi,
+                    FewInputPanels::pack(conv.layout, &plan.weights, bias, slope, cg, kg, fi.lanes)?,
+                ))
+            });
         // Pack for the first tile of the layout's natural orientation now, unless the plan
-        // runs on group lanes, flat lanes or pixel lanes (then tile panels are packed only if
-        // a call needs them, as when a test hook forces a tile).
+        // runs on group lanes, flat lanes, pixel lanes or few inputs (then tile panels are
+        // packed only if a call needs them, as when a test hook forces a tile).
         let natural = match conv.layout {
             Layout::Nchw => Orientation::WeightRows,
             Layout::Nhwc => Orientation::PixelRows,
         };
         let natural_tile = tiles.iter().position(|t| t.tile.orient == natural);
-        if let Some(index) = natural_tile
-            .filter(|_| plan.group_lanes.is_none() && plan.flat_lanes.is_none() && plan.pixel_lanes.is_none())
-        {
+        if let Some(index) = natural_tile.filter(|_| {
+            plan.group_lanes.is_none()
+                && plan.flat_lanes.is_none()
+                && plan.pixel_lanes.is_none()
+                && plan.few_inputs.is_none()
+        }) {
             plan.weight_panels(index)?;
         }
         Ok(plan)
@@ -636,6 +657,7 @@ impl Plan {
             CallPath::GroupLanes(gl, _) => gl.name,
             CallPath::FlatLanes(fl, _) => fl.flat_name,
             CallPath::PixelLanes(pl, _) => pl.pixel_name,
+            CallPath::FewInputs(fi, _) => fi.few_inputs_name,
             CallPath::Reference | CallPath::Tiles => {
                 self.tiles[schedule(&geom, self.tiles, pairs, &machine(), 1, self.forced).tile].name
             }
@@ -1091,6 +1113,18 @@ impl Plan {
                 });
                 return Ok(());
             }
+            (CallPath::FewInputs(fi, panels), Some(input)) => {
+                let job = LanesJob::new(geom, input, OutPtr(y), residual, act, panels);
+                // SAFETY: the plan holds the few-inputs loops only of a kernel dispatch reported
+                // available, packed for this convolution with its lanes (build checked
+                // uses_few_inputs: one group, 1 to 4 input channels; path_for: a dense
+                // geometry); the job's slices were length-checked by Geometry::new, and the
+                // ranges lie within N * H * W.
+                self.run_pixel_ranges(geom.n * geom.p, flops, threads, workspace, |range, offsets| unsafe {
+                    (fi.run_few_inputs)(&job, range, offsets)
+                });
+                return Ok(());
+            }
             _ => {}
         }
         let sched = self.schedule_for(&geom, dims, threads, pairs);
@@ -1218,7 +1252,10 @@ impl Plan {
             (Some((gl, panels)), _, _) if unforced => CallPath::GroupLanes(gl, panels),
             (_, Some((fl, panels)), _) if unforced && geom.is_dense() => CallPath::FlatLanes(fl, panels),
             (_, _, Some((pl, panels))) if unforced => CallPath::PixelLanes(pl, panels),
-            _ => CallPath::Tiles,
+            _ => match &self.few_inputs {
+                Some((fi, panels)) if unforced && geom.is_dense() => CallPath::FewInputs(fi, panels),
+                _ => CallPath::Tiles,
+            },
         }
     }
 

@@ -40,6 +40,7 @@
 //! range of its output channels; output units never share an output element. A *unit* is an
 //! output unit's part of the reduction (the whole reduction unless it is split).
 use crate::conv::{Geometry, Layout};
+use crate::kernels::few_inputs::FEW_INPUTS_MAX_C;
 use crate::kernels::{Orientation, Tile};
 use crate::machine::MachineParams;
 use std::borrow::Borrow;
@@ -425,6 +426,22 @@ pub(crate) const PIXEL_LANES_MAX_K: usize = 8;
 /// consecutive outputs. Depends only on the convolution, so the plan packs for it once.
 pub(crate) fn uses_pixel_lanes(layout: Layout, groups: usize, k: usize, lanes: usize, max_k: usize) -> bool {
     layout == Layout::Nhwc && groups == 1 && k > 0 && k < lanes && k <= max_k.min(PIXEL_LANES_MAX_K)
+}
+
+/// Whether a convolution runs on its kernel's few-inputs loops (`driver::run_few_inputs`):
+/// layers of one group, stride 1 and no padding (`dense`), with 1 to
+/// [`FEW_INPUTS_MAX_C`] input channels; in NHWC only with at least a register of output
+/// channels (fewer run on the flat-lanes or pixel-lanes loop, whose registers are whole).
+/// A register tile does `C` multiply-adds per output register there, so its fixed costs per
+/// tile dominate. Depends only on the convolution, so the plan packs for it once.
+pub(crate) fn uses_few_inputs(layout: Layout, groups: usize, c: usize, k: usize, dense: bool, lanes: usize) -> bool {
+    groups == 1
+        && dense
+        && (1..=FEW_INPUTS_MAX_C).contains(&c)
+        && match layout {
+            Layout::Nchw => k > 0,
+            Layout::Nhwc => k >= lanes,
+        }
 }
 
 /// The most pixels a register of `lanes` consecutive output values (starting at a multiple of

@@ -666,6 +666,107 @@ fn pixel_lanes_every_block_edge() {
     }
 }
 
+/// Layers of one group with at most four input channels run on each SIMD kernel's few-inputs
+/// loops (weights in registers, pixels streamed past them) exactly when they are dense
+/// (stride 1, no padding) and, in NHWC, have at least a register of output channels: every
+/// input channel count to one past the bound, output channel counts on both sides of each
+/// block of rows or registers, pixel counts on both sides of a register and of a chunk
+/// (1024 pixels), batches (runs split at image edges, and across threads), grouped,
+/// strided and padded layers that must not take the loops, and every epilogue: exact on
+/// integer data, bounded on real data. Fails if the loops did not run where they should, or
+/// ran where they should not.
+#[test]
+fn few_inputs_every_edge() {
+    for kernel in kernels_under_test().into_iter().filter(|k| k.is_microkernel()) {
+        let Some(lanes) = pointwise::testing::group_lanes_width(kernel) else {
+            continue;
+        };
+        let mut outputs = vec![
+            1,
+            3,
+            4,
+            5,
+            lanes - 1,
+            lanes,
+            lanes + 1,
+            4 * lanes,
+            4 * lanes + 3,
+            5 * lanes + 1,
+        ];
+        outputs.sort_unstable();
+        outputs.dedup();
+        // (h, w): a register's worth and less, odd sizes, a chunk of 1024 pixels and more.
+        let sizes = [(1, 1), (1, lanes + 3), (3, 7), (32, 32), (33, 35)];
+        let (mut case, mut ran) = (0usize, 0usize);
+        for c in 1..=5 {
+            for &k in &outputs {
+                for layout in [Layout::Nchw, Layout::Nhwc] {
+                    case += 1;
+                    if reduced() && !case.is_multiple_of(3) {
+                        continue;
+                    }
+                    let strided = case.is_multiple_of(7);
+                    let padded = case.is_multiple_of(11);
+                    let groups = if case.is_multiple_of(5) && c % 2 == 0 && k % 2 == 0 {
+                        2
+                    } else {
+                        1
+                    };
+                    let conv = Conv1x1::new(c, k)
+                        .with_layout(layout)
+                        .with_groups(groups)
+                        .with_stride(1 + strided as usize, 1)
+                        .with_padding(if padded { PADDINGS[1] } else { Padding::Valid })
+                        .with_activation(ACTIVATIONS[case % ACTIVATIONS.len()]);
+                    let (h, w) = sizes[case % sizes.len()];
+                    let dims = InputDims::new(1 + case % 3, h, w);
+                    let data = if case.is_multiple_of(2) {
+                        Data::Exact
+                    } else {
+                        Data::Real
+                    };
+                    let threads = if case % 4 == 3 {
+                        Threads::Count(3)
+                    } else {
+                        Threads::Single
+                    };
+                    let options = PlanOptions::default()
+                        .with_kernel(KernelChoice::Force(kernel))
+                        .with_threads(threads);
+                    let p = Problem::new(conv, dims, !case.is_multiple_of(3), case % 4 < 2, data, case as u64);
+                    let plan = p.plan(options);
+                    let tile = plan.tile_for(dims).unwrap().unwrap_or("none");
+                    let expected =
+                        groups == 1 && !strided && !padded && c <= 4 && (layout == Layout::Nchw || k >= lanes);
+                    assert_eq!(
+                        tile.ends_with("_few_inputs"),
+                        expected,
+                        "{kernel}: {conv:?} {dims:?} ran {tile}"
+                    );
+                    ran += expected as usize;
+                    check_separate_and_in_place(&p, &plan, options, data, kernel);
+                }
+            }
+        }
+        assert!(ran >= 20, "{kernel}: only {ran} few-inputs cases");
+        // Calls large enough to be split across threads (ranges that cross image edges).
+        for (i, layout) in [Layout::Nchw, Layout::Nhwc].into_iter().enumerate() {
+            let conv = Conv1x1::new(3, 4 * lanes + 1)
+                .with_layout(layout)
+                .with_activation(ACTIVATIONS[i + 4]);
+            let dims = InputDims::new(3, 70, 75);
+            let options = PlanOptions::default()
+                .with_kernel(KernelChoice::Force(kernel))
+                .with_threads(Threads::Count(3));
+            let data = [Data::Exact, Data::Real][i];
+            let p = Problem::new(conv, dims, true, i == 0, data, 7000 + i as u64);
+            let plan = p.plan(options);
+            assert!(plan.tile_for(dims).unwrap().unwrap_or("none").ends_with("_few_inputs"));
+            check_separate_and_in_place(&p, &plan, options, data, kernel);
+        }
+    }
+}
+
 /// Runs `p` with `options` and checks the result; when `p` has a residual, also with the
 /// residual in the output, through `plan`.
 fn check_separate_and_in_place(

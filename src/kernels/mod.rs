@@ -10,6 +10,7 @@
 //! its packed formats, and the loop nest and single-tile entry points instantiated for it.
 //! Adding a tile is one line here; adding an ISA is a tier file plus its tile list here (and
 //! its row in `dispatch`'s kernel table).
+pub(crate) mod few_inputs;
 pub(crate) mod matrixmultiply;
 pub(crate) mod portable;
 pub(crate) mod reference;
@@ -22,8 +23,8 @@ pub(crate) mod x86_64;
 
 use crate::dispatch::KernelId;
 use crate::driver::{
-    FlatLanesJob, GroupLanesJob, Job, PixelLanesJob, RunFlatLanes, RunGroupLanes, RunPixelLanes, RunTileCall, RunUnits,
-    TaskScratch, TileCall,
+    FewInputsJob, FlatLanesJob, GroupLanesJob, Job, PixelLanesJob, RunFewInputs, RunFlatLanes, RunGroupLanes,
+    RunPixelLanes, RunTileCall, RunUnits, TaskScratch, TileCall,
 };
 use crate::packing::PackedFormat;
 use simd::{Simd, SimdF32};
@@ -326,6 +327,13 @@ pub(crate) type GroupLanesRunner = unsafe fn(&GroupLanesJob, Range<usize>, &mut 
 /// As `driver::run_pixel_lanes`.
 pub(crate) type PixelLanesRunner = unsafe fn(&PixelLanesJob, Range<usize>, &mut Vec<isize>);
 
+/// Runs folded output pixels `pixels` of a few-inputs job (the scratch is unused: the loop
+/// reads dense layers only).
+///
+/// # Safety
+/// As `driver::run_few_inputs`.
+pub(crate) type FewInputsRunner = unsafe fn(&FewInputsJob, Range<usize>, &mut Vec<isize>);
+
 /// Runs blocks `blocks` of a flat-lanes job, with `offsets` as scratch.
 ///
 /// # Safety
@@ -340,7 +348,9 @@ pub(crate) type FlatLanesRunner = unsafe fn(&FlatLanesJob, Range<usize>, &mut Ve
 ///   consecutive output values spanning several pixels (`driver::run_flat_lanes`).
 ///
 /// and the same tier's pixel-lanes loop (`driver::run_pixel_lanes`): NHWC layers of one
-/// group with few output channels, the pixels as lanes, transposed in registers.
+/// group with few output channels, the pixels as lanes, transposed in registers; and its
+/// few-inputs loops (`driver::run_few_inputs`): dense layers of one group with at most four
+/// input channels, weights in registers and the pixels streamed past them.
 #[derive(Clone, Copy)]
 pub(crate) struct GroupLanesKernel {
     /// `{isa}_f32_{rows}x{lanes}_group_lanes`.
@@ -359,6 +369,10 @@ pub(crate) struct GroupLanesKernel {
     /// a transposed block fit the registers).
     pub pixel_max_k: usize,
     pub run_pixel: PixelLanesRunner,
+    /// `{isa}_f32_few_inputs`.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub few_inputs_name: &'static str,
+    pub run_few_inputs: FewInputsRunner,
 }
 
 impl std::fmt::Debug for GroupLanesKernel {
@@ -406,6 +420,19 @@ unsafe fn run_pixel_lanes_with<S: Simd>(job: &PixelLanesJob, pixels: Range<usize
     s.vectorize(unsafe { RunPixelLanes::new(job, pixels, offsets) })
 }
 
+/// The few-inputs loops for tier `S`.
+///
+/// # Safety
+/// As [`FewInputsRunner`].
+unsafe fn run_few_inputs_with<S: Simd>(job: &FewInputsJob, pixels: Range<usize>, _: &mut Vec<isize>) {
+    let Some(s) = S::try_new() else {
+        debug_assert!(false, "{} selected on a CPU without it", S::KERNEL);
+        return;
+    };
+    // SAFETY: forwarded contract.
+    s.vectorize(unsafe { RunFewInputs::new(job, pixels) })
+}
+
 /// A registry entry: `group_lanes!(Tier, "isa", "isa_f32_4xLANES", max K of pixel lanes)`.
 macro_rules! group_lanes {
     ($simd:ty, $isa:literal, $prefix:literal, $pixel_max_k:literal) => {
@@ -418,6 +445,8 @@ macro_rules! group_lanes {
             pixel_name: concat!($isa, "_f32_pixel_lanes"),
             pixel_max_k: $pixel_max_k,
             run_pixel: run_pixel_lanes_with::<$simd>,
+            few_inputs_name: concat!($isa, "_f32_few_inputs"),
+            run_few_inputs: run_few_inputs_with::<$simd>,
         }
     };
 }

@@ -1261,8 +1261,8 @@ pub(crate) unsafe fn run_pixel_lanes<S: Simd>(
     }
 }
 
-/// A call run with the few-inputs loops (dense layers of one group with at most four input
-/// channels; see [`crate::kernels::few_inputs`]).
+/// A call run with the few-inputs loops (dense layers with at most four input channels per
+/// group, of one group in NHWC; see [`crate::kernels::few_inputs`]).
 pub(crate) type FewInputsJob<'a> = LanesJob<'a, FewInputPanels>;
 
 /// The few-inputs loops as an operation for [`Simd::vectorize`]: folded output pixels
@@ -1290,12 +1290,12 @@ impl WithSimd for RunFewInputs<'_> {
 }
 
 /// Computes folded output pixels `pixels` of a few-inputs job: each image's part of the range
-/// as one run of consecutive pixels, read and written in place.
+/// as one run of consecutive pixels per group, read and written in place.
 ///
 /// # Safety
 /// The CPU must support `S`'s tier; the job's slices must have the lengths its geometry
-/// implies (the plan checked them), its geometry dense, of one group and 1 to
-/// [`FEW_INPUTS_MAX_C`](crate::kernels::few_inputs::FEW_INPUTS_MAX_C) input channels, its
+/// implies (the plan checked them), its geometry dense, of one group in NHWC, with 1 to
+/// [`FEW_INPUTS_MAX_C`](crate::kernels::few_inputs::FEW_INPUTS_MAX_C) input channels per group, its
 /// panels packed for this convolution with `S`'s lane count, and `pixels` within `N * H * W`.
 #[inline(always)]
 pub(crate) unsafe fn run_few_inputs<S: Simd>(s: S, job: &FewInputsJob, pixels: Range<usize>) {
@@ -1303,10 +1303,10 @@ pub(crate) unsafe fn run_few_inputs<S: Simd>(s: S, job: &FewInputsJob, pixels: R
     let p = job.panels;
     debug_assert!(
         g.is_dense()
-            && g.groups == 1
-            && p.c == g.c
+            && (g.groups == 1 || g.layout == Layout::Nchw)
+            && p.c == g.cg
             && p.k == g.k
-            && (1..=crate::kernels::few_inputs::FEW_INPUTS_MAX_C).contains(&g.c)
+            && (1..=crate::kernels::few_inputs::FEW_INPUTS_MAX_C).contains(&g.cg)
             && pixels.end <= g.n * g.p
     );
     let nchw = g.layout == Layout::Nchw;
@@ -1315,44 +1315,55 @@ pub(crate) unsafe fn run_few_inputs<S: Simd>(s: S, job: &FewInputsJob, pixels: R
         // The part of the range in image `img`: pixels q..q + len of its plane.
         let (img, q) = (j / g.p, j % g.p);
         let len = (pixels.end - j).min(g.p - q);
-        let (x_at, y_at) = if nchw {
-            (img * g.c * g.p + q, img * g.k * g.p + q)
-        } else {
-            (j * g.c, j * g.k)
-        };
-        let run = FewInputsRun {
-            x: job.x.as_ptr().wrapping_add(x_at),
-            x_plane: g.p,
-            y: job.y.0.wrapping_add(y_at),
-            residual: if job.residual.0.is_null() {
-                std::ptr::null()
+        for group in 0..g.groups {
+            // NCHW: the group's first input and output channel planes (NHWC has one group).
+            let (x_at, y_at) = if nchw {
+                (
+                    (img * g.c + group * g.cg) * g.p + q,
+                    (img * g.k + group * g.kg) * g.p + q,
+                )
             } else {
-                job.residual.0.wrapping_add(y_at)
-            },
-            y_plane: g.p,
-            pixels: len,
-            k: g.k,
-            weights: p.weights.as_ptr(),
-            k_padded: p.k_padded,
-            bias: p.bias.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()),
-            slope: p.slope.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()),
-        };
-        // SAFETY: a dense geometry reads, for pixels q..q + len of image img, inputs
-        // x_at + c * P (NCHW) or x_at + i * C + c (NHWC) inside x, and writes outputs
-        // y_at + k * P or y_at + i * K inside the output (and the residual, its shape), whose
-        // lengths Geometry::new checked; the panels hold K * C weights (NHWC: C * k_padded)
-        // and K (k_padded) biases and slopes.
-        unsafe {
-            match (nchw, g.c) {
-                (true, 1) => few_inputs_planes::<S, 1>(s, &run, job.act),
-                (true, 2) => few_inputs_planes::<S, 2>(s, &run, job.act),
-                (true, 3) => few_inputs_planes::<S, 3>(s, &run, job.act),
-                (true, 4) => few_inputs_planes::<S, 4>(s, &run, job.act),
-                (false, 1) => few_inputs_rows::<S, 1>(s, &run, job.act),
-                (false, 2) => few_inputs_rows::<S, 2>(s, &run, job.act),
-                (false, 3) => few_inputs_rows::<S, 3>(s, &run, job.act),
-                (false, 4) => few_inputs_rows::<S, 4>(s, &run, job.act),
-                _ => debug_assert!(false, "few inputs for C = {}", g.c),
+                (j * g.c, j * g.k)
+            };
+            let channel_values = |v: &Option<Vec<f32>>| {
+                v.as_ref()
+                    .map_or(std::ptr::null(), |v| v.as_ptr().wrapping_add(group * g.kg))
+            };
+            let run = FewInputsRun {
+                x: job.x.as_ptr().wrapping_add(x_at),
+                x_plane: g.p,
+                y: job.y.0.wrapping_add(y_at),
+                residual: if job.residual.0.is_null() {
+                    std::ptr::null()
+                } else {
+                    job.residual.0.wrapping_add(y_at)
+                },
+                y_plane: g.p,
+                pixels: len,
+                k: g.kg,
+                weights: p.weights.as_ptr().wrapping_add(group * g.kg * g.cg),
+                k_padded: p.k_padded,
+                bias: channel_values(&p.bias),
+                slope: channel_values(&p.slope),
+            };
+            // SAFETY: a dense geometry reads, for pixels q..q + len of image img, inputs
+            // x_at + c * P (NCHW, the group's C/G planes) or x_at + i * C + c (NHWC) inside
+            // x, and writes outputs y_at + k * P (the group's K/G planes) or y_at + i * K
+            // inside the output (and the residual, its shape), whose lengths Geometry::new
+            // checked; the panels hold the group's K/G rows of C/G weights (NHWC, one group:
+            // C * k_padded) and its K/G (k_padded) biases and slopes.
+            unsafe {
+                match (nchw, g.cg) {
+                    (true, 1) => few_inputs_planes::<S, 1>(s, &run, job.act),
+                    (true, 2) => few_inputs_planes::<S, 2>(s, &run, job.act),
+                    (true, 3) => few_inputs_planes::<S, 3>(s, &run, job.act),
+                    (true, 4) => few_inputs_planes::<S, 4>(s, &run, job.act),
+                    (false, 1) => few_inputs_rows::<S, 1>(s, &run, job.act),
+                    (false, 2) => few_inputs_rows::<S, 2>(s, &run, job.act),
+                    (false, 3) => few_inputs_rows::<S, 3>(s, &run, job.act),
+                    (false, 4) => few_inputs_rows::<S, 4>(s, &run, job.act),
+                    _ => debug_assert!(false, "few inputs for C/G = {}", g.cg),
+                }
             }
         }
         j += len;

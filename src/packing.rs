@@ -457,16 +457,16 @@ impl PixelLanePanels {
 }
 
 /// Weights, bias and slopes as the few-inputs loops read them (`kernels::few_inputs`): dense
-/// layers of one group with at most four input channels.
+/// layers with at most four input channels per group (one group in NHWC).
 pub(crate) struct FewInputPanels {
-    /// Input channels `C`.
+    /// Input channels per group `C/G`.
     pub c: usize,
     /// Output channels `K`.
     pub k: usize,
     /// NHWC: `K` rounded up to whole registers; NCHW: `K`.
     pub k_padded: usize,
-    /// NCHW: `W`, `K` rows of `C`; NHWC: `W^T`, `C` rows of `k_padded` (zeros past `K`), so
-    /// that a register of output channels' weights for one input channel is adjacent.
+    /// NCHW: `W`, `K` rows of `C/G`; NHWC: `W^T`, `C` rows of `k_padded` (zeros past `K`),
+    /// so that a register of output channels' weights for one input channel is adjacent.
     pub weights: Vec<f32>,
     /// Per output channel (`k_padded` values, zeros past `K`), when the plan has them.
     pub bias: Option<Vec<f32>>,
@@ -474,8 +474,9 @@ pub(crate) struct FewInputPanels {
 }
 
 impl FewInputPanels {
-    /// Packs `weights` (`[k, c]` row-major) and the per-channel `bias` and `slope` for the
-    /// layout's loop with registers of `lanes` values; `None` when `weights` does not hold
+    /// Packs `weights` (`[k, c]` row-major, `c` input channels per group) and the
+    /// per-channel `bias` and `slope` for the layout's loop with registers of `lanes` values
+    /// (NHWC: one group); `None` when `weights` does not hold
     /// `k * c` values, `bias` or `slope` not `k`, or the sizes overflow.
     pub fn pack(
         layout: Layout,

@@ -322,8 +322,8 @@ pub struct Plan {
     /// channels: [`uses_pixel_lanes`]).
     pixel_lanes: Option<(&'static GroupLanesKernel, PixelLanePanels)>,
     /// The same tier's few-inputs loops and the weights, bias and slopes packed for them, when
-    /// this convolution runs on them (one group, stride 1, no padding, at most four input
-    /// channels: [`uses_few_inputs`]).
+    /// this convolution runs on them (stride 1, no padding, at most four input channels per
+    /// group; NHWC: one group: [`uses_few_inputs`]).
     few_inputs: Option<(&'static GroupLanesKernel, FewInputPanels)>,
     threads: Threads,
     pool: Option<Arc<rayon::ThreadPool>>,
@@ -552,12 +552,12 @@ impl Plan {
                 Some((pl, PixelLanePanels::pack(&plan.weights, bias, slope, cg, kg, pl.lanes)?))
             });
         plan.few_inputs = kernels::group_lanes(kernel)
-            .filter(|fi| uses_few_inputs(conv.layout, g, cg, kg, dense, fi.lanes))
+            .filter(|fi| uses_few_inputs(conv.layout, g, cg, conv.out_channels, dense, fi.lanes))
             .and_then(|fi| {
                 let (bias, slope) = (plan.bias.as_deref(), plan.slope.as_deref());
                 Some((
                     fi,
-                    FewInputPanels::pack(conv.layout, &plan.weights, bias, slope, cg, kg, fi.lanes)?,
+                    FewInputPanels::pack(conv.layout, &plan.weights, bias, slope, cg, conv.out_channels, fi.lanes)?,
                 ))
             });
         // Pack for the first tile of the layout's natural orientation now, unless the plan
@@ -1117,7 +1117,7 @@ impl Plan {
                 let job = LanesJob::new(geom, input, OutPtr(y), residual, act, panels);
                 // SAFETY: the plan holds the few-inputs loops only of a kernel dispatch reported
                 // available, packed for this convolution with its lanes (build checked
-                // uses_few_inputs: one group, 1 to 4 input channels; path_for: a dense
+                // uses_few_inputs: 1 to 4 input channels per group, one group in NHWC; path_for: a dense
                 // geometry); the job's slices were length-checked by Geometry::new, and the
                 // ranges lie within N * H * W.
                 self.run_pixel_ranges(geom.n * geom.p, flops, threads, workspace, |range, offsets| unsafe {

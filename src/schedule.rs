@@ -429,18 +429,21 @@ pub(crate) fn uses_pixel_lanes(layout: Layout, groups: usize, k: usize, lanes: u
 }
 
 /// Whether a convolution runs on its kernel's few-inputs loops (`driver::run_few_inputs`):
-/// layers of one group, stride 1 and no padding (`dense`), with 1 to
-/// [`FEW_INPUTS_MAX_C`] input channels; in NHWC only with at least a register of output
-/// channels (fewer run on the flat-lanes or pixel-lanes loop, whose registers are whole).
-/// A register tile does `C` multiply-adds per output register there, so its fixed costs per
-/// tile dominate. Depends only on the convolution, so the plan packs for it once.
-pub(crate) fn uses_few_inputs(layout: Layout, groups: usize, c: usize, k: usize, dense: bool, lanes: usize) -> bool {
-    groups == 1
-        && dense
-        && (1..=FEW_INPUTS_MAX_C).contains(&c)
+/// stride 1 and no padding (`dense`), with 1 to [`FEW_INPUTS_MAX_C`] input channels per
+/// group (`cg`); in NCHW any groups (each group's `C/G` input planes feed its `K/G` output
+/// planes), in NHWC one group and at least a register of output channels (fewer run on the
+/// flat-lanes or pixel-lanes loop, whose registers are whole; grouped NHWC layers on group
+/// lanes or tiles). A register tile does `C/G` multiply-adds per output register there, so
+/// its fixed costs per tile dominate. Depends only on the convolution, so the plan packs for
+/// it once. (Channel-wise layers, `C/G = 1` with several groups, run on the reference
+/// module's stream before any loop is chosen: `Plan::kernel_for_macs`.)
+pub(crate) fn uses_few_inputs(layout: Layout, groups: usize, cg: usize, k: usize, dense: bool, lanes: usize) -> bool {
+    dense
+        && (1..=FEW_INPUTS_MAX_C).contains(&cg)
+        && k > 0
         && match layout {
-            Layout::Nchw => k > 0,
-            Layout::Nhwc => k >= lanes,
+            Layout::Nchw => true,
+            Layout::Nhwc => groups == 1 && k >= lanes,
         }
 }
 

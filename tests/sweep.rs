@@ -666,13 +666,14 @@ fn pixel_lanes_every_block_edge() {
     }
 }
 
-/// Layers of one group with at most four input channels run on each SIMD kernel's few-inputs
+/// Layers with at most four input channels per group run on each SIMD kernel's few-inputs
 /// loops (weights in registers, pixels streamed past them) exactly when they are dense
-/// (stride 1, no padding) and, in NHWC, have at least a register of output channels: every
-/// input channel count to one past the bound, output channel counts on both sides of each
-/// block of rows or registers, pixel counts on both sides of a register and of a chunk
-/// (1024 pixels), batches (runs split at image edges, and across threads), grouped,
-/// strided and padded layers that must not take the loops, and every epilogue: exact on
+/// (stride 1, no padding) and, in NHWC, have one group and at least a register of output
+/// channels: every input channel count to one past the bound, output channel counts on both
+/// sides of each block of rows or registers, pixel counts on both sides of a register and of
+/// a chunk (1024 pixels), batches (runs split at image edges, and across threads), NCHW
+/// groups, NHWC groups, strided and padded layers that must not take the loops, and every
+/// epilogue: exact on
 /// integer data, bounded on real data. Fails if the loops did not run where they should, or
 /// ran where they should not.
 #[test]
@@ -697,7 +698,7 @@ fn few_inputs_every_edge() {
         outputs.dedup();
         // (h, w): a register's worth and less, odd sizes, a chunk of 1024 pixels and more.
         let sizes = [(1, 1), (1, lanes + 3), (3, 7), (32, 32), (33, 35)];
-        let (mut case, mut ran) = (0usize, 0usize);
+        let (mut case, mut ran, mut ran_grouped) = (0usize, 0usize, 0usize);
         for c in 1..=5 {
             for &k in &outputs {
                 for layout in [Layout::Nchw, Layout::Nhwc] {
@@ -707,7 +708,7 @@ fn few_inputs_every_edge() {
                     }
                     let strided = case.is_multiple_of(7);
                     let padded = case.is_multiple_of(11);
-                    let groups = if case.is_multiple_of(5) && c % 2 == 0 && k % 2 == 0 {
+                    let groups = if (case / 2) % 3 == 1 && c % 2 == 0 && k % 2 == 0 {
                         2
                     } else {
                         1
@@ -737,18 +738,20 @@ fn few_inputs_every_edge() {
                     let plan = p.plan(options);
                     let tile = plan.tile_for(dims).unwrap().unwrap_or("none");
                     let expected =
-                        groups == 1 && !strided && !padded && c <= 4 && (layout == Layout::Nchw || k >= lanes);
+                        !strided && !padded && c / groups <= 4 && (layout == Layout::Nchw || groups == 1 && k >= lanes);
                     assert_eq!(
                         tile.ends_with("_few_inputs"),
                         expected,
                         "{kernel}: {conv:?} {dims:?} ran {tile}"
                     );
                     ran += expected as usize;
+                    ran_grouped += (expected && groups > 1) as usize;
                     check_separate_and_in_place(&p, &plan, options, data, kernel);
                 }
             }
         }
         assert!(ran >= 20, "{kernel}: only {ran} few-inputs cases");
+        assert!(ran_grouped >= 1, "{kernel}: no grouped few-inputs case");
         // Calls large enough to be split across threads (ranges that cross image edges).
         for (i, layout) in [Layout::Nchw, Layout::Nhwc].into_iter().enumerate() {
             let conv = Conv1x1::new(3, 4 * lanes + 1)

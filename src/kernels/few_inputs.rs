@@ -124,7 +124,9 @@ pub(crate) unsafe fn few_inputs_planes<S: Simd, const C: usize>(s: S, run: &FewI
 }
 
 /// [`few_inputs_planes`] with the activation given apart (a constant where the caller matched
-/// it): chunks of pixels, and in each, blocks of [`PLANE_ROWS`] output channels.
+/// it): chunks of pixels, and in each, blocks of [`PLANE_ROWS`] output channels, then one
+/// block of the 1 to 3 channels left (so that each register of inputs feeds every channel of
+/// a group with up to 4 output channels).
 ///
 /// # Safety
 /// As [`few_inputs_planes`].
@@ -133,20 +135,23 @@ unsafe fn planes_with<S: Simd, const C: usize>(s: S, run: &FewInputsRun, act: Ac
     for p0 in (0..run.pixels).step_by(CHUNK_PIXELS) {
         let pn = (run.pixels - p0).min(CHUNK_PIXELS);
         let mut k0 = 0;
-        // SAFETY (both loops): channels k0.. of the chunk's pixels p0..p0 + pn, inside the
+        // SAFETY (every call): channels k0.. of the chunk's pixels p0..p0 + pn, inside the
         // run (the caller's contract).
         while k0 + PLANE_ROWS <= run.k {
             unsafe { plane_rows::<S, C, PLANE_ROWS>(s, run, act, p0, pn, k0) };
             k0 += PLANE_ROWS;
         }
-        while k0 < run.k {
-            unsafe { plane_rows::<S, C, 1>(s, run, act, p0, pn, k0) };
-            k0 += 1;
+        match run.k - k0 {
+            1 => unsafe { plane_rows::<S, C, 1>(s, run, act, p0, pn, k0) },
+            2 => unsafe { plane_rows::<S, C, 2>(s, run, act, p0, pn, k0) },
+            3 => unsafe { plane_rows::<S, C, 3>(s, run, act, p0, pn, k0) },
+            _ => {}
         }
     }
 }
 
-/// Output channels `k0..k0 + R` of pixels `p0..p0 + pn` of an NCHW run.
+/// Output channels `k0..k0 + R` of pixels `p0..p0 + pn` of an NCHW run: whole registers of
+/// pixels, then the partial last one.
 ///
 /// # Safety
 /// As [`few_inputs_planes`], with those channels and pixels inside the run.
@@ -161,42 +166,76 @@ unsafe fn plane_rows<S: Simd, const C: usize, const R: usize>(
 ) {
     let lanes = S::F32::LANES;
     // SAFETY (weights, bias, slopes): rows k0..k0 + R of K (the caller's contract).
-    let w: [[S::F32; C]; R] =
-        std::array::from_fn(|r| std::array::from_fn(|c| s.splat(unsafe { *run.weights.add((k0 + r) * C + c) })));
-    let channel = |p: *const f32, r: usize| (!p.is_null()).then(|| s.splat(unsafe { *p.add(k0 + r) }));
-    let bias: [Option<S::F32>; R] = std::array::from_fn(|r| channel(run.bias, r));
-    let slope: [S::F32; R] = std::array::from_fn(|r| channel(run.slope, r).unwrap_or(s.zero()));
+    let block = PlaneBlock::<S, C, R> {
+        w: std::array::from_fn(|r| std::array::from_fn(|c| s.splat(unsafe { *run.weights.add((k0 + r) * C + c) }))),
+        bias: std::array::from_fn(|r| (!run.bias.is_null()).then(|| s.splat(unsafe { *run.bias.add(k0 + r) }))),
+        slope: std::array::from_fn(|r| {
+            if run.slope.is_null() {
+                s.zero()
+            } else {
+                s.splat(unsafe { *run.slope.add(k0 + r) })
+            }
+        }),
+    };
+    let whole = pn / lanes * lanes;
     let mut i = 0;
-    while i < pn {
-        let n = (pn - i).min(lanes);
-        let at = p0 + i;
-        // SAFETY: pixels at..at + n of each input plane (the caller's contract).
-        let xv: [S::F32; C] = std::array::from_fn(|c| unsafe {
-            let p = run.x.add(c * run.x_plane + at);
-            if n == lanes {
-                s.load(p)
-            } else {
-                s.load_first(p, n)
-            }
-        });
-        for r in 0..R {
-            let mut acc = s.zero();
-            for c in 0..C {
-                acc = S::F32::mul_add(w[r][c], xv[c], acc);
-            }
-            let out = (k0 + r) * run.y_plane + at;
-            let residual = if run.residual.is_null() {
-                std::ptr::null()
-            } else {
-                run.residual.wrapping_add(out)
-            };
-            // SAFETY: n values of plane k0 + r from pixel `at`, in the output and the residual.
-            unsafe {
-                let z = epilogue(s, acc, bias[r], residual, n, act, slope[r]);
-                store::<S>(z, run.y.add(out), n);
-            }
-        }
+    // SAFETY (both): pixels p0 + i.. of the chunk, rows k0..k0 + R (the caller's contract).
+    while i < whole {
+        unsafe { plane_step(s, run, act, &block, k0, p0 + i, lanes) };
         i += lanes;
+    }
+    if i < pn {
+        unsafe { plane_step(s, run, act, &block, k0, p0 + i, pn - i) };
+    }
+}
+
+/// The weights, biases and slopes of a block of `R` output channels, in registers.
+struct PlaneBlock<S: Simd, const C: usize, const R: usize> {
+    w: [[S::F32; C]; R],
+    bias: [Option<S::F32>; R],
+    slope: [S::F32; R],
+}
+
+/// One register of `n` pixels from `at` for each output channel of a block.
+///
+/// # Safety
+/// As [`plane_rows`], for pixels `at..at + n` (`n <= LANES`).
+#[inline(always)]
+unsafe fn plane_step<S: Simd, const C: usize, const R: usize>(
+    s: S,
+    run: &FewInputsRun,
+    act: Activation,
+    block: &PlaneBlock<S, C, R>,
+    k0: usize,
+    at: usize,
+    n: usize,
+) {
+    let lanes = S::F32::LANES;
+    // SAFETY: pixels at..at + n of each input plane (the caller's contract).
+    let xv: [S::F32; C] = std::array::from_fn(|c| unsafe {
+        let p = run.x.add(c * run.x_plane + at);
+        if n == lanes {
+            s.load(p)
+        } else {
+            s.load_first(p, n)
+        }
+    });
+    for r in 0..R {
+        let mut acc = s.zero();
+        for (&w, &x) in block.w[r].iter().zip(&xv) {
+            acc = S::F32::mul_add(w, x, acc);
+        }
+        let out = (k0 + r) * run.y_plane + at;
+        let residual = if run.residual.is_null() {
+            std::ptr::null()
+        } else {
+            run.residual.wrapping_add(out)
+        };
+        // SAFETY: n values of plane k0 + r from pixel `at`, in the output and the residual.
+        unsafe {
+            let z = epilogue(s, acc, block.bias[r], residual, n, act, block.slope[r]);
+            store::<S>(z, run.y.add(out), n);
+        }
     }
 }
 
@@ -218,8 +257,8 @@ pub(crate) unsafe fn few_inputs_rows<S: Simd, const C: usize>(s: S, run: &FewInp
 }
 
 /// [`few_inputs_rows`] with the activation given apart: chunks of pixels, and in each, blocks
-/// of [`ROW_VECTORS`] registers of output channels, then single registers, then the partial
-/// last register.
+/// of [`ROW_VECTORS`] registers of output channels, then one block of the 1 to 3 whole
+/// registers left, then the partial last register.
 ///
 /// # Safety
 /// As [`few_inputs_rows`].
@@ -235,9 +274,11 @@ unsafe fn rows_with<S: Simd, const C: usize>(s: S, run: &FewInputsRun, act: Acti
             unsafe { row_vectors::<S, C, ROW_VECTORS>(s, run, act, p0, pn, v0, lanes) };
             v0 += ROW_VECTORS;
         }
-        while v0 < whole {
-            unsafe { row_vectors::<S, C, 1>(s, run, act, p0, pn, v0, lanes) };
-            v0 += 1;
+        match whole - v0 {
+            1 => unsafe { row_vectors::<S, C, 1>(s, run, act, p0, pn, v0, lanes) },
+            2 => unsafe { row_vectors::<S, C, 2>(s, run, act, p0, pn, v0, lanes) },
+            3 => unsafe { row_vectors::<S, C, 3>(s, run, act, p0, pn, v0, lanes) },
+            _ => {}
         }
         if whole * lanes < run.k {
             unsafe { row_vectors::<S, C, 1>(s, run, act, p0, pn, whole, run.k - whole * lanes) };

@@ -10,13 +10,14 @@
 use crate::conv::{Geometry, Layout};
 use crate::epilogue::{Activation, ChannelAxis, ScalarEpilogue, TileEpilogue};
 use crate::kernels::few_inputs::{few_inputs_planes, few_inputs_rows, FewInputsRun};
+use crate::kernels::few_outputs::{few_outputs_planes, FewOutputsRun};
 use crate::kernels::simd::{
     gemm_tile, group_lanes_block, pixel_lanes_run, ColOperand, Extent, GroupLanesBlock, PixelLanesRun, PixelRows,
     RowOperand, Simd, SimdF32, WithSimd,
 };
 use crate::kernels::Orientation;
 use crate::packing::{
-    pair_panel_in_place, pixel_offsets, uniform_spacing, FewInputPanels, FlatLanePanels, GroupLanePanels, PanelBuf,
+    pair_panel_in_place, pixel_offsets, uniform_spacing, FewChannelPanels, FlatLanePanels, GroupLanePanels, PanelBuf,
     PixelInput, PixelLanePanels, WeightPanels, PADDED,
 };
 use crate::schedule::{Schedule, Unit, PIXEL_LANES_MAX_K};
@@ -1263,7 +1264,7 @@ pub(crate) unsafe fn run_pixel_lanes<S: Simd>(
 
 /// A call run with the few-inputs loops (dense layers with at most four input channels per
 /// group, of one group in NHWC; see [`crate::kernels::few_inputs`]).
-pub(crate) type FewInputsJob<'a> = LanesJob<'a, FewInputPanels>;
+pub(crate) type FewInputsJob<'a> = LanesJob<'a, FewChannelPanels>;
 
 /// The few-inputs loops as an operation for [`Simd::vectorize`]: folded output pixels
 /// `pixels` of the job.
@@ -1364,6 +1365,93 @@ pub(crate) unsafe fn run_few_inputs<S: Simd>(s: S, job: &FewInputsJob, pixels: R
                     (false, 4) => few_inputs_rows::<S, 4>(s, &run, job.act),
                     _ => debug_assert!(false, "few inputs for C/G = {}", g.cg),
                 }
+            }
+        }
+        j += len;
+    }
+}
+
+/// A call run with the few-outputs loop (dense NCHW layers of one group with at most four
+/// output channels; see [`crate::kernels::few_outputs`]).
+pub(crate) type FewOutputsJob<'a> = LanesJob<'a, FewChannelPanels>;
+
+/// The few-outputs loop as an operation for [`Simd::vectorize`]: folded output pixels
+/// `pixels` of the job.
+pub(crate) struct RunFewOutputs<'a> {
+    job: &'a FewOutputsJob<'a>,
+    pixels: Range<usize>,
+}
+
+impl<'a> RunFewOutputs<'a> {
+    /// # Safety
+    /// As [`run_few_outputs`] (the tier is proven by the token that runs it).
+    pub unsafe fn new(job: &'a FewOutputsJob<'a>, pixels: Range<usize>) -> Self {
+        RunFewOutputs { job, pixels }
+    }
+}
+
+impl WithSimd for RunFewOutputs<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        // SAFETY: `new`'s contract.
+        unsafe { run_few_outputs::<S>(s, self.job, self.pixels) }
+    }
+}
+
+/// Computes folded output pixels `pixels` of a few-outputs job: each image's part of the
+/// range as one run of consecutive pixels, read and written in place.
+///
+/// # Safety
+/// The CPU must support `S`'s tier; the job's slices must have the lengths its geometry
+/// implies (the plan checked them), its geometry dense NCHW of one group with 1 to
+/// [`FEW_OUTPUTS_MAX_K`](crate::kernels::few_outputs::FEW_OUTPUTS_MAX_K) output channels, its
+/// panels packed for this convolution, and `pixels` within `N * H * W`.
+#[inline(always)]
+pub(crate) unsafe fn run_few_outputs<S: Simd>(s: S, job: &FewOutputsJob, pixels: Range<usize>) {
+    let g = &job.geom;
+    let p = job.panels;
+    debug_assert!(
+        g.is_dense()
+            && g.groups == 1
+            && g.layout == Layout::Nchw
+            && p.c == g.c
+            && p.k == g.k
+            && (1..=crate::kernels::few_outputs::FEW_OUTPUTS_MAX_K).contains(&g.k)
+            && pixels.end <= g.n * g.p
+    );
+    let mut j = pixels.start;
+    while j < pixels.end {
+        // The part of the range in image `img`: pixels q..q + len of its planes.
+        let (img, q) = (j / g.p, j % g.p);
+        let len = (pixels.end - j).min(g.p - q);
+        let (x_at, y_at) = (img * g.c * g.p + q, img * g.k * g.p + q);
+        let run = FewOutputsRun {
+            x: job.x.as_ptr().wrapping_add(x_at),
+            c: g.c,
+            y: job.y.0.wrapping_add(y_at),
+            residual: if job.residual.0.is_null() {
+                std::ptr::null()
+            } else {
+                job.residual.0.wrapping_add(y_at)
+            },
+            plane: g.p,
+            pixels: len,
+            weights: p.weights.as_ptr(),
+            bias: p.bias.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()),
+            slope: p.slope.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()),
+        };
+        // SAFETY: a dense NCHW geometry reads, for pixels q..q + len of image img, inputs
+        // x_at + c * P inside x and writes outputs y_at + k * P inside the output (and the
+        // residual, its shape), whose lengths Geometry::new checked; the panels hold K rows
+        // of C weights and K biases and slopes.
+        unsafe {
+            match g.k {
+                1 => few_outputs_planes::<S, 1>(s, &run, job.act),
+                2 => few_outputs_planes::<S, 2>(s, &run, job.act),
+                3 => few_outputs_planes::<S, 3>(s, &run, job.act),
+                4 => few_outputs_planes::<S, 4>(s, &run, job.act),
+                _ => debug_assert!(false, "few outputs for K = {}", g.k),
             }
         }
         j += len;

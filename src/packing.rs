@@ -456,9 +456,11 @@ impl PixelLanePanels {
     }
 }
 
-/// Weights, bias and slopes as the few-inputs loops read them (`kernels::few_inputs`): dense
-/// layers with at most four input channels per group (one group in NHWC).
-pub(crate) struct FewInputPanels {
+/// Weights, bias and slopes as the few-inputs loops (`kernels::few_inputs`: dense layers with
+/// at most four input channels per group, one group in NHWC) and the few-outputs loop
+/// (`kernels::few_outputs`: dense NCHW layers of one group with at most four output
+/// channels) read them.
+pub(crate) struct FewChannelPanels {
     /// Input channels per group `C/G`.
     pub c: usize,
     /// Output channels `K`.
@@ -473,7 +475,7 @@ pub(crate) struct FewInputPanels {
     pub slope: Option<Vec<f32>>,
 }
 
-impl FewInputPanels {
+impl FewChannelPanels {
     /// Packs `weights` (`[k, c]` row-major, `c` input channels per group) and the
     /// per-channel `bias` and `slope` for the layout's loop with registers of `lanes` values
     /// (NHWC: one group); `None` when `weights` does not hold
@@ -512,7 +514,7 @@ impl FewInputPanels {
             out.resize(k_padded, 0.0);
             out
         };
-        Some(FewInputPanels {
+        Some(FewChannelPanels {
             c,
             k,
             k_padded,

@@ -9,11 +9,11 @@ use crate::error::{checked_product, Error, Result};
 use crate::kernels::{self, GroupLanesKernel, Orientation, TileKernel};
 use crate::machine::{bf16_pair_step_cost, machine};
 use crate::packing::{
-    pack_weight_panels, FewInputPanels, FlatLanePanels, GroupLanePanels, PixelInput, PixelLanePanels, WeightPanels,
+    pack_weight_panels, FewChannelPanels, FlatLanePanels, GroupLanePanels, PixelInput, PixelLanePanels, WeightPanels,
 };
 use crate::schedule::{
-    fuses_groups, schedule, uses_few_inputs, uses_flat_lanes, uses_group_lanes, uses_pixel_lanes, Forced, Schedule,
-    PARALLEL_MIN_FLOPS,
+    fuses_groups, schedule, uses_few_inputs, uses_few_outputs, uses_flat_lanes, uses_group_lanes, uses_pixel_lanes,
+    Forced, Schedule, PARALLEL_MIN_FLOPS,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -47,7 +47,8 @@ enum CallPath<'p> {
     FlatLanes(&'static GroupLanesKernel, &'p FlatLanePanels),
     /// The pixel-lanes loop, reading the input in place.
     PixelLanes(&'static GroupLanesKernel, &'p PixelLanePanels),
-    FewInputs(&'static GroupLanesKernel, &'p FewInputPanels),
+    FewInputs(&'static GroupLanesKernel, &'p FewChannelPanels),
+    FewOutputs(&'static GroupLanesKernel, &'p FewChannelPanels),
     /// The register tiles on the driver's loop nest, which pack the pixels (or read f32 ones
     /// in place where the schedule says so).
     Tiles,
@@ -324,7 +325,11 @@ pub struct Plan {
     /// The same tier's few-inputs loops and the weights, bias and slopes packed for them, when
     /// this convolution runs on them (stride 1, no padding, at most four input channels per
     /// group; NHWC: one group: [`uses_few_inputs`]).
-    few_inputs: Option<(&'static GroupLanesKernel, FewInputPanels)>,
+    few_inputs: Option<(&'static GroupLanesKernel, FewChannelPanels)>,
+    /// The same tier's few-outputs loop and the weights, bias and slopes packed for it, when
+    /// this convolution runs on it (NCHW, one group, stride 1, no padding, more than four
+    /// input and at most four output channels: [`uses_few_outputs`]).
+    few_outputs: Option<(&'static GroupLanesKernel, FewChannelPanels)>,
     threads: Threads,
     pool: Option<Arc<rayon::ThreadPool>>,
     /// Test hooks: choices fixed instead of the cost model's.
@@ -528,6 +533,7 @@ impl Plan {
             flat_lanes: None,
             pixel_lanes: None,
             few_inputs: None,
+            few_outputs: None,
             threads: b.options.threads,
             pool,
             forced: Forced::default(),
@@ -557,11 +563,18 @@ impl Plan {
                 let (bias, slope) = (plan.bias.as_deref(), plan.slope.as_deref());
                 Some((
                     fi,
-                    FewInputPanels::pack(conv.layout, &plan.weights, bias, slope, cg, conv.out_channels, fi.lanes)?,
+                    FewChannelPanels::pack(conv.layout, &plan.weights, bias, slope, cg, conv.out_channels, fi.lanes)?,
                 ))
             });
+        plan.few_outputs = kernels::group_lanes(kernel)
+            .filter(|_| uses_few_outputs(conv.layout, g, cg, conv.out_channels, dense))
+            .and_then(|fo| {
+                let (bias, slope) = (plan.bias.as_deref(), plan.slope.as_deref());
+                let panels = FewChannelPanels::pack(conv.layout, &plan.weights, bias, slope, cg, conv.out_channels, 1)?;
+                Some((fo, panels))
+            });
         // Pack for the first tile of the layout's natural orientation now, unless the plan
-        // runs on group lanes, flat lanes, pixel lanes or few inputs (then tile panels are
+        // runs on group lanes, flat lanes, pixel lanes, few inputs or few outputs (then tile panels are
         // packed only if a call needs them, as when a test hook forces a tile).
         let natural = match conv.layout {
             Layout::Nchw => Orientation::WeightRows,
@@ -573,6 +586,7 @@ impl Plan {
                 && plan.flat_lanes.is_none()
                 && plan.pixel_lanes.is_none()
                 && plan.few_inputs.is_none()
+                && plan.few_outputs.is_none()
         }) {
             plan.weight_panels(index)?;
         }
@@ -658,6 +672,7 @@ impl Plan {
             CallPath::FlatLanes(fl, _) => fl.flat_name,
             CallPath::PixelLanes(pl, _) => pl.pixel_name,
             CallPath::FewInputs(fi, _) => fi.few_inputs_name,
+            CallPath::FewOutputs(fo, _) => fo.few_outputs_name,
             CallPath::Reference | CallPath::Tiles => {
                 self.tiles[schedule(&geom, self.tiles, pairs, &machine(), 1, self.forced).tile].name
             }
@@ -1113,6 +1128,18 @@ impl Plan {
                 });
                 return Ok(());
             }
+            (CallPath::FewOutputs(fo, panels), Some(input)) => {
+                let job = LanesJob::new(geom, input, OutPtr(y), residual, act, panels);
+                // SAFETY: the plan holds the few-outputs loop only of a kernel dispatch reported
+                // available, packed for this convolution (build checked uses_few_outputs:
+                // NCHW, one group, 1 to 4 output channels; path_for: a dense geometry); the
+                // job's slices were length-checked by Geometry::new, and the ranges lie
+                // within N * H * W.
+                self.run_pixel_ranges(geom.n * geom.p, flops, threads, workspace, |range, offsets| unsafe {
+                    (fo.run_few_outputs)(&job, range, offsets)
+                });
+                return Ok(());
+            }
             (CallPath::FewInputs(fi, panels), Some(input)) => {
                 let job = LanesJob::new(geom, input, OutPtr(y), residual, act, panels);
                 // SAFETY: the plan holds the few-inputs loops only of a kernel dispatch reported
@@ -1242,9 +1269,10 @@ impl Plan {
     }
 
     /// The loop that runs a call of geometry `geom` on `kernel` (the call's, by
-    /// [`Plan::kernel_for_macs`]): the reference loop for the reference kernel; else the
-    /// group-lanes tile, or the flat-lanes tile for a dense geometry, when this plan has them
-    /// and no test hook forces a register tile or a reduction mode; else the register tiles.
+    /// [`Plan::kernel_for_macs`]): the reference loop for the reference kernel; else, when
+    /// this plan has them and no test hook forces a register tile or a reduction mode, the
+    /// group-lanes tile, the flat-lanes tile (dense geometry), the pixel-lanes loop, the
+    /// few-inputs loops (dense) or the few-outputs loop (dense); else the register tiles.
     fn path_for(&self, geom: &Geometry, kernel: KernelId) -> CallPath<'_> {
         let unforced = self.forced == Forced::default();
         match (&self.group_lanes, &self.flat_lanes, &self.pixel_lanes) {
@@ -1252,8 +1280,9 @@ impl Plan {
             (Some((gl, panels)), _, _) if unforced => CallPath::GroupLanes(gl, panels),
             (_, Some((fl, panels)), _) if unforced && geom.is_dense() => CallPath::FlatLanes(fl, panels),
             (_, _, Some((pl, panels))) if unforced => CallPath::PixelLanes(pl, panels),
-            _ => match &self.few_inputs {
-                Some((fi, panels)) if unforced && geom.is_dense() => CallPath::FewInputs(fi, panels),
+            _ => match (&self.few_inputs, &self.few_outputs) {
+                (Some((fi, panels)), _) if unforced && geom.is_dense() => CallPath::FewInputs(fi, panels),
+                (_, Some((fo, panels))) if unforced && geom.is_dense() => CallPath::FewOutputs(fo, panels),
                 _ => CallPath::Tiles,
             },
         }

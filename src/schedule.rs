@@ -41,6 +41,7 @@
 //! output unit's part of the reduction (the whole reduction unless it is split).
 use crate::conv::{Geometry, Layout};
 use crate::kernels::few_inputs::FEW_INPUTS_MAX_C;
+use crate::kernels::few_outputs::FEW_OUTPUTS_MAX_K;
 use crate::kernels::{Orientation, Tile};
 use crate::machine::MachineParams;
 use std::borrow::Borrow;
@@ -445,6 +446,16 @@ pub(crate) fn uses_few_inputs(layout: Layout, groups: usize, cg: usize, k: usize
             Layout::Nchw => true,
             Layout::Nhwc => groups == 1 && k >= lanes,
         }
+}
+
+/// Whether a convolution runs on its kernel's few-outputs loop (`driver::run_few_outputs`)
+/// where the few-inputs loops do not take it: dense NCHW layers of one group with 1 to
+/// [`FEW_OUTPUTS_MAX_K`] output channels. The register tiles have 1 or 4 rows of output
+/// channels, so 2 or 3 ran a 4-row tile with padding rows, and their fixed costs per tile
+/// weigh on a reduction of few channels. Depends only on the convolution, so the plan packs
+/// for it once.
+pub(crate) fn uses_few_outputs(layout: Layout, groups: usize, c: usize, k: usize, dense: bool) -> bool {
+    layout == Layout::Nchw && groups == 1 && dense && c > FEW_INPUTS_MAX_C && (1..=FEW_OUTPUTS_MAX_K).contains(&k)
 }
 
 /// The most pixels a register of `lanes` consecutive output values (starting at a multiple of

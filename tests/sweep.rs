@@ -770,6 +770,78 @@ fn few_inputs_every_edge() {
     }
 }
 
+/// Dense NCHW layers of one group with more than four input channels and at most four
+/// output channels run on each SIMD kernel's few-outputs loop (each channel plane streamed
+/// past `K` rows of accumulators): every `K` to one past the bound, input channel counts
+/// past the few-inputs bound, pixel counts on both sides of a register and of a block of
+/// four registers, batches (runs split at image edges, and across threads), and grouped,
+/// strided, padded and NHWC layers that must not take it, with every epilogue: exact on
+/// integer data, bounded on real data. Fails if the loop did not run where it should, or
+/// ran where it should not.
+#[test]
+fn few_outputs_every_edge() {
+    for kernel in kernels_under_test().into_iter().filter(|k| k.is_microkernel()) {
+        let Some(lanes) = pointwise::testing::group_lanes_width(kernel) else {
+            continue;
+        };
+        let sizes = [(1, 1), (1, 4 * lanes + 3), (3, 7), (2, 4 * lanes), (5, 13)];
+        let (mut case, mut ran) = (0usize, 0usize);
+        for c in [5, 6, 9, 33, 70] {
+            for k in 1..=5 {
+                for layout in [Layout::Nchw, Layout::Nhwc] {
+                    case += 1;
+                    if reduced() && !case.is_multiple_of(3) {
+                        continue;
+                    }
+                    let strided = case.is_multiple_of(7);
+                    let padded = case.is_multiple_of(11);
+                    let groups = if case.is_multiple_of(5) && c % 3 == 0 && k % 3 == 0 {
+                        3
+                    } else {
+                        1
+                    };
+                    let conv = Conv1x1::new(c, k)
+                        .with_layout(layout)
+                        .with_groups(groups)
+                        .with_stride(1 + strided as usize, 1)
+                        .with_padding(if padded { PADDINGS[2] } else { Padding::Valid })
+                        .with_activation(ACTIVATIONS[case % ACTIVATIONS.len()]);
+                    let (h, w) = sizes[case % sizes.len()];
+                    let dims = InputDims::new(1 + case % 3, h, w);
+                    let data = if case.is_multiple_of(2) {
+                        Data::Exact
+                    } else {
+                        Data::Real
+                    };
+                    let options = PlanOptions::default().with_kernel(KernelChoice::Force(kernel));
+                    let p = Problem::new(conv, dims, !case.is_multiple_of(3), case % 4 < 2, data, case as u64);
+                    let plan = p.plan(options);
+                    let tile = plan.tile_for(dims).unwrap().unwrap_or("none");
+                    let expected = layout == Layout::Nchw && groups == 1 && !strided && !padded && k <= 4;
+                    assert_eq!(
+                        tile.ends_with("_few_outputs"),
+                        expected,
+                        "{kernel}: {conv:?} {dims:?} ran {tile}"
+                    );
+                    ran += expected as usize;
+                    check_separate_and_in_place(&p, &plan, options, data, kernel);
+                }
+            }
+        }
+        assert!(ran >= 10, "{kernel}: only {ran} few-outputs cases");
+        // A call large enough to be split across threads (ranges that cross image edges).
+        let conv = Conv1x1::new(40, 3).with_activation(ACTIVATIONS[5]);
+        let dims = InputDims::new(3, 81, 87);
+        let options = PlanOptions::default()
+            .with_kernel(KernelChoice::Force(kernel))
+            .with_threads(Threads::Count(3));
+        let p = Problem::new(conv, dims, true, true, Data::Exact, 7100);
+        let plan = p.plan(options);
+        assert!(plan.tile_for(dims).unwrap().unwrap_or("none").ends_with("_few_outputs"));
+        check_separate_and_in_place(&p, &plan, options, Data::Exact, kernel);
+    }
+}
+
 /// Runs `p` with `options` and checks the result; when `p` has a residual, also with the
 /// residual in the output, through `plan`.
 fn check_separate_and_in_place(

@@ -13,7 +13,7 @@
 //!   channel plane feeds a block of output channel planes.
 //! - NHWC ([`few_inputs_rows`]): lanes are consecutive output channels; each pixel's `C`
 //!   inputs are broadcast against registers of `W^T`.
-use super::simd::{activate, Simd, SimdF32};
+use super::simd::{register_epilogue, store_register, Simd, SimdF32};
 use crate::epilogue::Activation;
 
 /// The most input channels the few-inputs loops take.
@@ -54,54 +54,6 @@ pub(crate) struct FewInputsRun {
     /// Per output channel (NHWC: `k_padded` values), or null.
     pub bias: *const f32,
     pub slope: *const f32,
-}
-
-/// The epilogue of one register of sums, as every register tile's: bias (when present),
-/// residual (when present), activation.
-///
-/// # Safety
-/// `residual`, when not null, holds `n` readable values (all `LANES` when `n == LANES`).
-#[inline(always)]
-unsafe fn epilogue<S: Simd>(
-    s: S,
-    sum: S::F32,
-    bias: Option<S::F32>,
-    residual: *const f32,
-    n: usize,
-    act: Activation,
-    slope: S::F32,
-) -> S::F32 {
-    let mut z = sum;
-    if let Some(b) = bias {
-        z = z.add(b);
-    }
-    if !residual.is_null() {
-        // SAFETY: the caller's contract.
-        z = z.add(unsafe {
-            if n == S::F32::LANES {
-                s.load(residual)
-            } else {
-                s.load_first(residual, n)
-            }
-        });
-    }
-    activate(s, z, act, slope)
-}
-
-/// Stores `n` values of `v` at `p` (a whole register when `n == LANES`).
-///
-/// # Safety
-/// `p` is valid for writing `n` values.
-#[inline(always)]
-unsafe fn store<S: Simd>(v: S::F32, p: *mut f32, n: usize) {
-    // SAFETY: the caller's contract.
-    unsafe {
-        if n == S::F32::LANES {
-            v.store(p)
-        } else {
-            v.store_first(p, n)
-        }
-    }
 }
 
 /// Computes an NCHW run with `C` input channels: output channel `k` of pixel `i` at
@@ -233,8 +185,8 @@ unsafe fn plane_step<S: Simd, const C: usize, const R: usize>(
         };
         // SAFETY: n values of plane k0 + r from pixel `at`, in the output and the residual.
         unsafe {
-            let z = epilogue(s, acc, block.bias[r], residual, n, act, block.slope[r]);
-            store::<S>(z, run.y.add(out), n);
+            let z = register_epilogue(s, acc, block.bias[r], residual, n, act, block.slope[r]);
+            store_register::<S>(z, run.y.add(out), n);
         }
     }
 }
@@ -330,8 +282,8 @@ unsafe fn row_vectors<S: Simd, const C: usize, const V: usize>(
             // SAFETY: `valid` output channels of pixel i from (v0 + v) * LANES, in the output
             // and the residual.
             unsafe {
-                let z = epilogue(s, acc, bias[v], residual, valid, act, slope[v]);
-                store::<S>(z, run.y.add(out), valid);
+                let z = register_epilogue(s, acc, bias[v], residual, valid, act, slope[v]);
+                store_register::<S>(z, run.y.add(out), valid);
             }
         }
     }

@@ -11,6 +11,7 @@
 //! Adding a tile is one line here; adding an ISA is a tier file plus its tile list here (and
 //! its row in `dispatch`'s kernel table).
 pub(crate) mod few_inputs;
+pub(crate) mod few_outputs;
 pub(crate) mod matrixmultiply;
 pub(crate) mod portable;
 pub(crate) mod reference;
@@ -23,8 +24,8 @@ pub(crate) mod x86_64;
 
 use crate::dispatch::KernelId;
 use crate::driver::{
-    FewInputsJob, FlatLanesJob, GroupLanesJob, Job, PixelLanesJob, RunFewInputs, RunFlatLanes, RunGroupLanes,
-    RunPixelLanes, RunTileCall, RunUnits, TaskScratch, TileCall,
+    FewInputsJob, FewOutputsJob, FlatLanesJob, GroupLanesJob, Job, PixelLanesJob, RunFewInputs, RunFewOutputs,
+    RunFlatLanes, RunGroupLanes, RunPixelLanes, RunTileCall, RunUnits, TaskScratch, TileCall,
 };
 use crate::packing::PackedFormat;
 use simd::{Simd, SimdF32};
@@ -334,6 +335,12 @@ pub(crate) type PixelLanesRunner = unsafe fn(&PixelLanesJob, Range<usize>, &mut 
 /// As `driver::run_few_inputs`.
 pub(crate) type FewInputsRunner = unsafe fn(&FewInputsJob, Range<usize>, &mut Vec<isize>);
 
+/// Runs folded output pixels `pixels` of a few-outputs job (the scratch is unused).
+///
+/// # Safety
+/// As `driver::run_few_outputs`.
+pub(crate) type FewOutputsRunner = unsafe fn(&FewOutputsJob, Range<usize>, &mut Vec<isize>);
+
 /// Runs blocks `blocks` of a flat-lanes job, with `offsets` as scratch.
 ///
 /// # Safety
@@ -350,7 +357,9 @@ pub(crate) type FlatLanesRunner = unsafe fn(&FlatLanesJob, Range<usize>, &mut Ve
 /// and the same tier's pixel-lanes loop (`driver::run_pixel_lanes`): NHWC layers of one
 /// group with few output channels, the pixels as lanes, transposed in registers; and its
 /// few-inputs loops (`driver::run_few_inputs`): dense layers of one group with at most four
-/// input channels, weights in registers and the pixels streamed past them.
+/// input channels, weights in registers and the pixels streamed past them; and its
+/// few-outputs loop (`driver::run_few_outputs`): dense NCHW layers of one group with at most
+/// four output channels, each channel plane streamed past their accumulators.
 #[derive(Clone, Copy)]
 pub(crate) struct GroupLanesKernel {
     /// `{isa}_f32_{rows}x{lanes}_group_lanes`.
@@ -373,6 +382,10 @@ pub(crate) struct GroupLanesKernel {
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub few_inputs_name: &'static str,
     pub run_few_inputs: FewInputsRunner,
+    /// `{isa}_f32_few_outputs`.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub few_outputs_name: &'static str,
+    pub run_few_outputs: FewOutputsRunner,
 }
 
 impl std::fmt::Debug for GroupLanesKernel {
@@ -433,6 +446,19 @@ unsafe fn run_few_inputs_with<S: Simd>(job: &FewInputsJob, pixels: Range<usize>,
     s.vectorize(unsafe { RunFewInputs::new(job, pixels) })
 }
 
+/// The few-outputs loop for tier `S`.
+///
+/// # Safety
+/// As [`FewOutputsRunner`].
+unsafe fn run_few_outputs_with<S: Simd>(job: &FewOutputsJob, pixels: Range<usize>, _: &mut Vec<isize>) {
+    let Some(s) = S::try_new() else {
+        debug_assert!(false, "{} selected on a CPU without it", S::KERNEL);
+        return;
+    };
+    // SAFETY: forwarded contract.
+    s.vectorize(unsafe { RunFewOutputs::new(job, pixels) })
+}
+
 /// A registry entry: `group_lanes!(Tier, "isa", "isa_f32_4xLANES", max K of pixel lanes)`.
 macro_rules! group_lanes {
     ($simd:ty, $isa:literal, $prefix:literal, $pixel_max_k:literal) => {
@@ -447,6 +473,8 @@ macro_rules! group_lanes {
             run_pixel: run_pixel_lanes_with::<$simd>,
             few_inputs_name: concat!($isa, "_f32_few_inputs"),
             run_few_inputs: run_few_inputs_with::<$simd>,
+            few_outputs_name: concat!($isa, "_f32_few_outputs"),
+            run_few_outputs: run_few_outputs_with::<$simd>,
         }
     };
 }

@@ -1066,6 +1066,54 @@ unsafe fn pixel_lanes_rows<S: Simd, const MODE: u8>(
     rows
 }
 
+/// The epilogue of one register of sums, as every register tile's: bias (when present),
+/// residual (when present), activation.
+///
+/// # Safety
+/// `residual`, when not null, holds `n` readable values (all `LANES` when `n == LANES`).
+#[inline(always)]
+pub(crate) unsafe fn register_epilogue<S: Simd>(
+    s: S,
+    sum: S::F32,
+    bias: Option<S::F32>,
+    residual: *const f32,
+    n: usize,
+    act: Activation,
+    slope: S::F32,
+) -> S::F32 {
+    let mut z = sum;
+    if let Some(b) = bias {
+        z = z.add(b);
+    }
+    if !residual.is_null() {
+        // SAFETY: the caller's contract.
+        z = z.add(unsafe {
+            if n == S::F32::LANES {
+                s.load(residual)
+            } else {
+                s.load_first(residual, n)
+            }
+        });
+    }
+    activate(s, z, act, slope)
+}
+
+/// Stores `n` values of `v` at `p` (a whole register when `n == LANES`).
+///
+/// # Safety
+/// `p` is valid for writing `n` values.
+#[inline(always)]
+pub(crate) unsafe fn store_register<S: Simd>(v: S::F32, p: *mut f32, n: usize) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if n == S::F32::LANES {
+            v.store(p)
+        } else {
+            v.store_first(p, n)
+        }
+    }
+}
+
 /// A tile's accumulators at the start of its reduction: zero, or the partial sums of earlier
 /// reduction blocks at `init` (an `MR x NR` tile, row-major).
 ///

@@ -8,6 +8,7 @@
 //! Packed panels are contiguous, so they cannot alias in L2; pixels read in place are
 //! streamed once per weight panel.
 use crate::conv::{Geometry, Layout};
+use crate::element::round_to_bf16_bits;
 use crate::epilogue::{Activation, ChannelAxis, ScalarEpilogue, TileEpilogue};
 use crate::kernels::few_inputs::{few_inputs_planes, few_inputs_rows, FewInputsRun};
 use crate::kernels::few_outputs::{few_outputs_planes, FewOutputsRun};
@@ -44,6 +45,19 @@ pub(crate) struct InPtr(pub *const f32);
 unsafe impl Send for InPtr {}
 unsafe impl Sync for InPtr {}
 
+/// A bf16 output and its bf16 residual (null when there is none; it may be the output
+/// itself, read as [`InPtr`] says): the register tiles round each result to bf16 in its
+/// store ([`Simd::store_bf16`]), so no f32 copy of the output is written.
+#[derive(Clone, Copy)]
+pub(crate) struct Bf16Out {
+    pub y: *mut u16,
+    pub residual: *const u16,
+}
+// SAFETY: as for OutPtr and InPtr: units write disjoint elements, and read a residual element
+// only before the same unit writes it.
+unsafe impl Send for Bf16Out {}
+unsafe impl Sync for Bf16Out {}
+
 /// Everything a unit needs, borrowed from the plan and the call's arguments.
 pub(crate) struct Job<'a> {
     pub geom: Geometry,
@@ -56,6 +70,9 @@ pub(crate) struct Job<'a> {
     /// The residual (output-shaped), or null. It may be the output itself (an in-place
     /// residual): every path reads a residual element before it writes that output element.
     pub residual: InPtr,
+    /// A bf16 output, whose tiles round their results in their stores (register tiles only;
+    /// then `y` and `residual` are null).
+    pub bf16_out: Option<Bf16Out>,
     pub bias: Option<&'a [f32]>,
     /// Per-channel PReLU slopes (`[K]`), when the activation is PReLU.
     pub slope: Option<&'a [f32]>,
@@ -546,7 +563,8 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
 
 /// The last reduction block of a tile, or a combined split tile (no steps, from its sums),
 /// with the epilogue into the output: straight into it where the tile's lanes are contiguous
-/// there and no pixel is padding, else through [`store_scattered`].
+/// there and no pixel is padding (a bf16 output: [`store_rounded_rows`]), else through
+/// [`store_scattered`].
 ///
 /// # Safety
 /// As [`gemm_tile`] for the operands and `steps`; `place` lies in the output part of the unit
@@ -568,7 +586,10 @@ unsafe fn store_final<S: Simd, const MR: usize, const NV: usize, const PAIRS: bo
     };
     // SAFETY: forwarded contract.
     unsafe {
-        if (job.sched.direct || one_image()) && place.padded == 0 {
+        let direct = (job.sched.direct || one_image()) && place.padded == 0;
+        if direct && job.bf16_out.is_some() {
+            store_rounded_rows::<S, MR, NV, PAIRS>(s, job, steps, a, b, place, weight_rows);
+        } else if direct {
             let extent = Extent { m: place.m, n: place.n };
             store_direct::<S, MR, NV, PAIRS>(s, job, steps, a, b, place.j0, place.chan0, extent, weight_rows);
         } else {
@@ -667,6 +688,51 @@ unsafe fn store_scattered<S: Simd, const MR: usize, const NV: usize, const PAIRS
             pixel_offset[r] + chan_base + l * ocs
         }
     };
+    // SAFETY: addr(r, l) for r < m, l < n are elements of this unit's part of the output (and
+    // of the residual, which has the output's shape); a and b are full panels.
+    unsafe { store_through_stack::<S, MR, NV, PAIRS>(s, job, steps, a, b, t, weight_rows, addr) }
+}
+
+/// A tile of a bf16 output whose lanes are contiguous in it and whose pixels are not padding
+/// (where an f32 output takes [`store_direct`]): computed into a stack tile, each row rounded
+/// to bf16 a register at a time as it is copied out.
+#[inline(always)]
+unsafe fn store_rounded_rows<S: Simd, const MR: usize, const NV: usize, const PAIRS: bool>(
+    s: S,
+    job: &Job,
+    steps: Steps,
+    a: RowOperand,
+    b: ColOperand,
+    t: TilePlace,
+    weight_rows: bool,
+) {
+    let g = &job.geom;
+    let origin = job.out_offset(t.j0, t.chan0);
+    // Row stride as in store_direct; lanes are consecutive elements.
+    let ldc = if weight_rows { g.output_channel_stride() } else { g.k };
+    // SAFETY: as store_direct's: rows ldc apart and contiguous lanes inside the output (and
+    // the residual), the unit's own; a and b are full panels.
+    unsafe { store_through_stack::<S, MR, NV, PAIRS>(s, job, steps, a, b, t, weight_rows, |r, l| origin + r * ldc + l) }
+}
+
+/// The tile at `t` through [`EdgeTile`], into the job's output of either type, element
+/// `(r, l)` at `addr(r, l)` (and its residual's at the same offset).
+///
+/// # Safety
+/// `addr(r, l)` for `r < t.m`, `l < t.n` are elements of this unit's part of the output;
+/// `a` and `b` are full panels.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_through_stack<S: Simd, const MR: usize, const NV: usize, const PAIRS: bool>(
+    s: S,
+    job: &Job,
+    steps: Steps,
+    a: RowOperand,
+    b: ColOperand,
+    t: TilePlace,
+    weight_rows: bool,
+    addr: impl Fn(usize, usize) -> usize,
+) {
     let edge = EdgeTile {
         steps,
         m: t.m,
@@ -674,13 +740,34 @@ unsafe fn store_scattered<S: Simd, const MR: usize, const NV: usize, const PAIRS
         bias: job.bias.map(|b| &b[t.chan0..]),
         slope: job.slope.map(|s| &s[t.chan0..]),
         axis: Job::channel_axis(weight_rows),
-        residual: (!job.residual.0.is_null()).then_some(job.residual.0),
+        residual: match job.bf16_out {
+            Some(out) => (!out.residual.is_null()).then_some(TileSource::Bf16(out.residual)),
+            None => (!job.residual.0.is_null()).then_some(TileSource::F32(job.residual.0)),
+        },
         act: job.act,
         padded_pixels: t.padded,
     };
-    // SAFETY: addr(r, l) for r < m, l < n are elements of this unit's part of the output (and
-    // of the residual, which has the output's shape); a and b are full panels.
-    unsafe { edge.run::<S, MR, NV, PAIRS>(s, a, b, addr, addr, job.y.0) }
+    let out = match job.bf16_out {
+        Some(out) => TileTarget::Bf16(out.y),
+        None => TileTarget::F32(job.y.0),
+    };
+    // SAFETY: the caller's contract (the residual has the output's shape).
+    unsafe { edge.run::<S, MR, NV, PAIRS>(s, a, b, &addr, &addr, out) }
+}
+
+/// An output-shaped operand of either element type (a bf16 one is widened as it is read).
+#[derive(Clone, Copy)]
+pub(crate) enum TileSource {
+    F32(*const f32),
+    Bf16(*const u16),
+}
+
+/// An output of either element type (bf16 results are rounded to nearest even as they are
+/// stored).
+#[derive(Clone, Copy)]
+pub(crate) enum TileTarget {
+    F32(*mut f32),
+    Bf16(*mut u16),
 }
 
 /// A tile computed through the stack: bias and residual are copied into full-size stack
@@ -697,7 +784,7 @@ pub(crate) struct EdgeTile<'a> {
     pub slope: Option<&'a [f32]>,
     pub axis: ChannelAxis,
     /// Residual base; element (r, l) is at `res_addr(r, l)`.
-    pub residual: Option<*const f32>,
+    pub residual: Option<TileSource>,
     pub act: Activation,
     /// Bit `i` set when the tile's pixel `i` (its row `i` if rows are pixels, else its lane
     /// `i`) is padding: its output is the epilogue of a zero sum, computed without the
@@ -717,7 +804,7 @@ impl EdgeTile<'_> {
         b: ColOperand,
         out_addr: impl Fn(usize, usize) -> usize,
         res_addr: impl Fn(usize, usize) -> usize,
-        out: *mut f32,
+        out: TileTarget,
     ) {
         let nr = NV * S::F32::LANES;
         let full = Extent { m: MR, n: nr };
@@ -728,14 +815,49 @@ impl EdgeTile<'_> {
         let mut res = [MaybeUninit::<f32>::uninit(); MAX_TILE];
         let mut bias = [0.0f32; 64];
         let mut slope = [0.0f32; 64];
-        if let Some(rsrc) = self.residual {
+        // Output offsets rise along each axis by a step the same for every row (or lane), so
+        // a first and last lane n - 1 apart means the lanes are contiguous in every row.
+        let lanes_contiguous = out_addr(0, self.n - 1).checked_sub(out_addr(0, 0)) == Some(self.n - 1);
+        if let Some(source) = self.residual {
             for v in &mut res[..MR * nr] {
                 v.write(0.0);
             }
-            for r in 0..self.m {
-                for l in 0..self.n {
-                    // SAFETY: the caller guarantees res_addr(r, l) is inside the residual.
-                    res[r * nr + l].write(unsafe { *rsrc.add(res_addr(r, l)) });
+            match source {
+                TileSource::F32(rsrc) => {
+                    for r in 0..self.m {
+                        for l in 0..self.n {
+                            // SAFETY: the caller guarantees res_addr(r, l) is inside the residual.
+                            res[r * nr + l].write(unsafe { *rsrc.add(res_addr(r, l)) });
+                        }
+                    }
+                }
+                TileSource::Bf16(rsrc) if lanes_contiguous => {
+                    for r in 0..self.m {
+                        let row = rsrc.wrapping_add(res_addr(r, 0));
+                        for first in (0..self.n).step_by(S::F32::LANES) {
+                            let valid = (self.n - first).min(S::F32::LANES);
+                            // SAFETY: lanes first..first + valid of row r are inside the
+                            // residual (contiguous, as the output's, whose shape it has), and
+                            // inside the row's nr stack values.
+                            unsafe {
+                                let v = if valid == S::F32::LANES {
+                                    s.load_bf16(row.add(first))
+                                } else {
+                                    s.load_first_bf16(row.add(first), valid)
+                                };
+                                v.store(res[r * nr + first..].as_mut_ptr().cast::<f32>());
+                            }
+                        }
+                    }
+                }
+                TileSource::Bf16(rsrc) => {
+                    for r in 0..self.m {
+                        for l in 0..self.n {
+                            // SAFETY: the caller guarantees res_addr(r, l) is inside the residual.
+                            let bits = unsafe { *rsrc.add(res_addr(r, l)) };
+                            res[r * nr + l].write(f32::from_bits(u32::from(bits) << 16));
+                        }
+                    }
                 }
             }
         }
@@ -807,21 +929,51 @@ impl EdgeTile<'_> {
         // every step is 1.
         let along_rows =
             self.m > 1 && self.n > 1 && out_addr(self.m - 1, 0).checked_sub(out_addr(0, 0)) == Some(self.m - 1);
-        if along_rows {
-            for l in 0..self.n {
-                let base = out_addr(0, l);
+        // SAFETY: gemm_tile initialised every element of the MR x NR tile.
+        let value = |r: usize, l: usize| unsafe { tile[r * nr + l].assume_init() };
+        match out {
+            TileTarget::Bf16(out) if lanes_contiguous => {
                 for r in 0..self.m {
-                    // SAFETY: out_addr(r, l) = base + r (see above) is inside `out` by the
-                    // caller's guarantee, and gemm_tile initialised every element of the tile.
-                    unsafe { *out.add(base + r) = tile[r * nr + l].assume_init() };
+                    let row = out.wrapping_add(out_addr(r, 0));
+                    for first in (0..self.n).step_by(S::F32::LANES) {
+                        let valid = (self.n - first).min(S::F32::LANES);
+                        // SAFETY: lanes first..first + valid of row r are inside `out` (the
+                        // caller's guarantee; contiguous, see above) and initialised in `tile`.
+                        unsafe {
+                            let v = s.load(tile[r * nr + first..].as_ptr().cast::<f32>());
+                            if valid == S::F32::LANES {
+                                s.store_bf16(v, row.add(first));
+                            } else {
+                                s.store_first_bf16(v, row.add(first), valid);
+                            }
+                        }
+                    }
                 }
             }
-        } else {
-            for r in 0..self.m {
+            TileTarget::Bf16(out) => {
+                for r in 0..self.m {
+                    for l in 0..self.n {
+                        // SAFETY: the caller guarantees out_addr(r, l) is inside `out`.
+                        unsafe { *out.add(out_addr(r, l)) = round_to_bf16_bits(value(r, l)) };
+                    }
+                }
+            }
+            TileTarget::F32(out) if along_rows => {
                 for l in 0..self.n {
-                    // SAFETY: the caller guarantees out_addr(r, l) is inside `out`, and
-                    // gemm_tile initialised every element of the MR x NR tile.
-                    unsafe { *out.add(out_addr(r, l)) = tile[r * nr + l].assume_init() };
+                    let base = out_addr(0, l);
+                    for r in 0..self.m {
+                        // SAFETY: out_addr(r, l) = base + r (see above) is inside `out` by the
+                        // caller's guarantee.
+                        unsafe { *out.add(base + r) = value(r, l) };
+                    }
+                }
+            }
+            TileTarget::F32(out) => {
+                for r in 0..self.m {
+                    for l in 0..self.n {
+                        // SAFETY: the caller guarantees out_addr(r, l) is inside `out`.
+                        unsafe { *out.add(out_addr(r, l)) = value(r, l) };
+                    }
                 }
             }
         }

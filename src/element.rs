@@ -129,25 +129,26 @@ pub(crate) fn narrow_into(src: &[f32], dst: &mut [bf16]) {
 }
 
 #[cfg(test)]
+/// Bit patterns covering every exponent, both signs, the rounding boundaries of the low
+/// half (ties, one below, one above, odd and even kept bits), denormals, infinities and
+/// NaNs (the tests of every rounding to bf16).
+pub(crate) fn bf16_rounding_patterns() -> impl Iterator<Item = u32> {
+    let lows = [0u32, 1, 0x7FFF, 0x8000, 0x8001, 0xFFFF, 0x1234, 0xC000];
+    (0..=0x1FFu32).flat_map(move |sign_exp| {
+        [0u32, 1, 0x40, 0x7F].into_iter().flat_map(move |high_mantissa| {
+            lows.into_iter()
+                .map(move |low| (sign_exp << 23) | (high_mantissa << 16) | low)
+        })
+    })
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Bit patterns covering every exponent, both signs, the rounding boundaries of the low
-    /// half (ties, one below, one above, odd and even kept bits), denormals, infinities and
-    /// NaNs.
-    fn patterns() -> impl Iterator<Item = u32> {
-        let lows = [0u32, 1, 0x7FFF, 0x8000, 0x8001, 0xFFFF, 0x1234, 0xC000];
-        (0..=0x1FFu32).flat_map(move |sign_exp| {
-            [0u32, 1, 0x40, 0x7F].into_iter().flat_map(move |high_mantissa| {
-                lows.into_iter()
-                    .map(move |low| (sign_exp << 23) | (high_mantissa << 16) | low)
-            })
-        })
-    }
-
     #[test]
     fn rounding_to_bf16_matches_the_half_crate_to_nearest_even() {
-        for bits in patterns() {
+        for bits in bf16_rounding_patterns() {
             let v = f32::from_bits(bits);
             let ours = round_to_bf16_bits(v);
             let theirs = half::bf16::from_f32(v);

@@ -2,8 +2,8 @@
 //! as many times as needed, writing into the caller's buffer.
 use crate::conv::{Conv1x1, Geometry, InputDims, Layout, OutputDims};
 use crate::dispatch::{KernelChoice, KernelId};
-use crate::driver::{GroupLanesJob, InPtr, Job, LanesJob, OutPtr, Phase, TaskScratch};
-use crate::element::{narrow_into, widen, widen_into, Element, Tensor, TensorMut};
+use crate::driver::{Bf16Out, GroupLanesJob, InPtr, Job, LanesJob, OutPtr, Phase, TaskScratch};
+use crate::element::{bf16, narrow_into, widen, widen_into, Element, Tensor, TensorMut};
 use crate::epilogue::{Activation, Residual, ScalarEpilogue};
 use crate::error::{checked_product, Error, Result};
 use crate::kernels::{self, GroupLanesKernel, Orientation, TileKernel};
@@ -25,14 +25,33 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 pub const SMALL_PROBLEM_MACS: usize = 2048;
 
 /// What [`Plan::run`] found out about a call, handed to the path that runs it.
-struct Call<'a, 'p> {
+#[derive(Clone, Copy)]
+struct Call<'p> {
     geom: Geometry,
     kernel: KernelId,
     path: CallPath<'p>,
     dims: InputDims,
-    residual: Residual<'a>,
     act: Activation,
     pairs: bool,
+}
+
+/// Where a call's results go, with the residual it adds.
+enum CallOutput<'a> {
+    /// An f32 buffer.
+    F32(&'a mut [f32], Residual<'a>),
+    /// A bf16 buffer, whose residual is bf16 too: the register tiles round their results
+    /// to bf16 in their stores, the other paths run into an f32 buffer first.
+    Bf16(&'a mut [bf16], Bf16Residual<'a>),
+}
+
+/// The residual of a bf16 output.
+#[derive(Clone, Copy)]
+enum Bf16Residual<'a> {
+    None,
+    /// A separate output-shaped buffer.
+    Separate(&'a [bf16]),
+    /// The output buffer itself, read before it is overwritten.
+    InOutput,
 }
 
 /// Which loop runs a call ([`Plan::path_for`]): decided once per call, before the input is
@@ -796,8 +815,8 @@ impl Plan {
     /// the f32 call's on the bf16 values widened to f32 (exact), rounded once to bf16 (to
     /// nearest, ties to even) where the output is bf16. The kernels compute in f32: a bf16
     /// input is widened as its pixels are packed (or in one pass first, where the call reads
-    /// its input in place), and a bf16 output is rounded out of an f32 buffer in the
-    /// workspace after the call.
+    /// its input in place), and a bf16 output is rounded in the register tiles' stores (the
+    /// other loops write an f32 buffer in the workspace, rounded after the call).
     ///
     /// ```
     /// use pointwise::{bf16, Conv1x1, InputDims, Plan, PlanOptions, Workspace};
@@ -851,10 +870,10 @@ impl Plan {
     }
 
     /// [`Plan::forward`] with the element types erased. Every length is checked first (the
-    /// output stays untouched on error); then a bf16 residual is widened into the f32 output
-    /// buffer of a bf16 output (as an in-place residual), the engine runs on the input as it
-    /// is ([`Plan::run`] says where bf16 is widened), and a bf16 output is rounded out of its
-    /// f32 buffer. An all-f32 call converts nothing.
+    /// output stays untouched on error); then the engine runs on the input as it is
+    /// ([`Plan::run`] says where bf16 is widened) and into the output as it is
+    /// ([`Plan::run_bf16_output`] says where bf16 is rounded). An all-f32 call converts
+    /// nothing.
     fn forward_tensors(
         &self,
         input: Tensor,
@@ -876,9 +895,9 @@ impl Plan {
             Tensor::F32(x) => PixelInput::F32(x),
             Tensor::Bf16(x) => PixelInput::Bf16(x),
         };
-        match output {
-            TensorMut::F32(y) => {
-                let mut wide_residual = Vec::new();
+        let mut wide_residual = Vec::new();
+        let out = match (output, residual) {
+            (TensorMut::F32(y), residual) => {
                 let residual = match residual {
                     ResidualTensor::None => Residual::None,
                     ResidualTensor::InOutput => Residual::InOutput,
@@ -891,35 +910,33 @@ impl Plan {
                         Residual::Separate(&wide_residual)
                     }
                 };
-                let result = self.run(x, dims, residual, y, workspace, act, pairs);
-                workspace.return_scratch(wide_residual);
-                result
+                CallOutput::F32(y, residual)
             }
-            TensorMut::Bf16(output) => {
-                let mut wide_output = workspace.take_scratch(output.len());
+            (TensorMut::Bf16(y), residual) => {
                 let residual = match residual {
-                    ResidualTensor::None => Residual::None,
+                    ResidualTensor::None => Bf16Residual::None,
+                    ResidualTensor::InOutput => Bf16Residual::InOutput,
+                    ResidualTensor::Separate(Tensor::Bf16(r)) => Bf16Residual::Separate(r),
                     ResidualTensor::Separate(Tensor::F32(r)) => {
+                        // Not reachable through the public calls either: the f32 residual is
+                        // added in an f32 buffer, rounded afterwards.
+                        let mut wide_output = workspace.take_scratch(y.len());
                         wide_output.copy_from_slice(r);
-                        Residual::InOutput
-                    }
-                    ResidualTensor::Separate(Tensor::Bf16(r)) => {
-                        self.convert_chunks(r, &mut wide_output, widen_into);
-                        Residual::InOutput
-                    }
-                    ResidualTensor::InOutput => {
-                        self.convert_chunks(output, &mut wide_output, widen_into);
-                        Residual::InOutput
+                        let out = CallOutput::F32(&mut wide_output, Residual::InOutput);
+                        let result = self.run(x, dims, out, workspace, act, pairs);
+                        if result.is_ok() {
+                            self.convert_chunks(&wide_output, y, narrow_into);
+                        }
+                        workspace.return_scratch(wide_output);
+                        return result;
                     }
                 };
-                let result = self.run(x, dims, residual, &mut wide_output, workspace, act, pairs);
-                if result.is_ok() {
-                    self.convert_chunks(&wide_output, output, narrow_into);
-                }
-                workspace.return_scratch(wide_output);
-                result
+                CallOutput::Bf16(y, residual)
             }
-        }
+        };
+        let result = self.run(x, dims, out, workspace, act, pairs);
+        workspace.return_scratch(wide_residual);
+        result
     }
 
     /// The forward pass of training: writes the pre-activation `z = W * input + bias
@@ -954,8 +971,7 @@ impl Plan {
         self.run(
             PixelInput::F32(input),
             dims,
-            residual,
-            pre_activation,
+            CallOutput::F32(pre_activation, residual),
             workspace,
             Activation::Identity,
             false,
@@ -995,8 +1011,7 @@ impl Plan {
         &self,
         input: PixelInput,
         dims: InputDims,
-        residual: Residual,
-        output: &mut [f32],
+        output: CallOutput,
         workspace: &mut Workspace,
         act: Activation,
         pairs: bool,
@@ -1005,11 +1020,13 @@ impl Plan {
             PixelInput::F32(x) => x.len(),
             PixelInput::Bf16(x) => x.len(),
         };
-        let residual_len = match residual {
-            Residual::Separate(r) => Some(r.len()),
-            Residual::None | Residual::InOutput => None,
+        let (output_len, residual_len) = match &output {
+            CallOutput::F32(y, Residual::Separate(r)) => (y.len(), Some(r.len())),
+            CallOutput::F32(y, Residual::None | Residual::InOutput) => (y.len(), None),
+            CallOutput::Bf16(y, Bf16Residual::Separate(r)) => (y.len(), Some(r.len())),
+            CallOutput::Bf16(y, Bf16Residual::None | Bf16Residual::InOutput) => (y.len(), None),
         };
-        let Some(geom) = Geometry::new(&self.conv, dims, input_len, residual_len, output.len())? else {
+        let Some(geom) = Geometry::new(&self.conv, dims, input_len, residual_len, output_len)? else {
             return Ok(());
         };
         // Decided per image, so that a batch computes each image exactly as a call on that
@@ -1033,7 +1050,6 @@ impl Plan {
             kernel,
             path,
             dims,
-            residual,
             act,
             pairs,
         };
@@ -1052,15 +1068,17 @@ impl Plan {
     /// [`Plan::run`] once the input is one the call's path reads (f32 everywhere, bf16 only
     /// where the pixels are packed), with the call's geometry, kernel and path as `run`
     /// found them.
-    fn run_input(&self, input: PixelInput, call: Call, output: &mut [f32], workspace: &mut Workspace) -> Result<()> {
+    fn run_input(&self, input: PixelInput, call: Call, output: CallOutput, workspace: &mut Workspace) -> Result<()> {
+        let (output, residual) = match output {
+            CallOutput::F32(y, residual) => (y, residual),
+            CallOutput::Bf16(y, residual) => return self.run_bf16_output(input, call, y, residual, workspace),
+        };
         let Call {
             geom,
             kernel,
             path,
-            dims,
-            residual,
             act,
-            pairs,
+            ..
         } = call;
         let x_f32 = input.f32();
         kernel.record_invocation();
@@ -1154,6 +1172,76 @@ impl Plan {
             }
             _ => {}
         }
+        self.run_tiles(input, call, OutPtr(y), residual, None, workspace)
+    }
+
+    /// [`Plan::run_input`] with a bf16 output: the register tiles round their results to
+    /// bf16 in their stores, so no f32 copy of the output is written; the other paths run
+    /// into an f32 buffer from the workspace (holding the residual widened, when there is
+    /// one), rounded afterwards.
+    fn run_bf16_output(
+        &self,
+        input: PixelInput,
+        call: Call,
+        y: &mut [bf16],
+        residual: Bf16Residual,
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let register_tiles = matches!(call.path, CallPath::Tiles) && {
+            let sched = self.schedule_for(&call.geom, call.dims, self.thread_count(), call.pairs);
+            self.tiles.get(sched.tile).is_some()
+        };
+        if register_tiles {
+            call.kernel.record_invocation();
+            // `bf16` is a transparent wrapper of its u16 bits.
+            let out = y.as_mut_ptr().cast::<u16>();
+            let target = Bf16Out {
+                y: out,
+                residual: match residual {
+                    Bf16Residual::None => std::ptr::null(),
+                    Bf16Residual::Separate(r) => r.as_ptr().cast::<u16>(),
+                    Bf16Residual::InOutput => out.cast_const(),
+                },
+            };
+            let (y, residual) = (OutPtr(std::ptr::null_mut()), InPtr(std::ptr::null()));
+            return self.run_tiles(input, call, y, residual, Some(target), workspace);
+        }
+        let mut wide = workspace.take_scratch(y.len());
+        let residual = match residual {
+            Bf16Residual::None => Residual::None,
+            Bf16Residual::Separate(r) => {
+                self.convert_chunks(r, &mut wide, widen_into);
+                Residual::InOutput
+            }
+            Bf16Residual::InOutput => {
+                self.convert_chunks(y, &mut wide, widen_into);
+                Residual::InOutput
+            }
+        };
+        let result = self.run_input(input, call, CallOutput::F32(&mut wide, residual), workspace);
+        if result.is_ok() {
+            self.convert_chunks(&wide, y, narrow_into);
+        }
+        workspace.return_scratch(wide);
+        result
+    }
+
+    /// The register tiles' (or the matrixmultiply kernel's) loop nest over the call's units:
+    /// results into `y` with the residual at `residual` (each null when `bf16_out` is given,
+    /// whose pointers then serve instead).
+    fn run_tiles(
+        &self,
+        input: PixelInput,
+        call: Call,
+        y: OutPtr,
+        residual: InPtr,
+        bf16_out: Option<Bf16Out>,
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let Call {
+            geom, dims, act, pairs, ..
+        } = call;
+        let threads = self.thread_count();
         let sched = self.schedule_for(&geom, dims, threads, pairs);
         let tile = self.tiles.get(sched.tile);
         // Only a test hook's forced tile can disagree with the call's element types (the
@@ -1179,8 +1267,9 @@ impl Plan {
             sched,
             orient: tile.map_or(Orientation::WeightRows, |t| t.tile.orient),
             x: input,
-            y: OutPtr(y),
+            y,
             residual,
+            bf16_out,
             bias: self.bias.as_deref(),
             slope: self.slope.as_deref(),
             panels,

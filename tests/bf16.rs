@@ -7,8 +7,8 @@
 mod common;
 use common::*;
 use pointwise::{
-    bf16, Activation, Conv1x1, Error, InputDims, KernelChoice, KernelId, Layout, Padding, Plan, PlanOptions, Threads,
-    WeightOrder, Workspace,
+    bf16, Activation, Conv1x1, Element, Error, InputDims, KernelChoice, KernelId, Layout, Padding, Plan, PlanOptions,
+    Threads, WeightOrder, Workspace,
 };
 
 fn to_bf16(v: &[f32]) -> Vec<bf16> {
@@ -300,6 +300,35 @@ fn bf16_input_call(p: &Problem, plan: &Plan) -> Vec<f32> {
     y
 }
 
+/// The call of `plan` on `x` with a bf16 output, with `p`'s residual in bf16 given apart and
+/// held in the output buffer: each element is `want` (the same call's f32 output) rounded to
+/// bf16, bit for bit. (The register tiles round in their stores, each copy-out branch: rows
+/// of contiguous lanes a register at a time, scattered edges and padded pixels one value at
+/// a time.)
+fn check_bf16_output_rounds<I: Element>(p: &Problem, plan: &Plan, x: &[I], want: &[f32], what: &str) {
+    let want16 = to_bf16(want);
+    let r16 = p.residual.as_deref().map(to_bf16);
+    let same = |got: &[bf16], case: &str| {
+        for (i, (g, w)) in got.iter().zip(&want16).enumerate() {
+            assert_eq!(
+                g.to_bits(),
+                w.to_bits(),
+                "{what}, bf16 output {case}: element {i}: {g} vs {w}"
+            );
+        }
+    };
+    let mut y16 = vec![bf16::NAN; p.output_len()];
+    plan.forward(x, p.dims, r16.as_deref(), &mut y16, &mut Workspace::new())
+        .unwrap();
+    same(&y16, "residual apart");
+    if let Some(r16) = r16 {
+        let mut y16 = r16;
+        plan.forward_residual_in_place(x, p.dims, &mut y16, &mut Workspace::new())
+            .unwrap();
+        same(&y16, "residual in place");
+    }
+}
+
 /// A bf16 input is widened as the pixel packers read it (never in place): on every f32 tile
 /// of every kernel, forced, folded or not, and on the matrixmultiply kernel, a bf16 call
 /// gives the bits of the f32 call on the same values, through each packer's branch: NCHW
@@ -343,13 +372,12 @@ fn bf16_inputs_widened_while_packing_give_the_f32_bits_on_every_tile() {
                         plan.forward(&p.x, dims, p.residual.as_deref(), &mut want, &mut Workspace::new())
                             .unwrap();
                         let got = bf16_input_call(&p, &plan);
+                        let what = format!("{kernel} {tile:?} fold {fold} {conv:?} {dims:?}");
                         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                            assert_eq!(
-                                g.to_bits(),
-                                w.to_bits(),
-                                "{kernel} {tile:?} fold {fold} {conv:?} {dims:?}: element {i}"
-                            );
+                            assert_eq!(g.to_bits(), w.to_bits(), "{what}: element {i}");
                         }
+                        check_bf16_output_rounds(&p, &plan, &p.x, &want, &what);
+                        check_bf16_output_rounds(&p, &plan, &to_bf16(&p.x), &want, &what);
                         if tile.is_none() {
                             break;
                         }
@@ -432,8 +460,10 @@ fn bf16_pair_tiles_match_the_reference_on_every_edge() {
                         plan.force_tile(tile.name, fold).unwrap();
                         assert_eq!(plan.tile_for_bf16(dims).unwrap(), Some(tile.name));
                         let y = bf16_input_call(&p, &plan);
+                        let what = format!("{} {conv:?} {dims:?} fold {fold}", tile.name);
                         p.check_with(&reference, &y, data, kernel)
-                            .unwrap_or_else(|e| panic!("{} {conv:?} {dims:?} fold {fold}: {e}", tile.name));
+                            .unwrap_or_else(|e| panic!("{what}: {e}"));
+                        check_bf16_output_rounds(&p, &plan, &to_bf16(&p.x), &y, &what);
                         // The f32 input on the same plan runs an f32 tile: the forced pair
                         // tile is refused, with the output untouched.
                         let mut untouched = vec![7.0f32; p.output_len()];
@@ -497,6 +527,23 @@ fn bf16_pair_tiles_give_the_same_bits_blocked_split_and_threaded() {
                     };
                     for threads in [1, 2, 3, 7] {
                         let y = run(kc, parts, threads);
+                        if threads == 3 {
+                            // The combine phase of a split rounds in its stores too.
+                            let mut plan = p.plan(
+                                PlanOptions::default()
+                                    .with_kernel(KernelChoice::Force(kernel))
+                                    .with_threads(Threads::Count(threads)),
+                            );
+                            plan.force_tile(tile.name, true).unwrap();
+                            if let Some(kc) = kc {
+                                plan.force_reduction_block(kc);
+                            }
+                            if let Some(parts) = parts {
+                                plan.force_reduction_split(parts);
+                            }
+                            let what = format!("{} {layout:?}: kc {kc:?}, parts {parts:?}", tile.name);
+                            check_bf16_output_rounds(&p, &plan, &to_bf16(&p.x), &y, &what);
+                        }
                         let same = y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
                         assert!(
                             same,

@@ -13,6 +13,7 @@
 //! Everything here is `#[inline(always)]`, so it compiles into the entry point of the tier
 //! that instantiates it.
 use crate::dispatch::KernelId;
+use crate::element::round_to_bf16_bits;
 use crate::epilogue::{
     Activation, ChannelAxis, TileEpilogue, ERFC_POLY, FRAC_1_SQRT_2, GELU_CUBIC, GELU_SQRT_2_OVER_PI, HARD_SWISH_FLOOR,
     ONE_SIXTH, SMOOTH_FLOOR, TANH_POLY, TANH_POLY_LIMIT,
@@ -69,6 +70,32 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
         }
         // SAFETY: tmp holds 16 >= LANES values.
         unsafe { self.load(tmp.as_ptr()) }
+    }
+    /// Rounds the `LANES` values of `v` to bf16 and stores their bits at `p`: to nearest,
+    /// ties to even, NaNs made quiet ([`round_to_bf16_bits`], whose bits every tier gives).
+    ///
+    /// # Safety
+    /// `p` must be valid for writing `LANES` u16 values.
+    #[inline(always)]
+    unsafe fn store_bf16(self, v: Self::F32, p: *mut u16) {
+        // SAFETY: the caller guarantees LANES writable values.
+        unsafe { self.store_first_bf16(v, p, Self::F32::LANES) }
+    }
+    /// [`Simd::store_bf16`] of the first `n` values (`n <= LANES`); nothing past them is
+    /// written.
+    ///
+    /// # Safety
+    /// `p` must be valid for writing `n` u16 values.
+    #[inline(always)]
+    unsafe fn store_first_bf16(self, v: Self::F32, p: *mut u16, n: usize) {
+        debug_assert!(n <= Self::F32::LANES && Self::F32::LANES <= 16);
+        let mut tmp = [0.0f32; 16];
+        // SAFETY: tmp holds 16 >= LANES values.
+        unsafe { v.store(tmp.as_mut_ptr()) };
+        for (i, &t) in tmp.iter().enumerate().take(n) {
+            // SAFETY: the caller guarantees n writable values.
+            unsafe { *p.add(i) = round_to_bf16_bits(t) };
+        }
     }
     /// Loads the first `n` values (`n <= LANES`); the other lanes are zero.
     ///
@@ -1353,6 +1380,7 @@ mod tests {
 
     /// Checks [`Simd::transpose_lanes`] and [`Simd::interleave`] (for every `K` the
     /// pixel-lanes loop uses) on one tier, with values that name their place.
+    #[derive(Clone, Copy)]
     struct CheckLaneMoves;
 
     impl CheckLaneMoves {
@@ -1417,37 +1445,76 @@ mod tests {
         }
     }
 
-    #[test]
-    fn lane_transposition_and_interleaving_on_every_tier() {
-        Portable::TOKEN.vectorize(CheckLaneMoves);
+    /// Checks [`Simd::store_bf16`] and [`Simd::store_first_bf16`] on one tier: the bits of
+    /// [`round_to_bf16_bits`] for every pattern of its test (ties, NaNs, denormals,
+    /// infinities), and nothing written past the first `n`.
+    #[derive(Clone, Copy)]
+    struct CheckBf16Stores;
+
+    impl WithSimd for CheckBf16Stores {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, s: S) {
+            let lanes = S::F32::LANES;
+            let values: Vec<f32> = crate::element::bf16_rounding_patterns().map(f32::from_bits).collect();
+            for chunk in values.chunks_exact(lanes) {
+                let mut tmp = [0.0f32; 16];
+                tmp[..lanes].copy_from_slice(chunk);
+                // SAFETY: tmp holds 16 >= LANES values.
+                let v = unsafe { s.load(tmp.as_ptr()) };
+                let want: Vec<u16> = chunk.iter().map(|&x| round_to_bf16_bits(x)).collect();
+                let mut got = [0xABCDu16; 17];
+                // SAFETY: got holds 17 > LANES values.
+                unsafe { s.store_bf16(v, got.as_mut_ptr()) };
+                assert_eq!(&got[..lanes], &want[..], "{} store_bf16 of {chunk:?}", S::KERNEL);
+                assert_eq!(got[lanes], 0xABCD, "{} store_bf16 wrote past LANES", S::KERNEL);
+                for n in 0..=lanes {
+                    let mut got = [0xABCDu16; 17];
+                    // SAFETY: got holds 17 > n values.
+                    unsafe { s.store_first_bf16(v, got.as_mut_ptr(), n) };
+                    assert_eq!(&got[..n], &want[..n], "{} store_first_bf16 n {n}", S::KERNEL);
+                    assert!(
+                        got[n..].iter().all(|&g| g == 0xABCD),
+                        "{} n {n} wrote past n",
+                        S::KERNEL
+                    );
+                }
+            }
+        }
+    }
+
+    /// Runs `op` on every tier this CPU has, and checks that each ran (scripts/test.sh runs
+    /// the tests on each tier, under qemu).
+    fn on_every_tier<Op: WithSimd<Output = ()> + Copy>(op: Op) {
+        Portable::TOKEN.vectorize(op);
         let mut ran = 1;
         #[cfg(target_arch = "x86_64")]
         {
             use crate::kernels::x86_64::{avx2::Avx2, avx512::Avx512, avx512_bf16::Avx512Bf16};
-            ran += Avx512Bf16::try_new()
-                .map(|s| s.vectorize(CheckLaneMoves))
-                .into_iter()
-                .count();
-            ran += Avx2::try_new().map(|s| s.vectorize(CheckLaneMoves)).into_iter().count();
-            ran += Avx512::try_new()
-                .map(|s| s.vectorize(CheckLaneMoves))
-                .into_iter()
-                .count();
+            ran += Avx512Bf16::try_new().map(|s| s.vectorize(op)).into_iter().count();
+            ran += Avx2::try_new().map(|s| s.vectorize(op)).into_iter().count();
+            ran += Avx512::try_new().map(|s| s.vectorize(op)).into_iter().count();
         }
         #[cfg(target_arch = "aarch64")]
         {
             use crate::kernels::aarch64::{neon::Neon, neon_bf16::NeonBf16};
-            ran += Neon::try_new().map(|s| s.vectorize(CheckLaneMoves)).into_iter().count();
-            ran += NeonBf16::try_new()
-                .map(|s| s.vectorize(CheckLaneMoves))
-                .into_iter()
-                .count();
+            ran += Neon::try_new().map(|s| s.vectorize(op)).into_iter().count();
+            ran += NeonBf16::try_new().map(|s| s.vectorize(op)).into_iter().count();
         }
-        // Every tier this CPU has ran (scripts/test.sh runs this on each tier, under qemu).
         let tiers = crate::dispatch::available_kernels();
         assert_eq!(
             ran,
             tiers.iter().filter(|k| !crate::kernels::tiles(**k).is_empty()).count()
         );
+    }
+
+    #[test]
+    fn lane_transposition_and_interleaving_on_every_tier() {
+        on_every_tier(CheckLaneMoves);
+    }
+
+    #[test]
+    fn bf16_stores_round_to_nearest_even_on_every_tier() {
+        on_every_tier(CheckBf16Stores);
     }
 }

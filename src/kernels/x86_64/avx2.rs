@@ -53,6 +53,26 @@ impl Simd for Avx2 {
         // SAFETY: the caller guarantees 8 readable values.
         Ymm(unsafe { _mm256_loadu_ps(p) })
     }
+    /// The rounding of `round_to_bf16_bits` on 32-bit lanes, then packed to 16 bits (the
+    /// rounded bits are below 2^16, so the unsigned saturation of `vpackusdw` keeps them).
+    #[inline(always)]
+    unsafe fn store_bf16(self, v: Ymm, p: *mut u16) {
+        // SAFETY: the token proves AVX2; the caller guarantees 8 writable values (16 bytes).
+        unsafe {
+            let bits = _mm256_castps_si256(v.0);
+            let high = _mm256_srli_epi32::<16>(bits);
+            let bias = _mm256_add_epi32(_mm256_and_si256(high, _mm256_set1_epi32(1)), _mm256_set1_epi32(0x7FFF));
+            let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(bits, bias));
+            let quiet_nan = _mm256_or_si256(high, _mm256_set1_epi32(0x40));
+            let magnitude = _mm256_and_si256(bits, _mm256_set1_epi32(0x7FFF_FFFF));
+            let nan = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7F80_0000));
+            let out = _mm256_blendv_epi8(rounded, quiet_nan, nan);
+            // Packing works within 128-bit halves: values 0-3 and 4-7 land in 64-bit words 0
+            // and 2.
+            let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(out, out));
+            _mm_storeu_si128(p.cast(), _mm256_castsi256_si128(packed));
+        }
+    }
     #[inline(always)]
     unsafe fn load_bf16(self, p: *const u16) -> Ymm {
         // SAFETY: the caller guarantees 8 readable values (16 bytes); the token proves AVX2.

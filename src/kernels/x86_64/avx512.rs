@@ -54,6 +54,24 @@ impl Avx512 {
 #[derive(Clone, Copy)]
 pub(crate) struct Zmm(pub(super) __m512);
 
+/// The bits of each lane's value rounded to bf16, in the low half of its 32 bits: to nearest,
+/// ties to even, a NaN made quiet (the lane arithmetic of `element::round_to_bf16_bits`).
+#[inline(always)]
+fn bf16_bits(v: Zmm) -> __m512i {
+    // SAFETY: lane operations of AVX-512F, which the register proves the CPU has (a `Zmm`
+    // is only made through the tier's token).
+    unsafe {
+        let bits = _mm512_castps_si512(v.0);
+        let high = _mm512_srli_epi32::<16>(bits);
+        let bias = _mm512_add_epi32(_mm512_and_si512(high, _mm512_set1_epi32(1)), _mm512_set1_epi32(0x7FFF));
+        let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, bias));
+        let quiet_nan = _mm512_or_si512(high, _mm512_set1_epi32(0x40));
+        let magnitude = _mm512_and_si512(bits, _mm512_set1_epi32(0x7FFF_FFFF));
+        let nan = _mm512_cmpgt_epi32_mask(magnitude, _mm512_set1_epi32(0x7F80_0000));
+        _mm512_mask_blend_epi32(nan, rounded, quiet_nan)
+    }
+}
+
 /// The mask of the first `n` of 16 lanes.
 #[inline(always)]
 fn first_lanes(n: usize) -> __mmask16 {
@@ -114,6 +132,18 @@ impl Simd for Avx512 {
             let halves = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(v));
             Zmm(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(halves)))
         }
+    }
+    /// The rounding of `round_to_bf16_bits` on 32-bit lanes, then `vpmovdw` (AVX-512F).
+    #[inline(always)]
+    unsafe fn store_bf16(self, v: Zmm, p: *mut u16) {
+        // SAFETY: the caller guarantees 16 writable values (32 bytes).
+        unsafe { _mm256_storeu_si256(p.cast(), _mm512_cvtepi32_epi16(bf16_bits(v))) }
+    }
+    /// `vpmovdw` with a store mask: lanes at or past `n` are not written.
+    #[inline(always)]
+    unsafe fn store_first_bf16(self, v: Zmm, p: *mut u16, n: usize) {
+        // SAFETY: masked-off lanes are not accessed; the caller guarantees n writable values.
+        unsafe { _mm512_mask_cvtepi32_storeu_epi16(p.cast(), first_lanes(n), bf16_bits(v)) }
     }
     #[inline(always)]
     unsafe fn load_bf16(self, p: *const u16) -> Zmm {

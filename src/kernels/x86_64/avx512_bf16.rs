@@ -70,6 +70,16 @@ impl Simd for Avx512Bf16 {
         unsafe { self.0.load_first_bf16(p, n) }
     }
     #[inline(always)]
+    unsafe fn store_bf16(self, v: Zmm, p: *mut u16) {
+        // SAFETY: forwarded contract.
+        unsafe { self.0.store_bf16(v, p) }
+    }
+    #[inline(always)]
+    unsafe fn store_first_bf16(self, v: Zmm, p: *mut u16, n: usize) {
+        // SAFETY: forwarded contract.
+        unsafe { self.0.store_first_bf16(v, p, n) }
+    }
+    #[inline(always)]
     unsafe fn load_bf16(self, p: *const u16) -> Zmm {
         // SAFETY: forwarded contract.
         unsafe { self.0.load_bf16(p) }

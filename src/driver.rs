@@ -431,20 +431,22 @@ pub(crate) unsafe fn run_units<S: Simd, const MR: usize, const NV: usize, const 
                 let first = offsets[0] as usize;
                 let (len, panel_len) = (pixel_panels * panel_rows * pl, panel_rows * pl);
                 let dst = &mut packed[..len];
-                (job.x).pack_consecutive_pixels(s, first, npix, pack_c0, pack_rows, ics, pl, panel_len, 0.0, dst);
+                if PAIRS {
+                    (job.x).pack_consecutive_pairs(s, first, npix, pack_c0, pack_rows, ics, pl, panel_len, dst);
+                } else {
+                    (job.x).pack_consecutive_pixels(s, first, npix, pack_c0, pack_rows, ics, pl, panel_len, 0.0, dst);
+                }
             } else {
                 for (panel, offs) in offsets.chunks(pl).enumerate() {
                     if spacing[panel].is_none() {
                         let dst = &mut packed[panel * panel_rows * pl..][..pack_rows * pl];
                         (job.x).pack_pixel_panels(s, offs, pack_c0, pack_rows, ics, pl, 0.0, dst);
+                        if PAIRS {
+                            // The f32 panel (bf16 values widened: the plan runs pair tiles
+                            // only on bf16 input) narrowed into pairs where it lies.
+                            pair_panel_in_place(dst, pack_rows, pl);
+                        }
                     }
-                }
-            }
-            if PAIRS {
-                // The f32 panels (bf16 values widened: the plan runs pair tiles only on bf16
-                // input) narrowed into pairs where they lie.
-                for panel in 0..pixel_panels {
-                    pair_panel_in_place(&mut packed[panel * panel_rows * pl..][..pack_rows * pl], pack_rows, pl);
                 }
             }
             // The schedule says which panel stays while the other streams past it.

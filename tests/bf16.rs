@@ -405,10 +405,14 @@ fn pair_tile_shapes(tile: &pointwise::testing::TileInfo) -> Vec<(Conv1x1, InputD
             &[(1, 1), (2, wl - 1), (3, wl), (17, wl + 1), (64, 2 * wl + 3)]
         };
         for &(c, k) in channels {
+            // Also runs of 32 and 143 pixels: a whole number of registers ending inside a
+            // panel, and runs past the pixel-row packer's chunks (60 or 64 pixels).
             for dims in [
                 InputDims::new(1, 1, pl - 1),
                 InputDims::new(1, 1, pl + 1),
                 InputDims::new(2, 3, 5),
+                InputDims::new(1, 4, 8),
+                InputDims::new(1, 11, 13),
             ] {
                 out.push((Conv1x1::new(c, k).with_layout(layout), dims));
                 if tiny() {

@@ -71,6 +71,24 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
         // SAFETY: tmp holds 16 >= LANES values.
         unsafe { self.load(tmp.as_ptr()) }
     }
+    /// Each lane's bf16 pair (see `PackedFormat::bf16_pairs`) from two registers of bf16
+    /// values widened to f32 (zero low halves, as [`Simd::load_bf16`] gives them): the even
+    /// step's bits in the low half, the odd step's in the high half. Tiers with integer
+    /// shifts override this scalar form.
+    #[inline(always)]
+    fn bf16_pairs(self, even: Self::F32, odd: Self::F32) -> Self::F32 {
+        let (mut e, mut o) = ([0.0f32; 16], [0.0f32; 16]);
+        // SAFETY: both arrays hold 16 >= LANES values.
+        unsafe {
+            even.store(e.as_mut_ptr());
+            odd.store(o.as_mut_ptr());
+        }
+        for (e, o) in e.iter_mut().zip(o) {
+            *e = f32::from_bits(o.to_bits() | e.to_bits() >> 16);
+        }
+        // SAFETY: as above.
+        unsafe { self.load(e.as_ptr()) }
+    }
     /// Rounds the `LANES` values of `v` to bf16 and stores their bits at `p`: to nearest,
     /// ties to even, NaNs made quiet ([`round_to_bf16_bits`], whose bits every tier gives).
     ///

@@ -53,6 +53,14 @@ impl Simd for Avx2 {
         // SAFETY: the caller guarantees 8 readable values.
         Ymm(unsafe { _mm256_loadu_ps(p) })
     }
+    #[inline(always)]
+    fn bf16_pairs(self, even: Ymm, odd: Ymm) -> Ymm {
+        // SAFETY: integer lane operations of AVX2, which the token proves.
+        unsafe {
+            let low = _mm256_srli_epi32::<16>(_mm256_castps_si256(even.0));
+            Ymm(_mm256_castsi256_ps(_mm256_or_si256(low, _mm256_castps_si256(odd.0))))
+        }
+    }
     /// The rounding of `round_to_bf16_bits` on 32-bit lanes, then packed to 16 bits (the
     /// rounded bits are below 2^16, so the unsigned saturation of `vpackusdw` keeps them).
     #[inline(always)]

@@ -133,6 +133,14 @@ impl Simd for Avx512 {
             Zmm(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(halves)))
         }
     }
+    #[inline(always)]
+    fn bf16_pairs(self, even: Zmm, odd: Zmm) -> Zmm {
+        // SAFETY: integer lane operations of AVX-512F, which the token proves.
+        unsafe {
+            let low = _mm512_srli_epi32::<16>(_mm512_castps_si512(even.0));
+            Zmm(_mm512_castsi512_ps(_mm512_or_si512(low, _mm512_castps_si512(odd.0))))
+        }
+    }
     /// The rounding of `round_to_bf16_bits` on 32-bit lanes, then `vpmovdw` (AVX-512F).
     #[inline(always)]
     unsafe fn store_bf16(self, v: Zmm, p: *mut u16) {

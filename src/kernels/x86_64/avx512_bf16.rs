@@ -70,6 +70,10 @@ impl Simd for Avx512Bf16 {
         unsafe { self.0.load_first_bf16(p, n) }
     }
     #[inline(always)]
+    fn bf16_pairs(self, even: Zmm, odd: Zmm) -> Zmm {
+        self.0.bf16_pairs(even, odd)
+    }
+    #[inline(always)]
     unsafe fn store_bf16(self, v: Zmm, p: *mut u16) {
         // SAFETY: forwarded contract.
         unsafe { self.0.store_bf16(v, p) }

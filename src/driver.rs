@@ -8,7 +8,7 @@
 //! Packed panels are contiguous, so they cannot alias in L2; pixels read in place are
 //! streamed once per weight panel.
 use crate::conv::{Geometry, Layout};
-use crate::element::round_to_bf16_bits;
+use crate::element::{bf16, round_to_bf16_bits, widen};
 use crate::epilogue::{Activation, ChannelAxis, ScalarEpilogue, TileEpilogue};
 use crate::kernels::few_inputs::{few_inputs_planes, few_inputs_rows, FewInputsRun};
 use crate::kernels::few_outputs::{few_outputs_planes, FewOutputsRun};
@@ -128,6 +128,16 @@ impl Job<'_> {
             ChannelAxis::Rows
         } else {
             ChannelAxis::Cols
+        }
+    }
+
+    /// The output stride between a tile's rows whose lanes are contiguous in the output:
+    /// between output channels (NCHW weight rows) or between pixels (NHWC).
+    fn tile_row_stride(&self, weight_rows: bool) -> usize {
+        if weight_rows {
+            self.geom.output_channel_stride()
+        } else {
+            self.geom.k
         }
     }
 
@@ -615,10 +625,8 @@ unsafe fn store_direct<S: Simd, const MR: usize, const NV: usize, const PAIRS: b
     extent: Extent,
     weight_rows: bool,
 ) {
-    let g = &job.geom;
     let origin = job.out_offset(j0, chan0);
-    // Row stride: between output channels (NCHW, weight rows) or between pixels (NHWC).
-    let ldc = if weight_rows { g.output_channel_stride() } else { g.k };
+    let ldc = job.tile_row_stride(weight_rows);
     let ep = TileEpilogue {
         bias: job.bias.map_or(std::ptr::null(), |b| b[chan0..].as_ptr()),
         slope: job.slope.map_or(std::ptr::null(), |s| s[chan0..].as_ptr()),
@@ -708,10 +716,9 @@ unsafe fn store_rounded_rows<S: Simd, const MR: usize, const NV: usize, const PA
     t: TilePlace,
     weight_rows: bool,
 ) {
-    let g = &job.geom;
     let origin = job.out_offset(t.j0, t.chan0);
-    // Row stride as in store_direct; lanes are consecutive elements.
-    let ldc = if weight_rows { g.output_channel_stride() } else { g.k };
+    // Lanes are consecutive elements.
+    let ldc = job.tile_row_stride(weight_rows);
     // SAFETY: as store_direct's: rows ldc apart and contiguous lanes inside the output (and
     // the residual), the unit's own; a and b are full panels.
     unsafe { store_through_stack::<S, MR, NV, PAIRS>(s, job, steps, a, b, t, weight_rows, |r, l| origin + r * ldc + l) }
@@ -857,7 +864,7 @@ impl EdgeTile<'_> {
                         for l in 0..self.n {
                             // SAFETY: the caller guarantees res_addr(r, l) is inside the residual.
                             let bits = unsafe { *rsrc.add(res_addr(r, l)) };
-                            res[r * nr + l].write(f32::from_bits(u32::from(bits) << 16));
+                            res[r * nr + l].write(widen(bf16::from_bits(bits)));
                         }
                     }
                 }

@@ -178,6 +178,34 @@ impl<'a> PixelInput<'a> {
             }
         }
     }
+
+    /// [`pack_consecutive_pixels`] into bf16 pairs: straight from a bf16 input
+    /// ([`pack_consecutive_pairs`]); an f32 one (whose values the caller guarantees are bf16
+    /// values) packed, then paired in place.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn pack_consecutive_pairs<S: Simd>(
+        self,
+        s: S,
+        first: usize,
+        npix: usize,
+        c0: usize,
+        rows: usize,
+        ics: usize,
+        lanes: usize,
+        panel_len: usize,
+        out: &mut [f32],
+    ) {
+        match self {
+            PixelInput::Bf16(x) => pack_consecutive_pairs(s, x, first, npix, c0, rows, ics, lanes, panel_len, out),
+            PixelInput::F32(x) => {
+                pack_consecutive_pixels(s, x, first, npix, c0, rows, ics, lanes, panel_len, 0.0, out);
+                for panel in out.chunks_mut(panel_len) {
+                    pair_panel_in_place(panel, rows, lanes);
+                }
+            }
+        }
+    }
 }
 
 /// Values `i..i + valid` (`valid <= LANES`) of `run` widened, zero lanes past `valid`.
@@ -250,36 +278,6 @@ fn pair_short_panels<S: Simd>(
         for k in 0..m.div_ceil(lanes) {
             let panel = (start + k * lanes) / lanes;
             out[panel * panel_len..][..lanes].copy_from_slice(&pairs[k * lanes..][..lanes]);
-        }
-    }
-}
-
-impl PixelInput<'_> {
-    /// [`pack_consecutive_pixels`] into bf16 pairs: straight from a bf16 input
-    /// ([`pack_consecutive_pairs`]); an f32 one (whose values the caller guarantees are bf16
-    /// values) packed, then paired in place.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    pub fn pack_consecutive_pairs<S: Simd>(
-        self,
-        s: S,
-        first: usize,
-        npix: usize,
-        c0: usize,
-        rows: usize,
-        ics: usize,
-        lanes: usize,
-        panel_len: usize,
-        out: &mut [f32],
-    ) {
-        match self {
-            PixelInput::Bf16(x) => pack_consecutive_pairs(s, x, first, npix, c0, rows, ics, lanes, panel_len, out),
-            PixelInput::F32(x) => {
-                pack_consecutive_pixels(s, x, first, npix, c0, rows, ics, lanes, panel_len, 0.0, out);
-                for panel in out.chunks_mut(panel_len) {
-                    pair_panel_in_place(panel, rows, lanes);
-                }
-            }
         }
     }
 }

@@ -19,25 +19,32 @@ if grep -qw avx512f <<<"$flags" && grep -qw avx512_bf16 <<<"$flags"; then native
 elif grep -qw avx512f <<<"$flags"; then native=avx512
 elif grep -qw avx2 <<<"$flags" && grep -qw fma <<<"$flags"; then native=avx2; fi
 
-echo "== native ($native) =="
-POINTWISE_EXPECT_AUTO=$native cargo test --release
+# Every x86_64 run builds with the same features (the adapters on), so the library and the
+# test binaries are compiled once and the emulated runs reuse them.
+features=(--features pointwise/candle,pointwise/ndarray)
 
-echo "== framework adapters (native: features candle, ndarray) =="
-cargo test --release --features candle,ndarray --lib --test interop interop
-cargo test --release --features candle,ndarray --doc interop
+t0=$SECONDS
+echo "== native ($native), with the candle and ndarray adapters and the C API (header, Rust tests, a C program built with cc) =="
+POINTWISE_EXPECT_AUTO=$native cargo test --release --workspace "${features[@]}"
+echo "-- native: $((SECONDS - t0)) s"
 
-echo "== C API (native: header, Rust tests, a C program built with cc) =="
-cargo test --release -p pointwise-capi
-
+# The adapters' tests run natively only (`--skip interop`): they test the glue, not a tier.
+t0=$SECONDS
 echo "== qemu Haswell (avx2) =="
 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="qemu-x86_64 -cpu Haswell" \
-  POINTWISE_EXPECT_AUTO=avx2 POINTWISE_TEST_SCALE=reduced cargo test --release --tests 2>&1 \
+  POINTWISE_EXPECT_AUTO=avx2 POINTWISE_TEST_SCALE=reduced \
+  cargo test --release --tests "${features[@]}" -- --skip interop 2>&1 \
   | grep -v "TCG doesn't support requested feature"
+echo "-- qemu Haswell: $((SECONDS - t0)) s"
 
+t0=$SECONDS
 echo "== qemu Nehalem (portable) =="
 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="qemu-x86_64 -cpu Nehalem" \
-  POINTWISE_EXPECT_AUTO=portable POINTWISE_TEST_SCALE=reduced cargo test --release --tests
+  POINTWISE_EXPECT_AUTO=portable POINTWISE_TEST_SCALE=reduced \
+  cargo test --release --tests "${features[@]}" -- --skip interop
+echo "-- qemu Nehalem: $((SECONDS - t0)) s"
 
+t0=$SECONDS
 echo "== qemu aarch64 -cpu max (neonbf16: NEON with BFDOT; the neon tiles too) =="
 CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
   CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -cpu max -L /usr/aarch64-linux-gnu" \
@@ -49,4 +56,5 @@ CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
   CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -cpu cortex-a72 -L /usr/aarch64-linux-gnu" \
   POINTWISE_EXPECT_AUTO=neon POINTWISE_TEST_SCALE=reduced \
   cargo test --release --target aarch64-unknown-linux-gnu --test semantics --test bf16
+echo "-- qemu aarch64: $((SECONDS - t0)) s"
 echo "all tiers passed"

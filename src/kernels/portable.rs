@@ -35,6 +35,8 @@ impl Simd for Portable {
         op.with_simd(self)
     }
 
+    crate::kernels::simd::outlined_activation!(Portable);
+
     #[inline(always)]
     fn zero(self) -> Wide {
         Wide(f32x8::ZERO)

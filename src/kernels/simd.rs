@@ -29,6 +29,9 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn try_new() -> Option<Self>;
     /// Runs `op` inside the tier's `#[target_feature]` function.
     fn vectorize<Op: WithSimd>(self, op: Op) -> Op::Output;
+    /// The transcendental activations on one register, in a function of the tier's own that
+    /// is not inlined (see [`activate`]; written by `outlined_activation!`).
+    fn activate_outlined(self, z: Self::F32, act: Activation) -> Self::F32;
     /// A register of zeros.
     fn zero(self) -> Self::F32;
     /// A register with every lane `x`.
@@ -348,9 +351,14 @@ pub(crate) fn exp<S: Simd>(s: S, x: S::F32) -> S::F32 {
 
 /// The activation on one register, with the formulas of [`Activation`] (the same operations
 /// as `Activation::apply`, in the same order); `slope` holds the lanes' PReLU slopes.
+///
+/// The piecewise-linear activations inline at the store. The transcendental ones (sigmoid,
+/// tanh, SiLU, GELU: an exponential and a polynomial each, some 40 operations) run in the
+/// tier's one out-of-line copy ([`Simd::activate_outlined`]): inlined at each of a tile's
+/// `MR x NV` stores in every loop of every tile, they were three quarters of the crate's
+/// code, and their call costs a few cycles beside their own.
 #[inline(always)]
 pub(crate) fn activate<S: Simd>(s: S, z: S::F32, act: Activation, slope: S::F32) -> S::F32 {
-    type V<S> = <S as Simd>::F32;
     let zero = s.zero();
     let one = s.splat(1.0);
     match act {
@@ -377,6 +385,39 @@ pub(crate) fn activate<S: Simd>(s: S, z: S::F32, act: Activation, slope: S::F32)
             let t = z.mul(s.splat(alpha)).add(s.splat(beta));
             t.select_lt(zero, zero).select_gt(one, one)
         }
+        Activation::Sigmoid | Activation::Tanh | Activation::Silu | Activation::Gelu | Activation::GeluTanh => {
+            s.activate_outlined(z, act)
+        }
+    }
+}
+
+/// Implements [`Simd::activate_outlined`] in a tier's `impl Simd`: `outlined_activation!(Tier,
+/// "features")` for a tier whose entry enables those target features, `outlined_activation!(Tier)`
+/// for one that needs none.
+macro_rules! outlined_activation {
+    ($tier:ty $(, $features:literal)?) => {
+        #[inline(always)]
+        fn activate_outlined(self, z: Self::F32, act: $crate::epilogue::Activation) -> Self::F32 {
+            $(#[target_feature(enable = $features)])?
+            #[inline(never)]
+            unsafe fn outlined(s: $tier, z: <$tier as Simd>::F32, act: $crate::epilogue::Activation) -> <$tier as Simd>::F32 {
+                $crate::kernels::simd::activate_transcendental(s, z, act)
+            }
+            // SAFETY: the token proves the CPU has the tier's target features.
+            unsafe { outlined(self, z, act) }
+        }
+    };
+}
+pub(crate) use outlined_activation;
+
+/// The transcendental activations' formulas (see [`activate`]); the others, which
+/// [`activate`] computes itself and never sends here, go back to it.
+#[inline(always)]
+pub(crate) fn activate_transcendental<S: Simd>(s: S, z: S::F32, act: Activation) -> S::F32 {
+    type V<S> = <S as Simd>::F32;
+    let zero = s.zero();
+    let one = s.splat(1.0);
+    match act {
         Activation::Sigmoid => one.div(one.add(exp(s, zero.sub(z)))),
         Activation::Tanh => {
             let a = V::<S>::blend_lt(z, zero, zero.sub(z), z);
@@ -415,6 +456,14 @@ pub(crate) fn activate<S: Simd>(s: S, z: S::F32, act: Activation, slope: S::F32)
             let t = s.splat(GELU_SQRT_2_OVER_PI).mul(z.add(cube));
             z.div(one.add(exp(s, s.splat(-2.0).mul(t))))
         }
+        Activation::Identity
+        | Activation::Relu
+        | Activation::Relu6
+        | Activation::Clamp { .. }
+        | Activation::LeakyRelu { .. }
+        | Activation::Prelu
+        | Activation::HardSwish
+        | Activation::HardSigmoid { .. } => activate(s, z, act, zero),
     }
 }
 
@@ -523,46 +572,45 @@ pub(crate) unsafe fn gemm_tile<S: Simd, const MR: usize, const NV: usize, const 
     ep: &TileEpilogue,
     extent: Extent,
 ) {
+    // One epilogue for every reduction loop below: inlined at each loop's end, it was most
+    // of each tile's code.
     // SAFETY: forwarded contract; the packed flags select constant-stride instantiations.
-    unsafe {
+    let acc = unsafe {
         if PAIRS {
             debug_assert!(
                 a.packed && b.packed && b.row_steps.is_null(),
                 "bf16 pairs are always packed"
             );
-            return gemm_tile_pairs::<S, MR, NV>(s, kc.div_ceil(2), init, a.ptr, b.ptr, c, ldc, ep, extent);
-        }
-        if !b.row_steps.is_null() && a.packed {
-            return if b.packed {
-                gemm_tile_row_steps::<S, MR, NV, true>(s, kc, init, a, b, c, ldc, ep, extent)
+            tile_sums_pairs::<S, MR, NV>(s, kc.div_ceil(2), init, a.ptr, b.ptr)
+        } else if !b.row_steps.is_null() && a.packed {
+            if b.packed {
+                tile_sums_row_steps::<S, MR, NV, true>(s, kc, init, a, b)
             } else {
-                gemm_tile_row_steps::<S, MR, NV, false>(s, kc, init, a, b, c, ldc, ep, extent)
-            };
+                tile_sums_row_steps::<S, MR, NV, false>(s, kc, init, a, b)
+            }
+        } else {
+            debug_assert!(b.row_steps.is_null(), "row steps need packed weights");
+            match (a.packed, b.packed) {
+                (true, true) => tile_sums_strided::<S, MR, NV, true, true>(s, kc, init, a, b),
+                (false, true) => tile_sums_strided::<S, MR, NV, false, true>(s, kc, init, a, b),
+                (true, false) => tile_sums_strided::<S, MR, NV, true, false>(s, kc, init, a, b),
+                (false, false) => tile_sums_strided::<S, MR, NV, false, false>(s, kc, init, a, b),
+            }
         }
-        debug_assert!(b.row_steps.is_null(), "row steps need packed weights");
-        match (a.packed, b.packed) {
-            (true, true) => gemm_tile_strided::<S, MR, NV, true, true>(s, kc, init, a, b, c, ldc, ep, extent),
-            (false, true) => gemm_tile_strided::<S, MR, NV, false, true>(s, kc, init, a, b, c, ldc, ep, extent),
-            (true, false) => gemm_tile_strided::<S, MR, NV, true, false>(s, kc, init, a, b, c, ldc, ep, extent),
-            (false, false) => gemm_tile_strided::<S, MR, NV, false, false>(s, kc, init, a, b, c, ldc, ep, extent),
-        }
-    }
+    };
+    // SAFETY: forwarded contract.
+    unsafe { finish::<S, MR, NV>(s, acc, c, ldc, ep, extent) }
 }
 
-/// [`gemm_tile`] with the strides fixed at compile time for packed operands.
+/// [`gemm_tile`]'s sums with the strides fixed at compile time for packed operands.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_tile_strided<S: Simd, const MR: usize, const NV: usize, const PA: bool, const PB: bool>(
+unsafe fn tile_sums_strided<S: Simd, const MR: usize, const NV: usize, const PA: bool, const PB: bool>(
     s: S,
     kc: usize,
     init: *const f32,
     a: RowOperand,
     b: ColOperand,
-    c: *mut f32,
-    ldc: usize,
-    ep: &TileEpilogue,
-    extent: Extent,
-) {
+) -> [[S::F32; NV]; MR] {
     let lanes = S::F32::LANES;
     let (rs, ks) = if PA { (1, MR) } else { (a.rs, a.ks) };
     let b_ks = if PB { NV * lanes } else { b.ks };
@@ -588,30 +636,24 @@ unsafe fn gemm_tile_strided<S: Simd, const MR: usize, const NV: usize, const PA:
         a = a.wrapping_add(ks);
         b = b.wrapping_add(b_ks);
     }
-    // SAFETY: forwarded contract.
-    unsafe { finish::<S, MR, NV>(s, acc, c, ldc, ep, extent) }
+    acc
 }
 
-/// [`gemm_tile`] on operands packed as bf16 pairs: `pairs` packed rows, each `MR` pair
-/// values of `a` (broadcast, one per tile row) and `NR` of `b`, multiplied by
+/// [`gemm_tile`]'s sums on operands packed as bf16 pairs: `pairs` packed rows, each `MR`
+/// pair values of `a` (broadcast, one per tile row) and `NR` of `b`, multiplied by
 /// [`Simd::dot_bf16_pairs`] (two reduction steps per accumulator and instruction).
 ///
 /// # Safety
 /// `a` must address `pairs * MR` readable values and `b` `pairs * NR`; otherwise as
 /// [`gemm_tile`].
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_tile_pairs<S: Simd, const MR: usize, const NV: usize>(
+unsafe fn tile_sums_pairs<S: Simd, const MR: usize, const NV: usize>(
     s: S,
     pairs: usize,
     init: *const f32,
     a: *const f32,
     b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    ep: &TileEpilogue,
-    extent: Extent,
-) {
+) -> [[S::F32; NV]; MR] {
     let lanes = S::F32::LANES;
     // SAFETY: init, when non-null, holds MR x NR values (the caller's contract).
     let mut acc = unsafe { initial_sums::<S, MR, NV>(s, init) };
@@ -630,30 +672,24 @@ unsafe fn gemm_tile_pairs<S: Simd, const MR: usize, const NV: usize>(
                 row[j] = s.dot_bf16_pairs(ar, bv[j], row[j]);
             }
         }
-        // Wrapping: one row past the last is never read (as in gemm_tile_strided).
+        // Wrapping: one row past the last is never read (as in tile_sums_strided).
         a = a.wrapping_add(MR);
         b = b.wrapping_add(NV * lanes);
     }
-    // SAFETY: forwarded contract.
-    unsafe { finish::<S, MR, NV>(s, acc, c, ldc, ep, extent) }
+    acc
 }
 
-/// [`gemm_tile`] for an operand with per-row first steps (fused groups): packed weights, and
-/// row `r` reading `b` from step `row_steps[r]`; one load per row and vector, since rows of
-/// different groups read different channels.
+/// [`gemm_tile`]'s sums for an operand with per-row first steps (fused groups): packed
+/// weights, and row `r` reading `b` from step `row_steps[r]`; one load per row and vector,
+/// since rows of different groups read different channels.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_tile_row_steps<S: Simd, const MR: usize, const NV: usize, const PB: bool>(
+unsafe fn tile_sums_row_steps<S: Simd, const MR: usize, const NV: usize, const PB: bool>(
     s: S,
     kc: usize,
     init: *const f32,
     a: RowOperand,
     b: ColOperand,
-    c: *mut f32,
-    ldc: usize,
-    ep: &TileEpilogue,
-    extent: Extent,
-) {
+) -> [[S::F32; NV]; MR] {
     let lanes = S::F32::LANES;
     let b_ks = if PB { NV * lanes } else { b.ks };
     // SAFETY: init, when non-null, holds MR x NR values (the caller's contract).
@@ -676,12 +712,11 @@ unsafe fn gemm_tile_row_steps<S: Simd, const MR: usize, const NV: usize, const P
                 *v = S::F32::mul_add(ar, bv, *v);
             }
         }
-        // Wrapping: one step past the last is never read (as in gemm_tile_strided).
+        // Wrapping: one step past the last is never read (as in tile_sums_strided).
         a = a.wrapping_add(MR);
         at += b_ks;
     }
-    // SAFETY: forwarded contract.
-    unsafe { finish::<S, MR, NV>(s, acc, c, ldc, ep, extent) }
+    acc
 }
 
 /// One block of a group-lanes layer (grouped layers with fewer output channels per group

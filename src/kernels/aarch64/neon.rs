@@ -36,6 +36,8 @@ impl Simd for Neon {
         unsafe { entry(self, op) }
     }
 
+    crate::kernels::simd::outlined_activation!(Neon, "neon");
+
     #[inline(always)]
     fn zero(self) -> Q {
         // SAFETY (all intrinsics of this impl): the token proves NEON.

@@ -50,6 +50,8 @@ impl Simd for NeonBf16 {
         unsafe { entry(self, op) }
     }
 
+    crate::kernels::simd::outlined_activation!(NeonBf16, "neon,bf16");
+
     #[inline(always)]
     fn zero(self) -> Q {
         self.0.zero()

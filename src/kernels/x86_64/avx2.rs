@@ -39,6 +39,8 @@ impl Simd for Avx2 {
         unsafe { entry(self, op) }
     }
 
+    crate::kernels::simd::outlined_activation!(Avx2, "avx2,fma");
+
     #[inline(always)]
     fn zero(self) -> Ymm {
         // SAFETY (all intrinsics of this impl): the token proves AVX2.

@@ -97,6 +97,8 @@ impl Simd for Avx512 {
         unsafe { entry(self, op) }
     }
 
+    crate::kernels::simd::outlined_activation!(Avx512, "avx512f,avx2,fma");
+
     #[inline(always)]
     fn zero(self) -> Zmm {
         // SAFETY (all intrinsics of this impl): the token proves AVX-512F.

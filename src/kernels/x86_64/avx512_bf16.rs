@@ -47,6 +47,11 @@ impl Simd for Avx512Bf16 {
     }
 
     #[inline(always)]
+    fn activate_outlined(self, z: Zmm, act: crate::epilogue::Activation) -> Zmm {
+        self.0.activate_outlined(z, act)
+    }
+
+    #[inline(always)]
     fn zero(self) -> Zmm {
         self.0.zero()
     }

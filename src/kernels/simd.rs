@@ -11,7 +11,8 @@
 //!   them is safe. Loads and stores through raw pointers stay `unsafe`.
 //!
 //! Everything here is `#[inline(always)]`, so it compiles into the entry point of the tier
-//! that instantiates it.
+//! that instantiates it; the one exception is the transcendental activations, which each
+//! tier compiles once, out of line, with its target features ([`Simd::activate_outlined`]).
 use crate::dispatch::KernelId;
 use crate::element::round_to_bf16_bits;
 use crate::epilogue::{
